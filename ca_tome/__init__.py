@@ -1,0 +1,12 @@
+"""CA-ToMe engine: cached adaptive token merging in pure torch (no ComfyUI import).
+
+Data flows one way: a :class:`Schedule` says which steps are checkpoints, a :class:`PairCache`
+decides per step whether to reuse a plan, :func:`plan_merge` computes one, and the
+:class:`MergePlan` merges tokens before self-attention and unmerges after it.
+"""
+
+from .cache import CacheEvent, PairCache, PairKey
+from .matching import MergePlan, identity_plan, partition, plan_merge
+from .schedule import Schedule
+
+__all__ = ["CacheEvent", "MergePlan", "PairCache", "PairKey", "Schedule", "identity_plan", "partition", "plan_merge"]

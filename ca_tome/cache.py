@@ -1,0 +1,64 @@
+"""The pair cache (paper III-B): merge plans reused between checkpoint steps of one run."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Callable, Hashable, NamedTuple
+
+from .matching import MergePlan
+
+
+class PairKey(NamedTuple):
+    """What a cached plan is valid for. A plan holds token indices for one batch layout, so
+    anything that changes which tokens sit where (another block, grid, batch composition —
+    which cond/uncond chunks, in which order, how many items — or device) needs its own plan."""
+
+    block: Hashable
+    grid: tuple[int, int]
+    batch: tuple
+    device: str
+
+
+@dataclass(frozen=True)
+class CacheEvent:
+    """One plan request: at which step, for which key, whether matching ran, what it merged."""
+
+    step: int
+    key: PairKey
+    recomputed: bool
+    merged: int
+    tokens: int
+
+
+class PairCache:
+    """Plans of one sampling run, each valid from the checkpoint it was computed under until the
+    next checkpoint. Create a new cache per run: it never outlives the run's token layouts."""
+
+    def __init__(self, checkpoints: frozenset[int]):
+        if 0 not in checkpoints:
+            raise ValueError("checkpoints must include step 0")
+        self._checkpoints = sorted(checkpoints)
+        self._plans: dict[PairKey, tuple[int, MergePlan]] = {}
+        self.events: list[CacheEvent] = []
+
+    def epoch(self, step: int) -> int:
+        """The latest checkpoint at or before ``step``."""
+        return self._checkpoints[max(0, bisect.bisect_right(self._checkpoints, step) - 1)]
+
+    def plan(self, key: PairKey, step: int, compute: Callable[[], MergePlan]) -> MergePlan:
+        """The cached plan for ``key`` if still valid at ``step``, else ``compute()`` (and cache it)."""
+        epoch = self.epoch(step)
+        cached = self._plans.get(key)
+        recomputed = cached is None or cached[0] != epoch
+        if recomputed:
+            plan = compute()
+            self._plans[key] = (epoch, plan)
+        else:
+            plan = cached[1]
+        self.events.append(CacheEvent(step, key, recomputed, plan.merged_count, plan.token_count))
+        return plan
+
+    @property
+    def recomputations(self) -> int:
+        return sum(event.recomputed for event in self.events)

@@ -1,0 +1,247 @@
+"""Bipartite token matching and merge plans (paper section III-A). Pure torch.
+
+The token grid is split into ``sx × sy`` cells; one token per cell is a *dst*, all others are *src*.
+Every src finds its most similar dst by cosine similarity. A :class:`MergePlan` then records which
+src tokens are averaged into which dst, so the same plan can be applied to any tensor of the same
+tokens (the attention input, its q/k/v, the attention output) and cached across steps.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+
+BATCH_POLICIES = ("min", "max")
+
+# Bytes one similarity chunk (batch × src_chunk × dst) may occupy; keeps matching memory flat in
+# the image size (a 4096² px image has 262144 tokens: the whole matrix would be 64 GiB in fp32).
+DEFAULT_CHUNK_BYTES = 32 << 20
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """Which tokens are merged into which, for one batch of ``token_count`` tokens.
+
+    ``keep`` [B, N-r]: the tokens that stay (dst and unmerged src), in their original order.
+    ``merged_src`` [B, r]: the src tokens folded into a kept token; ``merged_slot`` [B, r]: the
+    position in ``keep`` they are averaged into. ``slot_of_token`` [B, N]: where every original
+    token finds its value after merging, so unmerge is one gather.
+    All are ``None`` for the identity plan (r = 0), which does no gather or scatter at all.
+    """
+
+    token_count: int
+    merged_count: int
+    batch_size: int
+    keep: torch.Tensor | None = None
+    merged_src: torch.Tensor | None = None
+    merged_dst: torch.Tensor | None = None
+    merged_slot: torch.Tensor | None = None
+    slot_of_token: torch.Tensor | None = None
+
+    @property
+    def is_identity(self) -> bool:
+        return self.merged_count == 0
+
+    @property
+    def pairs(self) -> torch.Tensor:
+        """[B, r, 2] (src token index, dst token index) per batch item, for statistics."""
+        if self.is_identity:
+            return torch.empty(self.batch_size, 0, 2, dtype=torch.long)
+        return torch.stack((self.merged_src, self.merged_dst), dim=-1)
+
+    def merge(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, N, C'] -> [B, N - r, C']: each dst becomes the mean of itself and its merged srcs."""
+        if self.is_identity:
+            return x
+        self._check(x, self.token_count)
+        width = x.shape[-1]
+        kept = x.gather(1, _expand(self.keep, width))
+        src = x.gather(1, _expand(self.merged_src, width))
+        return kept.scatter_reduce_(1, _expand(self.merged_slot, width), src, reduce="mean", include_self=True)
+
+    def unmerge(self, y: torch.Tensor) -> torch.Tensor:
+        """[B, N - r, C'] -> [B, N, C']: merged srcs take the value of the dst they were merged into."""
+        if self.is_identity:
+            return y
+        self._check(y, self.token_count - self.merged_count)
+        return y.gather(1, _expand(self.slot_of_token, y.shape[-1]))
+
+    def _check(self, x: torch.Tensor, tokens: int) -> None:
+        if x.ndim != 3 or x.shape[0] != self.batch_size or x.shape[1] != tokens:
+            raise ValueError(
+                f"merge plan is for [batch={self.batch_size}, tokens={tokens}, C], got {tuple(x.shape)}"
+            )
+
+
+def _expand(index: torch.Tensor, width: int) -> torch.Tensor:
+    return index.unsqueeze(-1).expand(-1, -1, width)
+
+
+def identity_plan(token_count: int, batch_size: int) -> MergePlan:
+    return MergePlan(token_count=token_count, merged_count=0, batch_size=batch_size)
+
+
+def partition(height: int, width: int, stride: tuple[int, int], dst_offsets: torch.Tensor | None = None):
+    """(src, dst) token indices of a ``height × width`` grid split into ``sx × sy`` cells.
+
+    One dst per full cell: the top-left token, or ``dst_offsets[cell]`` (0 .. sx·sy-1, row-major
+    inside the cell) for random dst. Rows/columns left over when the grid is not divisible by the
+    stride hold no dst: all their tokens are src (as tomesd, which crashed on such sizes before).
+    """
+    if dst_offsets is None:
+        return _top_left_partition(height, width, stride)
+    return _partition(height, width, stride, dst_offsets)
+
+
+@functools.lru_cache(maxsize=64)
+def _top_left_partition(height: int, width: int, stride: tuple[int, int]):
+    return _partition(height, width, stride, None)
+
+
+def _partition(height, width, stride, dst_offsets):
+    sx, sy = stride
+    cells_y, cells_x = height // sy, width // sx
+    if dst_offsets is None:
+        off_y = torch.zeros(cells_y, cells_x, dtype=torch.long)
+        off_x = torch.zeros(cells_y, cells_x, dtype=torch.long)
+    else:
+        offsets = dst_offsets.reshape(cells_y, cells_x).long().cpu()
+        off_y, off_x = offsets // sx, offsets % sx
+    rows = torch.arange(cells_y).unsqueeze(1) * sy + off_y
+    cols = torch.arange(cells_x).unsqueeze(0) * sx + off_x
+    dst = (rows * width + cols).flatten()
+    is_dst = torch.zeros(height * width, dtype=torch.bool)
+    is_dst[dst] = True
+    src = torch.nonzero(~is_dst).flatten()
+    return src, dst
+
+
+def best_matches(metric: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, chunk_size: int | None = None):
+    """For every src token, the cosine similarity of its most similar dst and that dst's position.
+
+    Computed in chunks of src tokens so the ``src × dst`` similarity never exists whole.
+    Zero-norm and non-finite tokens get similarity 0 to everything instead of NaN, so a bad token
+    cannot poison the matching of the rest (or of other batch items).
+    Returns ``(similarity [B, S] float32, dst position [B, S] long)``.
+    """
+    batch, _, channels = metric.shape
+    work_dtype = metric.dtype if metric.device.type != "cpu" else torch.float32
+    dst_unit = _unit(metric[:, dst.to(metric.device)], work_dtype).transpose(1, 2)
+    src = src.to(metric.device)
+    num_src, num_dst = src.numel(), dst.numel()
+    if chunk_size is None:
+        itemsize = torch.finfo(work_dtype).bits // 8
+        chunk_size = max(1, DEFAULT_CHUNK_BYTES // (itemsize * batch * max(num_dst, 1)))
+    best = torch.empty(batch, num_src, dtype=torch.float32, device=metric.device)
+    where = torch.empty(batch, num_src, dtype=torch.long, device=metric.device)
+    for start in range(0, num_src, chunk_size):
+        stop = min(start + chunk_size, num_src)
+        scores = torch.bmm(_unit(metric[:, src[start:stop]], work_dtype), dst_unit)
+        value, index = scores.max(dim=-1)
+        best[:, start:stop] = value
+        where[:, start:stop] = index
+    return best, where
+
+
+def _unit(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    x = x.to(dtype)
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    unit = x / norm.clamp_min(torch.finfo(dtype).tiny)
+    return torch.nan_to_num_(unit, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def plan_merge(
+    metric: torch.Tensor,
+    height: int,
+    width: int,
+    *,
+    threshold: float | None = None,
+    ratio: float | None = None,
+    stride: tuple[int, int] = (2, 2),
+    batch_policy: str = "min",
+    random_dst: bool = False,
+    generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
+) -> MergePlan:
+    """Plan which tokens of ``metric`` [B, N, C] (N = height·width) to merge.
+
+    Exactly one of:
+      * ``threshold`` t (CA-ToMe): merge every src whose best cosine similarity is ≥ t. One r is
+        shared by the batch (the tensors stay rectangular), so a policy picks it:
+        ``"min"`` (default) r = the smallest per-item count, so no pair below t is ever merged in
+        any batch item; ``"max"`` r = the largest count, as the paper's code does, so the other
+        items (e.g. the cond half of CFG) also merge their best pairs below t.
+        t ≥ 1 merges nothing (as the paper's code).
+      * ``ratio`` (ToMe-SD): r = int(ratio·N), capped at the number of src tokens.
+    Each item merges its r most similar src tokens. ``stride`` is (sx, sy) in tokens; the dst of
+    a cell is its top-left token unless ``random_dst``, which draws from ``generator`` only (a
+    fresh one seeded 0 if none is given), never from the global RNG.
+    Costs at most one host sync (reading r in threshold mode); r = 0 gives the identity plan.
+    """
+    if metric.ndim != 3:
+        raise ValueError(f"metric must be [batch, tokens, channels], got shape {tuple(metric.shape)}")
+    batch, tokens, _ = metric.shape
+    if height < 1 or width < 1 or height * width != tokens:
+        raise ValueError(f"token grid {height}×{width} does not hold the metric's {tokens} tokens")
+    if (threshold is None) == (ratio is None):
+        raise ValueError("give exactly one of threshold= (adaptive merging) or ratio= (fixed ratio)")
+    sx, sy = stride
+    if not (isinstance(sx, int) and isinstance(sy, int) and sx >= 1 and sy >= 1):
+        raise ValueError(f"stride must be two positive integers (sx, sy), got {stride!r}")
+    if batch_policy not in BATCH_POLICIES:
+        raise ValueError(f"batch_policy must be one of {BATCH_POLICIES}, got {batch_policy!r}")
+    if threshold is not None and not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    if ratio is not None and not (0.0 <= ratio <= 1.0):
+        raise ValueError(f"ratio must be between 0 and 1, got {ratio!r}")
+
+    if (threshold is not None and threshold >= 1.0) or (ratio is not None and int(ratio * tokens) == 0):
+        return identity_plan(tokens, batch)
+    dst_offsets = None
+    if random_dst:
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        cells = (height // sy) * (width // sx)
+        dst_offsets = torch.randint(sx * sy, (cells,), generator=generator, device=generator.device)
+    src, dst = partition(height, width, (sx, sy), dst_offsets)
+    if src.numel() == 0 or dst.numel() == 0:
+        return identity_plan(tokens, batch)
+
+    with torch.no_grad():
+        similarity, dst_pos = best_matches(metric, src, dst, chunk_size)
+        if threshold is not None:
+            counts = (similarity >= threshold).sum(dim=-1)
+            r = int((counts.min() if batch_policy == "min" else counts.max()).item())
+        else:
+            r = min(int(ratio * tokens), src.numel())
+        if r == 0:
+            return identity_plan(tokens, batch)
+        chosen = similarity.topk(r, dim=-1).indices
+        return _build_plan(chosen, dst_pos, src.to(metric.device), dst.to(metric.device), tokens)
+
+
+def _build_plan(chosen, dst_pos, src, dst, tokens) -> MergePlan:
+    batch, r = chosen.shape
+    device = chosen.device
+    merged_src = src[chosen]
+    merged_dst = dst[dst_pos.gather(1, chosen)]
+    is_merged = torch.zeros(batch, tokens, dtype=torch.int8, device=device)
+    is_merged.scatter_(1, merged_src, 1)
+    # A stable sort keeps the kept tokens in spatial order.
+    keep = torch.argsort(is_merged, dim=1, stable=True)[:, : tokens - r]
+    slot_of_token = torch.empty(batch, tokens, dtype=torch.long, device=device)
+    slot_of_token.scatter_(1, keep, torch.arange(tokens - r, device=device).expand(batch, -1))
+    merged_slot = slot_of_token.gather(1, merged_dst)
+    slot_of_token.scatter_(1, merged_src, merged_slot)
+    return MergePlan(
+        token_count=tokens,
+        merged_count=r,
+        batch_size=batch,
+        keep=keep,
+        merged_src=merged_src,
+        merged_dst=merged_dst,
+        merged_slot=merged_slot,
+        slot_of_token=slot_of_token,
+    )

@@ -1,0 +1,101 @@
+"""Checkpoint schedules: at which sampling steps the merge pairs are recomputed (paper III-B).
+
+Steps are **0-based** here: step 0 is the first sampling step of a run. (The paper's code counted
+from 1 inside its pipeline, so a configured 0 never fired there.) The presets are the paper's
+Table II lists for 50 steps; for a run of n steps each preset step c maps to round(c·n/50)
+(halves round up), entries ≥ n are dropped, and step 0 is always a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+PAPER_STEPS = 50
+
+PRESETS: dict[str, tuple[int, ...]] = {
+    "CONFIG_1": (0, 1, 2, 3, 5, 10, 15, 25, 35),
+    "CONFIG_2": (0, 10, 11, 12, 15, 20, 25, 30, 35, 45),
+    "CONFIG_3": (0, 8, 11, 13, 20, 25, 30, 35, 45, 46, 47, 48, 49),
+    "CONFIG_4": (0, 9, 13, 14, 15, 28, 29, 32, 36, 45),
+    "CONF_ADAPTIVE": (0, 1, 5, 7, 10, 12, 15, 35, 40, 45, 46, 47, 48, 49, 50, 51),
+    "CONFIG_FIVE": (0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50),
+}
+EVERY_STEP = "all"
+FIRST_STEP_ONLY = "once"
+NAMES = (*PRESETS, EVERY_STEP, FIRST_STEP_ONLY)
+
+ACCEPTED_FORMS = (
+    "accepted forms, comma-separated: a step '8' (0 = first step), a range '20-25', "
+    "a fraction of the run '0.16' (0 ≤ f < 1, written with a decimal point), or 'every 5'"
+)
+
+_INT = re.compile(r"^\d+$")
+_RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
+_FRACTION = re.compile(r"^(?:0?\.\d+|0\.|1\.0*)$")
+_EVERY = re.compile(r"^every\s+(\d+)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A rule for checkpoint steps; :meth:`for_steps` makes it concrete for a run of n steps."""
+
+    name: str
+    steps: tuple[int, ...] = ()  # absolute steps
+    fractions: tuple[float, ...] = ()  # fractions of the run
+    every: int = 0  # every k-th step (0: none)
+    rescale_from: int | None = None  # presets: `steps` are for a run of this many steps
+
+    @classmethod
+    def preset(cls, name: str) -> "Schedule":
+        key = name.strip()
+        upper = key.upper()
+        if upper in PRESETS:
+            return cls(name=upper, steps=PRESETS[upper], rescale_from=PAPER_STEPS)
+        if key.lower() == EVERY_STEP:
+            return cls(name=EVERY_STEP, every=1)
+        if key.lower() == FIRST_STEP_ONLY:
+            return cls(name=FIRST_STEP_ONLY, steps=(0,))
+        raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(NAMES)} or custom steps")
+
+    @classmethod
+    def parse(cls, text: str) -> "Schedule":
+        """Parse user text such as ``"0,8,11,13,20-25,45-49"``, ``"every 5"`` or ``"0, 0.16, 0.5"``."""
+        tokens = [token.strip() for token in text.split(",")]
+        if not any(tokens):
+            raise ValueError(f"custom schedule is empty; {ACCEPTED_FORMS}")
+        steps: list[int] = []
+        fractions: list[float] = []
+        every = 0
+        for token in tokens:
+            if _INT.match(token):
+                steps.append(int(token))
+            elif match := _RANGE.match(token):
+                first, last = int(match[1]), int(match[2])
+                if last < first:
+                    raise ValueError(f"custom schedule: range {token!r} runs backwards; {ACCEPTED_FORMS}")
+                steps.extend(range(first, last + 1))
+            elif _FRACTION.match(token):
+                fractions.append(float(token))
+            elif match := _EVERY.match(token):
+                every = int(match[1])
+                if every < 1:
+                    raise ValueError(f"custom schedule: {token!r} needs a step count of at least 1; {ACCEPTED_FORMS}")
+            else:
+                raise ValueError(f"custom schedule: cannot read {token!r}; {ACCEPTED_FORMS}")
+        return cls(name=f"custom({text.strip()})", steps=tuple(steps), fractions=tuple(fractions), every=every)
+
+    def for_steps(self, n: int) -> frozenset[int]:
+        """The checkpoint steps of a run of ``n`` sampling steps (always includes 0)."""
+        if n < 1:
+            raise ValueError(f"a run has at least one step, got {n}")
+        if self.rescale_from is not None:
+            chosen = {math.floor(step * n / self.rescale_from + 0.5) for step in self.steps}
+        else:
+            chosen = set(self.steps)
+        chosen.update(math.floor(f * n + 0.5) for f in self.fractions)
+        if self.every:
+            chosen.update(range(0, n, self.every))
+        chosen.add(0)
+        return frozenset(step for step in chosen if step < n)

@@ -1,0 +1,142 @@
+"""The ComfyUI test host: where it is, importing it as a library, running its server.
+
+Used by the tests, the demo and the benchmark. The host is the tree at ``COMFYUI_PATH`` (set by
+``scripts/dev.sh``: the user's ComfyUI or the vendored 0.3.75 copy under ``.host/``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VENDORED_HOST = REPO_ROOT / ".host" / "ComfyUI"
+PACK_LINK_NAME = "ComfyUI-CA-ToMe"
+
+
+class HostError(RuntimeError):
+    """The environment is not usable as a ComfyUI host; the message says what to fix."""
+
+
+def comfyui_path() -> Path:
+    raw = os.environ.get("COMFYUI_PATH")
+    path = Path(raw) if raw else VENDORED_HOST
+    if not all((path / name).exists() for name in ("main.py", "nodes.py", "folder_paths.py", "comfy")):
+        hint = "COMFYUI_PATH" if raw else "the vendored host"
+        raise HostError(f"{path} ({hint}) is not a ComfyUI tree; run `scripts/dev.sh setup` first")
+    return path.resolve()
+
+
+def import_comfy(path: Path | None = None) -> Path:
+    """Make ComfyUI importable in this process, on the CPU. Idempotent."""
+    path = path or comfyui_path()
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    from comfy.cli_args import args  # noqa: E402  (must precede comfy.model_management)
+
+    args.cpu = True
+    args.use_pytorch_cross_attention = True
+    import comfy.model_management  # noqa: F401
+
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Server:
+    """A real ComfyUI server process on a loopback port, with its log kept in a file."""
+
+    def __init__(self, host_path: Path, port: int, log_path: Path, extra_args: tuple[str, ...] = ()):
+        self.host_path, self.port, self.log_path = host_path, port, log_path
+        self.extra_args = extra_args
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120.0) -> "Server":
+        if port_in_use(self.port):
+            raise HostError(f"port {self.port} on 127.0.0.1 is already in use; choose another port")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+                   "--use-pytorch-cross-attention", "--disable-auto-launch", *self.extra_args]
+        self.process = subprocess.Popen(command, cwd=self.host_path, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise HostError(f"ComfyUI exited with code {self.process.returncode} during start-up:\n{self.log()}")
+            with contextlib.suppress(OSError):
+                self.get("/system_stats")
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise HostError(f"ComfyUI did not answer on {self.url} within {timeout:.0f}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def get(self, route: str):
+        with urllib.request.urlopen(self.url + route, timeout=30) as response:
+            return json.loads(response.read())
+
+    def post(self, route: str, payload: dict):
+        request = urllib.request.Request(self.url + route, data=json.dumps(payload).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return {"http_status": error.code, **json.loads(error.read() or b"{}")}
+
+    def run_prompt(self, prompt: dict, timeout: float = 600.0) -> dict:
+        """Queue an API-format workflow and wait for its history entry (success or error)."""
+        queued = self.post("/prompt", {"prompt": prompt})
+        if "prompt_id" not in queued:
+            return {"rejected": queued}
+        prompt_id = queued["prompt_id"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            history = self.get(f"/history/{prompt_id}")
+            if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+                entry = history[prompt_id]
+                if entry["status"].get("status_str") in ("success", "error"):
+                    return entry
+            if self.process.poll() is not None:
+                raise HostError(f"ComfyUI died while running prompt {prompt_id}:\n{self.log()}")
+            time.sleep(0.25)
+        raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:.0f}s")
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

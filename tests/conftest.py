@@ -1,0 +1,14 @@
+"""Test tiers by folder: tests/unit (no ComfyUI), tests/host (ComfyUI as a library), tests/e2e (server)."""
+
+from pathlib import Path
+
+import pytest
+
+TIERS = ("unit", "host", "e2e")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))

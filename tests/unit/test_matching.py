@@ -1,0 +1,222 @@
+"""Matching and merge plans: oracles against the peers, properties, memory."""
+
+import importlib.util
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ca_tome import partition, plan_merge
+from devkit.host import REPO_ROOT
+from devkit.memory import peak_matching_memory
+
+PAPER_MERGE = REPO_ROOT / ".venv" / "peers" / "ca_tome-0.1.3" / "ca_tome" / "merge.py"
+
+
+def load_paper_merge():
+    """The paper's merge.py (PyPI ca-tome 0.1.3), by file path: its package name clashes with ours."""
+    assert PAPER_MERGE.exists(), f"{PAPER_MERGE} missing: run scripts/dev.sh setup"
+    spec = importlib.util.spec_from_file_location("paper_ca_tome_merge", PAPER_MERGE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def random_metric(batch, height, width, channels=16, seed=0, dtype=torch.float32):
+    return torch.randn(batch, height * width, channels, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+def clustered_metric(batch, height, width, channels=8, seed=0):
+    """Tokens drawn around a few centres, so similarities spread over the whole range."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(4, channels, generator=g)
+    pick = torch.randint(0, 4, (batch, height * width), generator=g)
+    return centres[pick] + 0.6 * torch.randn(batch, height * width, channels, generator=g)
+
+
+def sorted_rows(x):
+    """Rows of each batch item in a canonical order (merge output order is an implementation detail)."""
+    return torch.stack([item[torch.argsort(item[:, 0])] for item in x])
+
+
+@pytest.mark.parametrize("height,width", [(8, 8), (7, 9), (16, 12)])
+@pytest.mark.parametrize("r", [1, 10, 30])
+def test_ratio_mode_matches_tomesd(height, width, r):
+    from tomesd.merge import bipartite_soft_matching_random2d as tomesd_match
+
+    metric = random_metric(2, height, width)
+    r = min(r, height * width - (height // 2) * (width // 2))
+    merge, unmerge = tomesd_match(metric, width, height, 2, 2, r, no_rand=True)
+    plan = plan_merge(metric, height, width, ratio=(r + 0.5) / (height * width))
+
+    assert plan.merged_count == r
+    torch.testing.assert_close(sorted_rows(plan.merge(metric)), sorted_rows(merge(metric)))
+    features = random_metric(2, height, width, channels=5, seed=1)
+    torch.testing.assert_close(plan.unmerge(plan.merge(features)), unmerge(merge(features)))
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.5, 0.8])
+def test_threshold_max_policy_matches_paper_code(threshold):
+    paper = load_paper_merge()
+    metric = clustered_metric(3, 12, 10)
+    cache = {"compute_on": [0], "merge": None, "unmerge": None}
+    merge, unmerge = paper.bipartite_soft_matching_random2d(metric, 10, 12, 2, 2, threshold, cache, 0, no_rand=True)
+    plan = plan_merge(metric, 12, 10, threshold=threshold, batch_policy="max")
+
+    merged = merge(metric)
+    assert plan.merged_count == metric.shape[1] - merged.shape[1] > 0
+    torch.testing.assert_close(sorted_rows(plan.merge(metric)), sorted_rows(merged))
+    torch.testing.assert_close(plan.unmerge(plan.merge(metric)), unmerge(merged))
+
+
+def test_min_policy_never_merges_below_threshold_while_max_does():
+    metric = clustered_metric(4, 16, 16, seed=3)
+    metric[0] = torch.randn(256, 8, generator=torch.Generator().manual_seed(9))  # one dissimilar item
+    threshold = 0.9
+    unit = torch.nn.functional.normalize(metric, dim=-1)
+
+    def merged_similarities(plan):
+        src, dst = plan.pairs.unbind(-1)
+        return (unit.gather(1, src[..., None].expand(-1, -1, 8)) * unit.gather(1, dst[..., None].expand(-1, -1, 8))).sum(-1)
+
+    low = plan_merge(metric, 16, 16, threshold=threshold, batch_policy="min")
+    high = plan_merge(metric, 16, 16, threshold=threshold, batch_policy="max")
+    assert 0 < low.merged_count < high.merged_count
+    assert merged_similarities(low).min() >= threshold - 1e-5
+    assert merged_similarities(high).min() < threshold
+
+
+def test_pairs_are_src_to_best_dst_of_the_top_left_partition():
+    metric = clustered_metric(1, 6, 6, seed=2)
+    plan = plan_merge(metric, 6, 6, threshold=0.5)
+    src, dst = partition(6, 6, (2, 2))
+    assert sorted(dst.tolist()) == [r * 6 + c for r in range(0, 6, 2) for c in range(0, 6, 2)]
+    unit = torch.nn.functional.normalize(metric[0], dim=-1)
+    for s, d in plan.pairs[0].tolist():
+        assert s in src.tolist() and d in dst.tolist()
+        assert d == dst[(unit[s] @ unit[dst].T).argmax()].item()
+
+
+def test_leftover_rows_and_columns_are_src():
+    src, dst = partition(5, 3, (2, 2))
+    assert sorted(dst.tolist()) == [0, 6]
+    assert sorted(src.tolist() + dst.tolist()) == list(range(15))
+
+
+def test_merge_then_unmerge_is_exact_for_identical_pairs():
+    metric = random_metric(2, 8, 8)
+    grid = metric.view(2, 8, 8, -1)
+    grid[:, :, 1::2] = grid[:, :, 0::2]  # every right neighbour equals the dst to its left
+    plan = plan_merge(metric, 8, 8, threshold=0.999)
+    assert plan.merged_count == 16
+    assert torch.equal(plan.unmerge(plan.merge(metric)), metric)
+
+
+def test_threshold_above_every_similarity_is_identity_and_bit_identical():
+    metric = random_metric(2, 8, 8)
+    for threshold in (1.0, 1.5):
+        plan = plan_merge(metric, 8, 8, threshold=threshold)
+        assert plan.is_identity and plan.merged_count == 0
+        assert plan.merge(metric) is metric and plan.unmerge(metric) is metric
+
+
+def test_identity_plan_when_nothing_is_similar_enough():
+    plan = plan_merge(random_metric(2, 8, 8, channels=256), 8, 8, threshold=0.9)
+    assert plan.is_identity and plan.pairs.shape == (2, 0, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_dtypes_merge_and_unmerge_in_their_own_dtype(dtype):
+    metric = clustered_metric(2, 8, 8).to(dtype)
+    plan = plan_merge(metric, 8, 8, threshold=0.6)
+    assert plan.merged_count > 0
+    merged = plan.merge(metric)
+    assert merged.dtype == dtype and merged.shape == (2, 64 - plan.merged_count, 8)
+    assert plan.unmerge(merged).dtype == dtype and torch.isfinite(plan.unmerge(merged)).all()
+
+
+def test_zero_tokens_give_no_nan_and_nan_tokens_do_not_poison_other_items():
+    metric = clustered_metric(2, 8, 8)
+    reference = plan_merge(metric[1:], 8, 8, ratio=0.25)
+    metric[0, :20] = 0.0
+    metric[0, 30] = float("nan")
+    plan = plan_merge(metric, 8, 8, ratio=0.25)
+    assert torch.equal(plan.pairs[1], reference.pairs[0])
+    assert torch.isfinite(plan.merge(torch.nan_to_num(metric))).all()
+    assert plan_merge(torch.zeros(1, 64, 4), 8, 8, threshold=0.0).merged_count == 48
+
+
+def test_random_dst_uses_its_own_generator_only():
+    metric = clustered_metric(1, 8, 8)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = plan_merge(metric, 8, 8, ratio=0.3, random_dst=True, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(torch.get_rng_state(), before)
+    again = plan_merge(metric, 8, 8, ratio=0.3, random_dst=True, generator=torch.Generator().manual_seed(5))
+    top_left = plan_merge(metric, 8, 8, ratio=0.3)
+    assert torch.equal(first.pairs, again.pairs) and not torch.equal(first.pairs, top_left.pairs)
+
+
+def test_ratio_is_capped_at_the_src_count():
+    assert plan_merge(random_metric(1, 8, 8), 8, 8, ratio=1.0).merged_count == 48
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({}, "exactly one of"),
+        ({"threshold": 0.5, "ratio": 0.5}, "exactly one of"),
+        ({"threshold": float("nan")}, "finite"),
+        ({"ratio": 1.5}, "between 0 and 1"),
+        ({"threshold": 0.5, "batch_policy": "mean"}, "batch_policy"),
+        ({"threshold": 0.5, "stride": (0, 2)}, "stride"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        plan_merge(random_metric(1, 4, 4), 4, 4, **kwargs)
+
+
+def test_grid_must_hold_the_tokens():
+    with pytest.raises(ValueError, match="4×5"):
+        plan_merge(random_metric(1, 4, 4), 4, 5, threshold=0.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batch=st.integers(1, 5),
+    height=st.integers(1, 11),
+    width=st.integers(1, 11),
+    threshold=st.floats(-1.0, 1.0),
+    stride=st.sampled_from([(2, 2), (1, 2), (3, 2), (2, 3)]),
+    seed=st.integers(0, 2**16),
+)
+def test_chunked_and_unchunked_matching_give_the_same_plan(batch, height, width, threshold, stride, seed):
+    metric = clustered_metric(batch, height, width, seed=seed)
+    whole = plan_merge(metric, height, width, threshold=threshold, stride=stride)
+    chunked = plan_merge(metric, height, width, threshold=threshold, stride=stride, chunk_size=3)
+    assert whole.merged_count == chunked.merged_count
+    assert torch.equal(whole.pairs, chunked.pairs)
+    merged = whole.merge(metric)
+    assert merged.shape == (batch, height * width - whole.merged_count, metric.shape[-1])
+    assert whole.unmerge(merged).shape == metric.shape
+
+
+def test_one_host_sync_at_most(monkeypatch):
+    calls = []
+    original = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: calls.append(1) or original(self))
+    metric = clustered_metric(2, 8, 8)
+    plan_merge(metric, 8, 8, threshold=0.5)
+    assert len(calls) == 1
+    calls.clear()
+    plan_merge(metric, 8, 8, ratio=0.5)
+    assert calls == []
+
+
+def test_matching_a_2048px_grid_stays_under_256_mib():
+    measured = peak_matching_memory(256, 256, channels=320, batch=2)
+    assert measured["merged"] > 0
+    assert measured["extra_bytes"] < 256 * 2**20, measured

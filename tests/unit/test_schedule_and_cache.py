@@ -1,0 +1,102 @@
+"""Checkpoint schedules and the pair cache."""
+
+import pytest
+import torch
+
+from ca_tome import PairCache, PairKey, Schedule, plan_merge
+from ca_tome.schedule import PRESETS
+
+PAPER_TABLE_II = {
+    "CONFIG_1": [0, 1, 2, 3, 5, 10, 15, 25, 35],
+    "CONFIG_2": [0, 10, 11, 12, 15, 20, 25, 30, 35, 45],
+    "CONFIG_3": [0, 8, 11, 13, 20, 25, 30, 35, 45, 46, 47, 48, 49],
+    "CONFIG_4": [0, 9, 13, 14, 15, 28, 29, 32, 36, 45],
+    "CONF_ADAPTIVE": [0, 1, 5, 7, 10, 12, 15, 35, 40, 45, 46, 47, 48, 49],  # 50, 51 lie past a 50-step run
+    "CONFIG_FIVE": [0, 5, 10, 15, 20, 25, 30, 35, 40, 45],
+}
+
+
+@pytest.mark.parametrize("name", PAPER_TABLE_II)
+def test_presets_at_50_steps_are_the_papers_lists(name):
+    assert sorted(Schedule.preset(name).for_steps(50)) == PAPER_TABLE_II[name]
+
+
+def test_presets_rescale_to_other_step_counts():
+    assert sorted(Schedule.preset("CONFIG_3").for_steps(20)) == [0, 3, 4, 5, 8, 10, 12, 14, 18, 19]
+    assert sorted(Schedule.preset("CONFIG_3").for_steps(30)) == [0, 5, 7, 8, 12, 15, 18, 21, 27, 28, 29]
+    assert sorted(Schedule.preset("CONFIG_1").for_steps(4)) == [0, 1, 2, 3]
+    assert Schedule.preset("CONFIG_2").for_steps(1) == {0}
+
+
+def test_all_and_once():
+    assert Schedule.preset("all").for_steps(7) == set(range(7))
+    assert Schedule.preset("once").for_steps(7) == {0}
+    assert set(PRESETS) | {"all", "once"} == {name for name in PAPER_TABLE_II} | {"all", "once"}
+
+
+def test_custom_text_forms():
+    assert sorted(Schedule.parse("0,8,11,13,20-25,45-49").for_steps(50)) == [0, 8, 11, 13, 20, 21, 22, 23, 24, 25, 45, 46, 47, 48, 49]
+    assert sorted(Schedule.parse("every 5").for_steps(22)) == [0, 5, 10, 15, 20]
+    assert sorted(Schedule.parse("0, 0.16, 0.5").for_steps(50)) == [0, 8, 25]
+    assert sorted(Schedule.parse("3, 40").for_steps(20)) == [0, 3], "first step always computes; steps past the run drop"
+
+
+@pytest.mark.parametrize("text,bad", [("0,8,x", "'x'"), ("1-", "'1-'"), ("5-2", "'5-2'"), ("every 0", "'every 0'"),
+                                      ("0.5.1", "'0.5.1'"), ("-3", "'-3'"), ("1.5", "'1.5'")])
+def test_malformed_custom_text_quotes_the_token_and_shows_the_forms(text, bad):
+    with pytest.raises(ValueError) as error:
+        Schedule.parse(text)
+    assert bad in str(error.value) and "accepted forms" in str(error.value)
+
+
+@pytest.mark.parametrize("text", ["", " , ", ","])
+def test_empty_custom_text_is_refused(text):
+    with pytest.raises(ValueError, match="empty"):
+        Schedule.parse(text)
+
+
+def test_unknown_preset_lists_the_names():
+    with pytest.raises(ValueError, match="CONFIG_3"):
+        Schedule.preset("CONFIG_9")
+
+
+def make_plan(seed=0):
+    metric = torch.randn(2, 64, 4, generator=torch.Generator().manual_seed(seed))
+    return plan_merge(metric, 8, 8, ratio=0.25)
+
+
+def key(block="input-1", grid=(8, 8), batch=((1, 0), 2)):
+    return PairKey(block, grid, batch, "cpu")
+
+
+def test_cache_recomputes_exactly_at_checkpoints():
+    checkpoints = Schedule.preset("CONFIG_3").for_steps(20)
+    cache = PairCache(checkpoints)
+    computed_at = []
+    for step in range(20):
+        for _ in range(2):  # two evaluations per step (e.g. a second-order sampler)
+            cache.plan(key(), step, lambda: computed_at.append(step) or make_plan(step))
+    assert computed_at == sorted(checkpoints)
+    assert cache.recomputations == len(checkpoints)
+    assert [e.recomputed for e in cache.events].count(False) == 40 - len(checkpoints)
+
+
+def test_each_block_grid_and_batch_layout_gets_its_own_plan():
+    cache = PairCache(frozenset({0}))
+    plans = {k: cache.plan(k, 0, make_plan) for k in (key(), key(block="output-9"), key(grid=(4, 16)),
+                                                        key(batch=((0,), 1)), key(batch=((1, 0), 4)))}
+    assert len({id(p) for p in plans.values()}) == 5
+    assert all(cache.plan(k, 3, lambda: pytest.fail("must reuse")) is p for k, p in plans.items())
+
+
+def test_a_key_first_seen_between_checkpoints_recomputes_at_the_next_one():
+    cache = PairCache(frozenset({0, 10}))
+    cache.plan(key(), 4, make_plan)
+    cache.plan(key(), 9, lambda: pytest.fail("valid until step 10"))
+    assert cache.plan(key(), 10, lambda: make_plan(1)) is not None
+    assert [e.recomputed for e in cache.events] == [True, False, True]
+
+
+def test_checkpoints_must_include_the_first_step():
+    with pytest.raises(ValueError, match="step 0"):
+        PairCache(frozenset({3}))
