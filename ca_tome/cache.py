@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import time
 from dataclasses import dataclass
 from typing import Callable, Hashable, NamedTuple
 
@@ -22,13 +23,15 @@ class PairKey(NamedTuple):
 
 @dataclass(frozen=True)
 class CacheEvent:
-    """One plan request: at which step, for which key, whether matching ran, what it merged."""
+    """One plan request: at which step, for which key, whether matching ran (and its wall time,
+    which on a GPU covers only the part up to the plan's one host sync), what it merged."""
 
     step: int
     key: PairKey
     recomputed: bool
     merged: int
     tokens: int
+    seconds: float = 0.0
 
 
 class PairCache:
@@ -42,6 +45,10 @@ class PairCache:
         self._plans: dict[PairKey, tuple[int, MergePlan]] = {}
         self.events: list[CacheEvent] = []
 
+    @property
+    def checkpoints(self) -> frozenset[int]:
+        return frozenset(self._checkpoints)
+
     def epoch(self, step: int) -> int:
         """The latest checkpoint at or before ``step``."""
         return self._checkpoints[max(0, bisect.bisect_right(self._checkpoints, step) - 1)]
@@ -51,12 +58,15 @@ class PairCache:
         epoch = self.epoch(step)
         cached = self._plans.get(key)
         recomputed = cached is None or cached[0] != epoch
+        seconds = 0.0
         if recomputed:
+            start = time.perf_counter()
             plan = compute()
+            seconds = time.perf_counter() - start
             self._plans[key] = (epoch, plan)
         else:
             plan = cached[1]
-        self.events.append(CacheEvent(step, key, recomputed, plan.merged_count, plan.token_count))
+        self.events.append(CacheEvent(step, key, recomputed, plan.merged_count, plan.token_count, seconds))
         return plan
 
     @property

@@ -1,0 +1,152 @@
+"""The nodes and their ModelPatcher glue on real ComfyUI sampling (tiny in-memory UNets)."""
+
+import logging
+
+import pytest
+import torch
+
+from ca_tome import Schedule
+from conftest import Sampling, conditioning, sample
+
+
+def patch(pack, model, threshold=0.0, schedule="all", custom_steps="", levels="auto", merge="qkv", batch_policy="min"):
+    out = pack.nodes.CATome.execute(model, threshold, schedule, custom_steps, levels, 2, merge, batch_policy)
+    return out.result[0]
+
+
+def report(patched):
+    return patched.model_options["transformer_options"]["ca_tome"].last_run
+
+
+def test_threshold_one_is_bit_identical_to_the_unpatched_model(pack, sd15_model):
+    baseline = sample(sd15_model)
+    patched = patch(pack, sd15_model, threshold=1.0)
+    assert torch.equal(sample(patched), baseline)
+    assert report(patched).events and all(e.merged == 0 for e in report(patched).events)
+
+
+def test_merging_changes_the_output_and_leaves_the_input_model_alone(pack, sd15_model):
+    baseline = sample(sd15_model)
+    patched = patch(pack, sd15_model, threshold=0.0)
+    merged = sample(patched)
+    assert torch.isfinite(merged).all() and not torch.equal(merged, baseline)
+    assert "ca_tome" not in sd15_model.model_options.get("transformer_options", {})
+    assert not sd15_model.model_options.get("transformer_options", {}).get("patches")
+    assert torch.equal(sample(sd15_model), baseline)
+
+
+def test_only_the_top_level_blocks_are_merged_on_sd15(pack, sd15_model):
+    patched = patch(pack, sd15_model)
+    sample(patched)
+    blocks = {e.key.block for e in report(patched).events}
+    assert blocks == {("input", 1, 0), ("input", 2, 0), ("output", 3, 0), ("output", 4, 0), ("output", 5, 0)}
+    assert {e.key.grid for e in report(patched).events} == {(8, 8)}
+
+
+def test_sdxl_layout_is_merged_at_its_first_attention_level(pack, sdxl_model):
+    patched = patch(pack, sdxl_model)
+    sample(patched, Sampling(size=(16, 16)))
+    events = report(patched).events
+    assert events and {e.key.grid for e in events} == {(8, 8)}
+    assert sum(e.merged for e in events) > 0
+
+
+def test_explicit_levels_that_match_nothing_warn_once(pack, sdxl_model, caplog):
+    patched = patch(pack, sdxl_model, levels="1")
+    with caplog.at_level(logging.WARNING, logger="ca_tome"):
+        baseline = sample(sdxl_model)
+        assert torch.equal(sample(patched), baseline)
+        sample(patched)
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "nothing was merged" in caplog.records[0].message
+
+
+@pytest.mark.parametrize("schedule", ["CONFIG_3", "CONFIG_1", "once", "all"])
+@pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2m", "ddim", "dpm_2", "dpmpp_sde"])
+def test_pairs_are_recomputed_exactly_at_checkpoint_steps(pack, sd15_model, sampler, schedule):
+    steps = 10
+    patched = patch(pack, sd15_model, threshold=0.5, schedule=schedule)
+    sample(patched, Sampling(steps=steps, sampler=sampler))
+    run = report(patched)
+    checkpoints = Schedule.preset(schedule).for_steps(steps)
+    assert run.steps == steps and run.checkpoints == checkpoints
+    per_key = {}
+    for event in run.events:
+        per_key.setdefault(event.key, []).append(event)
+    assert len(per_key) == 5
+    for events in per_key.values():
+        assert sorted(e.step for e in events if e.recomputed) == sorted(checkpoints)
+        assert {e.step for e in events} == set(range(steps))
+
+
+def test_cfg_one_batch_three_and_split_cond_uncond_get_their_own_entries(pack, sd15_model):
+    patched = patch(pack, sd15_model, threshold=0.3, schedule="once")
+    sample(patched, Sampling(cfg=1.0, batch=3))
+    assert {e.key.batch for e in report(patched).events} == {((0,), 3)}
+
+    # An area cond cannot share a batch with the full-size uncond: ComfyUI splits the calls,
+    # with other batch compositions and other token grids.
+    sample(patched, Sampling(), positive=conditioning(1, area=(4, 8, 0, 0), strength=1.0))
+    events = report(patched).events
+    assert {(e.key.batch, e.key.grid) for e in events} == {(((1, 0), 2), (4, 8)), (((1,), 1), (8, 8))}
+    recomputed = [e for e in events if e.recomputed]
+    assert {e.step for e in recomputed} == {0} and len(recomputed) == len({e.key for e in events}) == 10
+
+
+def test_runs_do_not_share_pairs_across_step_counts_and_sizes(pack, sd15_model):
+    patched = patch(pack, sd15_model, threshold=0.3, schedule="CONFIG_3")
+    sample(patched, Sampling(steps=8, size=(8, 8)))
+    first = report(patched)
+    sample(patched, Sampling(steps=5, size=(12, 8)))
+    second = report(patched)
+    assert first.steps == 8 and second.steps == 5
+    assert {e.key.grid for e in second.events} == {(12, 8)}
+    assert all(e.recomputed for e in second.events if e.step == 0)
+    # The same call twice gives the same latent: nothing of the first run is reused.
+    assert torch.equal(sample(patched, Sampling(steps=5, size=(12, 8))), sample(patched, Sampling(steps=5, size=(12, 8))))
+
+
+@pytest.mark.parametrize("run", [Sampling(steps=10, denoise=0.5), Sampling(steps=10, start_step=4, last_step=8)],
+                         ids=["img2img", "advanced-start-end"])
+def test_steps_count_within_the_shorter_schedules_of_partial_runs(pack, sd15_model, run):
+    patched = patch(pack, sd15_model, threshold=0.3, schedule="CONFIG_3")
+    run.latent = torch.randn(1, 4, 8, 8)
+    sample(patched, run)
+    events = report(patched).events
+    expected_steps = 10 if run.denoise < 1 else 4  # denoise keeps the step count; start/end cut it
+    assert report(patched).steps == expected_steps
+    assert {e.step for e in events} == set(range(expected_steps))
+    assert min(e.step for e in events if e.recomputed) == 0
+
+
+@pytest.mark.parametrize("merge", ["q", "kv"])
+def test_other_merge_targets_run_and_differ_from_qkv(pack, sd15_model, merge):
+    qkv = sample(patch(pack, sd15_model, threshold=0.0))
+    other = sample(patch(pack, sd15_model, threshold=0.0, merge=merge))
+    assert torch.isfinite(other).all() and not torch.equal(other, qkv)
+
+
+def test_fixed_ratio_node_merges_the_ratio(pack, sd15_model):
+    patched = pack.nodes.CATomeFixedRatio.execute(sd15_model, 0.5, "all", "", "auto", 2, "qkv").result[0]
+    sample(patched)
+    assert {e.merged for e in report(patched).events} == {32}
+
+
+def test_a_second_ca_tome_node_replaces_the_first(pack, sd15_model):
+    twice = patch(pack, patch(pack, sd15_model, threshold=0.0), threshold=1.0)
+    patches = twice.model_options["transformer_options"]["patches"]
+    assert len(patches["attn1_patch"]) == 1 and len(patches["attn1_output_patch"]) == 1
+    assert torch.equal(sample(twice), sample(sd15_model))
+
+
+@pytest.mark.parametrize("node,value", [("CATome", float("nan")), ("CATome", -0.1), ("CATome", 1.5),
+                                        ("CATomeFixedRatio", 2.0), ("CATomeFixedRatio", float("inf"))])
+def test_validation_names_the_input_and_the_range(pack, node, value):
+    error = getattr(pack.nodes, node).validate_inputs(value, "CONFIG_3", "")
+    assert isinstance(error, str) and "from 0 to 1" in error and repr(value) in error
+
+
+def test_validation_quotes_a_bad_custom_schedule(pack):
+    error = pack.nodes.CATome.validate_inputs(0.7, "custom", "0, 5, later")
+    assert error.startswith("custom_steps:") and "'later'" in error
+    assert pack.nodes.CATome.validate_inputs(0.7, "CONFIG_3", "ignored unless custom") is True
