@@ -63,9 +63,11 @@ def port_in_use(port: int) -> bool:
 class Server:
     """A real ComfyUI server process on a loopback port, with its log kept in a file."""
 
-    def __init__(self, host_path: Path, port: int, log_path: Path, extra_args: tuple[str, ...] = ()):
+    def __init__(self, host_path: Path, port: int, log_path: Path, output_directory: Path,
+                 extra_args: tuple[str, ...] = ()):
         self.host_path, self.port, self.log_path = host_path, port, log_path
-        self.extra_args = extra_args
+        self.output_directory = output_directory
+        self.extra_args = ("--output-directory", str(output_directory), *extra_args)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -134,6 +136,17 @@ class Server:
                 raise HostError(f"ComfyUI died while running prompt {prompt_id}:\n{self.log()}")
             time.sleep(0.25)
         raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:.0f}s")
+
+    def saved_images(self, entry: dict) -> dict:
+        """The images a finished prompt saved, by file name, as uint8 RGB arrays."""
+        import numpy as np
+        from PIL import Image
+
+        if entry.get("status", {}).get("status_str") != "success":
+            raise AssertionError(f"prompt did not succeed: {json.dumps(entry.get('status', entry))[:4000]}")
+        root = Path(self.output_directory)
+        return {image["filename"]: np.asarray(Image.open(root / image["subfolder"] / image["filename"]).convert("RGB"))
+                for output in entry["outputs"].values() for image in output.get("images", [])}
 
     def __enter__(self) -> "Server":
         return self.start()

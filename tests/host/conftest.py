@@ -1,47 +1,8 @@
 """Host tier: ComfyUI imported as a library on the CPU, tiny in-memory UNets, real samplers."""
 
-import importlib.util
-import sys
-from dataclasses import dataclass
-
 import pytest
-import torch
 
-from devkit.host import REPO_ROOT, import_comfy
-
-import_comfy()
-
-import comfy.model_base  # noqa: E402
-import comfy.model_patcher  # noqa: E402
-import comfy.sample  # noqa: E402
-import comfy.supported_models  # noqa: E402
-
-from devkit.checkpoints import UNET_CONFIG, _random_weights  # noqa: E402
-
-CONTEXT_DIM = 32
-# Transformer depths per input block / output block, as ComfyUI's model detection writes them.
-LAYOUTS = {
-    # SD1.x: attention at the full-resolution level (D1/U1) and below.
-    "sd15": dict(channel_mult=[1, 2], transformer_depth=[1, 1, 1, 1], transformer_depth_output=[1, 1, 1, 1, 1, 1]),
-    # SDXL: no attention at full resolution; the first attention level is 2× downsampled.
-    "sdxl": dict(channel_mult=[1, 2, 2], transformer_depth=[0, 0, 1, 1, 1, 1],
-                 transformer_depth_output=[0, 0, 0, 1, 1, 1, 1, 1, 1]),
-}
-
-
-def tiny_model(layout="sd15", width=32, in_channels=4, seed=0):
-    """A real ComfyUI BaseModel (SD1.x model config) on a tiny UNet with sane random weights."""
-    shape = LAYOUTS[layout]
-    levels = len(shape["channel_mult"])
-    unet_config = {**UNET_CONFIG, **shape, "model_channels": width, "in_channels": in_channels,
-                   "num_res_blocks": [2] * levels, "context_dim": CONTEXT_DIM, "num_heads": 4,
-                   "transformer_depth_middle": 1}
-    config = comfy.supported_models.SD15(unet_config)
-    config.set_inference_dtype(torch.float32, None)
-    model = comfy.model_base.BaseModel(config, device=torch.device("cpu"))
-    weights = _random_weights(model.diffusion_model, "", torch.Generator().manual_seed(seed))
-    model.diffusion_model.load_state_dict({k: v.float() for k, v in weights.items()})
-    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+from devkit.sampling import load_pack, tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -52,50 +13,6 @@ def sd15_model():
 @pytest.fixture(scope="session")
 def sdxl_model():
     return tiny_model("sdxl")
-
-
-def conditioning(seed, batch=1, **extra):
-    g = torch.Generator().manual_seed(seed)
-    return [[torch.randn(batch, 77, CONTEXT_DIM, generator=g), dict(extra)]]
-
-
-@dataclass
-class Sampling:
-    steps: int = 6
-    sampler: str = "euler"
-    scheduler: str = "normal"
-    cfg: float = 5.0
-    size: tuple[int, int] = (8, 8)
-    batch: int = 1
-    seed: int = 0
-    denoise: float = 1.0
-    start_step: int | None = None
-    last_step: int | None = None
-    latent: torch.Tensor | None = None
-
-
-def sample(model, run: Sampling = Sampling(), positive=None, negative=None):
-    """Run ComfyUI's real KSampler path (comfy.sample.sample) and return the latent."""
-    latent = run.latent if run.latent is not None else torch.zeros(run.batch, 4, *run.size)
-    noise = comfy.sample.prepare_noise(latent, run.seed)
-    return comfy.sample.sample(
-        model, noise, run.steps, run.cfg, run.sampler, run.scheduler,
-        positive if positive is not None else conditioning(1),
-        negative if negative is not None else conditioning(2),
-        latent, denoise=run.denoise, start_step=run.start_step, last_step=run.last_step,
-        disable_pbar=True, seed=run.seed)
-
-
-def load_pack():
-    """The pack as ComfyUI loads it: the repository folder imported as a package by file path."""
-    name = "ca_tome_pack_under_test"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(REPO_ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 @pytest.fixture(scope="session")

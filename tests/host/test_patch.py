@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ca_tome import Schedule
-from conftest import Sampling, conditioning, sample
+from devkit.sampling import Sampling, conditioning, sample
 
 
 def patch(pack, model, threshold=0.0, schedule="all", custom_steps="", levels="auto", merge="qkv", batch_policy="min"):

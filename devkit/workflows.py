@@ -1,0 +1,177 @@
+"""The example workflows, written once as graphs and saved in both of ComfyUI's formats.
+
+``example_workflows/<name>.json`` is the graph editor's (UI) format — ComfyUI lists a pack's
+``example_workflows/*.json`` as templates; ``example_workflows/api/<name>.json`` is the API
+format for scripted runs (``POST /prompt``). Regenerate with ``python -m devkit.workflows``; a
+test keeps the committed files equal to what this module writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .host import REPO_ROOT
+
+WORKFLOW_DIR = REPO_ROOT / "example_workflows"
+API_DIR = WORKFLOW_DIR / "api"
+
+# Output sockets of the node types the examples use: (name, type) in order.
+OUTPUTS = {
+    "CheckpointLoaderSimple": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+    "CLIPTextEncode": [("CONDITIONING", "CONDITIONING")],
+    "EmptyLatentImage": [("LATENT", "LATENT")],
+    "KSampler": [("LATENT", "LATENT")],
+    "VAEDecode": [("IMAGE", "IMAGE")],
+    "SaveImage": [],
+    "CATome": [("MODEL", "MODEL")],
+    "CATomeFixedRatio": [("MODEL", "MODEL")],
+}
+# Widget names in the order the graph editor stores their values, and linked inputs with types.
+WIDGETS = {
+    "CheckpointLoaderSimple": ["ckpt_name"],
+    "CLIPTextEncode": ["text"],
+    "EmptyLatentImage": ["width", "height", "batch_size"],
+    "KSampler": ["seed", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
+    "VAEDecode": [],
+    "SaveImage": ["filename_prefix"],
+    "CATome": ["threshold", "schedule", "custom_steps", "levels", "stride", "merge", "batch_policy"],
+    "CATomeFixedRatio": ["ratio", "schedule", "custom_steps", "levels", "stride", "merge"],
+}
+LINKED = {
+    "CLIPTextEncode": [("clip", "CLIP")],
+    "KSampler": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent_image", "LATENT")],
+    "VAEDecode": [("samples", "LATENT"), ("vae", "VAE")],
+    "SaveImage": [("images", "IMAGE")],
+    "CATome": [("model", "MODEL")],
+    "CATomeFixedRatio": [("model", "MODEL")],
+}
+CA_TOME_DEFAULTS = {"threshold": 0.7, "schedule": "CONFIG_3", "custom_steps": "every 5", "levels": "auto",
+                    "stride": 2, "merge": "qkv", "batch_policy": "min"}
+RATIO_DEFAULTS = {"ratio": 0.5, "schedule": "all", "custom_steps": "every 5", "levels": "auto", "stride": 2, "merge": "qkv"}
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    widgets: dict
+    links: dict = field(default_factory=dict)  # input name -> (node id, output slot)
+    pos: tuple[int, int] = (0, 0)
+    title: str | None = None
+
+
+def api_format(nodes: list[Node]) -> dict:
+    prompt = {}
+    for node in nodes:
+        inputs = dict(node.widgets)
+        inputs.update({name: [str(src), slot] for name, (src, slot) in node.links.items()})
+        prompt[str(node.id)] = {"class_type": node.type, "inputs": inputs,
+                                "_meta": {"title": node.title or node.type}}
+    return prompt
+
+
+def ui_format(nodes: list[Node]) -> dict:
+    links, ui_nodes = [], []
+    outgoing: dict[tuple[int, int], list[int]] = {}
+    incoming: dict[tuple[int, str], int] = {}
+    for node in nodes:
+        for name, (src, slot) in node.links.items():
+            link_id = len(links) + 1
+            src_type = OUTPUTS[next(n.type for n in nodes if n.id == src)][slot][1]
+            target_slot = [n for n, _ in LINKED[node.type]].index(name)
+            links.append([link_id, src, slot, node.id, target_slot, src_type])
+            outgoing.setdefault((src, slot), []).append(link_id)
+            incoming[(node.id, name)] = link_id
+    for order, node in enumerate(nodes):
+        values = [node.widgets[name] for name in WIDGETS[node.type]]
+        if node.type == "KSampler":
+            values.insert(1, "fixed")  # the seed's control_after_generate widget
+        ui_node = {
+            "id": node.id, "type": node.type, "pos": list(node.pos), "size": [320, 60 + 26 * len(values)],
+            "flags": {}, "order": order, "mode": 0,
+            "inputs": [{"name": name, "type": kind, "link": incoming.get((node.id, name))}
+                       for name, kind in LINKED.get(node.type, [])],
+            "outputs": [{"name": name, "type": kind, "slot_index": slot, "links": outgoing.get((node.id, slot), [])}
+                        for slot, (name, kind) in enumerate(OUTPUTS[node.type])],
+            "properties": {"Node name for S&R": node.type},
+            "widgets_values": values,
+        }
+        if node.title:
+            ui_node["title"] = node.title
+        ui_nodes.append(ui_node)
+    return {"last_node_id": max(n.id for n in nodes), "last_link_id": len(links), "nodes": ui_nodes,
+            "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def _txt2img(checkpoint: str, size: int, steps: int, branches: list[tuple[str, str | None, dict]]) -> list[Node]:
+    """One checkpoint and prompt, one sampler per branch (title, patch node or None, its widgets)."""
+    nodes = [
+        Node(1, "CheckpointLoaderSimple", {"ckpt_name": checkpoint}, pos=(0, 200)),
+        Node(2, "CLIPTextEncode", {"text": "a high-quality photograph of a red fox in a snowy forest"},
+             {"clip": (1, 1)}, pos=(380, 0), title="Positive"),
+        Node(3, "CLIPTextEncode", {"text": "blurry, low quality"}, {"clip": (1, 1)}, pos=(380, 260), title="Negative"),
+        Node(4, "EmptyLatentImage", {"width": size, "height": size, "batch_size": 1}, pos=(380, 480)),
+    ]
+    for index, (title, patch_type, patch_widgets) in enumerate(branches):
+        base, y = 10 * (index + 1), 380 * index
+        model = (1, 0)
+        if patch_type:
+            nodes.append(Node(base, patch_type, patch_widgets, {"model": (1, 0)}, pos=(760, y), title=title))
+            model = (base, 0)
+        nodes += [
+            Node(base + 1, "KSampler", {"seed": 42, "steps": steps, "cfg": 7.5, "sampler_name": "euler",
+                                        "scheduler": "normal", "denoise": 1.0},
+                 {"model": model, "positive": (2, 0), "negative": (3, 0), "latent_image": (4, 0)},
+                 pos=(1120, y), title=f"KSampler ({title})"),
+            Node(base + 2, "VAEDecode", {}, {"samples": (base + 1, 0), "vae": (1, 2)}, pos=(1480, y)),
+            Node(base + 3, "SaveImage", {"filename_prefix": f"ca_tome/{title.lower().replace(' ', '_')}"},
+                 {"images": (base + 2, 0)}, pos=(1700, y), title=f"Save ({title})"),
+        ]
+    return nodes
+
+
+SD15 = "v1-5-pruned-emaonly.safetensors"
+SDXL = "sd_xl_base_1.0.safetensors"
+
+WORKFLOWS = {
+    "ca_tome_sd15_txt2img": _txt2img(SD15, 512, 20, [("unpatched", None, {}),
+                                                    ("CA-ToMe", "CATome", CA_TOME_DEFAULTS)]),
+    "tome_fixed_ratio_vs_ca_tome_sd15": _txt2img(SD15, 512, 20, [
+        ("unpatched", None, {}),
+        ("ToMe ratio 0.5", "CATomeFixedRatio", RATIO_DEFAULTS),
+        ("CA-ToMe", "CATome", CA_TOME_DEFAULTS)]),
+    "ca_tome_sdxl_auto_levels": _txt2img(SDXL, 1024, 20, [("unpatched", None, {}),
+                                                         ("CA-ToMe", "CATome", CA_TOME_DEFAULTS)]),
+}
+
+
+def api_workflow(name: str, checkpoint: str | None = None, size: int | None = None, steps: int | None = None) -> dict:
+    """The API-format workflow ``name``, optionally with another checkpoint, image size or step count."""
+    prompt = copy.deepcopy(json.loads((API_DIR / f"{name}.json").read_text()))
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if checkpoint and "ckpt_name" in inputs:
+            inputs["ckpt_name"] = checkpoint
+        if size and "width" in inputs:
+            inputs["width"] = inputs["height"] = size
+        if steps and "steps" in inputs:
+            inputs["steps"] = steps
+    return prompt
+
+
+def rendered() -> dict[Path, str]:
+    files = {}
+    for name, nodes in WORKFLOWS.items():
+        files[WORKFLOW_DIR / f"{name}.json"] = json.dumps(ui_format(nodes), indent=2) + "\n"
+        files[API_DIR / f"{name}.json"] = json.dumps(api_format(nodes), indent=2) + "\n"
+    return files
+
+
+if __name__ == "__main__":
+    for path, text in rendered().items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path.relative_to(REPO_ROOT)}")

@@ -1,0 +1,44 @@
+"""End-to-end tier: the real ComfyUI server, started once, with this pack in custom_nodes/."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from devkit.checkpoints import ensure_checkpoint
+from devkit.host import PACK_LINK_NAME, REPO_ROOT, Server, comfyui_path, free_port
+
+ARTIFACTS = REPO_ROOT / "artifacts" / "e2e"
+
+
+@pytest.fixture(scope="session")
+def host_path() -> Path:
+    path = comfyui_path()
+    link = path / "custom_nodes" / PACK_LINK_NAME
+    assert link.resolve() == REPO_ROOT, f"{link} must link to this checkout: run scripts/dev.sh setup"
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(host_path) -> str:
+    return ensure_checkpoint(host_path, "tiny").name
+
+
+@pytest.fixture(scope="session")
+def server(host_path):
+    output = ARTIFACTS / "output"
+    shutil.rmtree(output, ignore_errors=True)
+    output.mkdir(parents=True, exist_ok=True)
+    # Every prompt runs every node: outputs of one test never come from another test's cache.
+    with Server(host_path, free_port(), ARTIFACTS / "server.log", output, ("--cache-none",)) as running:
+        yield running
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    running = item.funcargs.get("server") if hasattr(item, "funcargs") else None
+    if report.failed and running is not None:
+        report.sections.append(("ComfyUI server log (last 6000 characters)", running.log()[-6000:]))

@@ -1,0 +1,79 @@
+"""The pack inside the real ComfyUI server: loading, node definitions, workflows, validation."""
+
+import math
+
+import numpy as np
+import pytest
+
+from devkit.workflows import WORKFLOWS, api_workflow
+
+NODE_IDS = ("CATome", "CATomeFixedRatio")
+
+
+def image_by_prefix(images: dict, prefix: str) -> np.ndarray:
+    (match,) = [image for name, image in images.items() if name.startswith(prefix)]
+    return match
+
+
+def test_server_loads_the_pack_without_import_errors(server):
+    lines = [line for line in server.log().splitlines() if "ComfyUI-CA-ToMe" in line]
+    assert any("seconds:" in line for line in lines), "the pack is missing from the import times"
+    assert not any("IMPORT FAILED" in line or "Cannot import" in line or "Error" in line for line in lines), lines
+
+
+@pytest.mark.parametrize("node_id", NODE_IDS)
+def test_object_info_lists_our_nodes_with_tooltips_on_every_input(server, node_id):
+    info = server.get(f"/object_info/{node_id}")[node_id]
+    assert info["category"] == "model_patches/unet"
+    inputs = info["input"]["required"]
+    assert inputs and all(spec[1].get("tooltip") for spec in inputs.values() if len(spec) > 1)
+    assert len(inputs) == len([spec for spec in inputs.values() if len(spec) > 1])
+
+
+def test_txt2img_on_the_tiny_checkpoint_gives_finite_images(server, tiny_checkpoint):
+    prompt = api_workflow("ca_tome_sd15_txt2img", checkpoint=tiny_checkpoint, size=256, steps=3)
+    images = server.saved_images(server.run_prompt(prompt))
+    assert len(images) == 2
+    for image in images.values():
+        assert image.shape == (256, 256, 3) and image.std() > 0
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_every_example_workflow_runs_and_merging_changes_the_image(server, tiny_checkpoint, name):
+    """The SDXL example runs on the tiny SD1.5 checkpoint here (no SDXL weights can be made small);
+    its SDXL behaviour (auto = the 2×-downsampled level) is covered by the host tier."""
+    prompt = api_workflow(name, checkpoint=tiny_checkpoint, size=256, steps=3)
+    for node in prompt.values():
+        if node["class_type"] == "CATome":
+            node["inputs"]["threshold"] = 0.3  # random weights: make sure something merges
+    images = server.saved_images(server.run_prompt(prompt))
+    baseline = image_by_prefix(images, "unpatched_")
+    others = [image for filename, image in images.items() if not filename.startswith("unpatched_")]
+    assert others and all(not np.array_equal(image, baseline) for image in others)
+
+
+def test_threshold_one_gives_the_unpatched_image(server, tiny_checkpoint):
+    prompt = api_workflow("ca_tome_sd15_txt2img", checkpoint=tiny_checkpoint, size=256, steps=3)
+    (patch,) = [node for node in prompt.values() if node["class_type"] == "CATome"]
+    patch["inputs"]["threshold"] = 1.0
+    images = server.saved_images(server.run_prompt(prompt))
+    assert np.array_equal(image_by_prefix(images, "unpatched_"), image_by_prefix(images, "ca-tome_"))
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("threshold", math.nan, "threshold must be a number from 0 to 1, got nan"),
+    ("threshold", -0.5, "threshold must be a number from 0 to 1, got -0.5"),
+    ("threshold", 1.5, "threshold must be a number from 0 to 1, got 1.5"),
+    ("custom_steps", "0, 5, soon", "custom_steps: custom schedule: cannot read 'soon'"),
+])
+def test_bad_inputs_are_refused_with_a_specific_message(server, tiny_checkpoint, field, value, expected):
+    prompt = api_workflow("ca_tome_sd15_txt2img", checkpoint=tiny_checkpoint, size=256, steps=3)
+    (patch,) = [node for node in prompt.values() if node["class_type"] == "CATome"]
+    patch["inputs"][field] = value
+    if field == "custom_steps":
+        patch["inputs"]["schedule"] = "custom"
+    # ComfyUI still queues the prompt's valid outputs (the unpatched branch) and lists the errors.
+    response = server.post("/prompt", {"prompt": prompt})
+    messages = [e["details"] + " " + e["message"] for errors in response["node_errors"].values()
+                for e in errors["errors"]]
+    assert any(expected in message for message in messages), messages

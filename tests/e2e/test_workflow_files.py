@@ -1,0 +1,25 @@
+"""The committed example workflows are exactly what devkit.workflows writes, and match the nodes."""
+
+import json
+
+from devkit.workflows import API_DIR, WIDGETS, rendered
+
+
+def test_committed_workflows_are_up_to_date():
+    for path, text in rendered().items():
+        assert path.exists() and path.read_text() == text, f"{path} is stale: run python -m devkit.workflows"
+
+
+def test_ui_widgets_match_the_servers_node_definitions(server):
+    for node_type, widgets in WIDGETS.items():
+        info = server.get(f"/object_info/{node_type}")[node_type]["input"]
+        declared = {**info.get("required", {}), **info.get("optional", {})}
+        linked_types = {"MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE"}
+        server_widgets = [name for name, spec in declared.items()
+                          if not (isinstance(spec[0], str) and spec[0] in linked_types)]
+        assert server_widgets == widgets, node_type
+
+
+def test_api_twins_name_the_usual_checkpoints():
+    names = {json.loads(p.read_text())["1"]["inputs"]["ckpt_name"] for p in API_DIR.glob("*.json")}
+    assert names == {"v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors"}
