@@ -25,21 +25,28 @@ DEFAULT_CHUNK_BYTES = 32 << 20
 class MergePlan:
     """Which tokens are merged into which, for one batch of ``token_count`` tokens.
 
-    ``keep`` [B, N-r]: the tokens that stay (dst and unmerged src), in their original order.
-    ``merged_src`` [B, r]: the src tokens folded into a kept token; ``merged_slot`` [B, r]: the
-    position in ``keep`` they are averaged into. ``slot_of_token`` [B, N]: where every original
-    token finds its value after merging, so unmerge is one gather.
+    The index tensors address the batch flattened to rows (item·tokens + token), so merging and
+    unmerging are a few ``index_select``/``index_add_`` calls over rows — several times faster on
+    the CPU than per-item gathers and ``scatter_reduce``:
+    ``keep_rows`` [B·(N-r)]: the tokens that stay (dst and unmerged src), in their original order;
+    ``merged_rows`` [B·r]: the src tokens folded into a kept token at ``merged_slots`` [B·r];
+    ``mean_slots``/``mean_scale``: the kept tokens that received merges and 1/(1 + merges), so each
+    becomes the mean of itself and its srcs; ``unmerge_rows`` [B·N]: where every original token
+    finds its value after merging. ``merged_src``/``merged_dst`` [B, r] keep the pairs per item.
     All are ``None`` for the identity plan (r = 0), which does no gather or scatter at all.
     """
 
     token_count: int
     merged_count: int
     batch_size: int
-    keep: torch.Tensor | None = None
+    keep_rows: torch.Tensor | None = None
+    merged_rows: torch.Tensor | None = None
+    merged_slots: torch.Tensor | None = None
+    mean_slots: torch.Tensor | None = None
+    mean_scale: torch.Tensor | None = None
+    unmerge_rows: torch.Tensor | None = None
     merged_src: torch.Tensor | None = None
     merged_dst: torch.Tensor | None = None
-    merged_slot: torch.Tensor | None = None
-    slot_of_token: torch.Tensor | None = None
 
     @property
     def is_identity(self) -> bool:
@@ -56,28 +63,25 @@ class MergePlan:
         """[B, N, C'] -> [B, N - r, C']: each dst becomes the mean of itself and its merged srcs."""
         if self.is_identity:
             return x
-        self._check(x, self.token_count)
-        width = x.shape[-1]
-        kept = x.gather(1, _expand(self.keep, width))
-        src = x.gather(1, _expand(self.merged_src, width))
-        return kept.scatter_reduce_(1, _expand(self.merged_slot, width), src, reduce="mean", include_self=True)
+        rows = self._rows(x, self.token_count)
+        kept = rows.index_select(0, self.keep_rows)
+        kept.index_add_(0, self.merged_slots, rows.index_select(0, self.merged_rows))
+        kept[self.mean_slots] *= self.mean_scale.to(kept.dtype)
+        return kept.view(self.batch_size, self.token_count - self.merged_count, -1)
 
     def unmerge(self, y: torch.Tensor) -> torch.Tensor:
         """[B, N - r, C'] -> [B, N, C']: merged srcs take the value of the dst they were merged into."""
         if self.is_identity:
             return y
-        self._check(y, self.token_count - self.merged_count)
-        return y.gather(1, _expand(self.slot_of_token, y.shape[-1]))
+        rows = self._rows(y, self.token_count - self.merged_count)
+        return rows.index_select(0, self.unmerge_rows).view(self.batch_size, self.token_count, -1)
 
-    def _check(self, x: torch.Tensor, tokens: int) -> None:
+    def _rows(self, x: torch.Tensor, tokens: int) -> torch.Tensor:
         if x.ndim != 3 or x.shape[0] != self.batch_size or x.shape[1] != tokens:
             raise ValueError(
                 f"merge plan is for [batch={self.batch_size}, tokens={tokens}, C], got {tuple(x.shape)}"
             )
-
-
-def _expand(index: torch.Tensor, width: int) -> torch.Tensor:
-    return index.unsqueeze(-1).expand(-1, -1, width)
+        return x.reshape(-1, x.shape[-1])
 
 
 def identity_plan(token_count: int, batch_size: int) -> MergePlan:
@@ -224,24 +228,32 @@ def plan_merge(
 
 def _build_plan(chosen, dst_pos, src, dst, tokens) -> MergePlan:
     batch, r = chosen.shape
+    kept_tokens = tokens - r
     device = chosen.device
     merged_src = src[chosen]
     merged_dst = dst[dst_pos.gather(1, chosen)]
     is_merged = torch.zeros(batch, tokens, dtype=torch.int8, device=device)
     is_merged.scatter_(1, merged_src, 1)
     # A stable sort keeps the kept tokens in spatial order.
-    keep = torch.argsort(is_merged, dim=1, stable=True)[:, : tokens - r]
+    keep = torch.argsort(is_merged, dim=1, stable=True)[:, :kept_tokens]
     slot_of_token = torch.empty(batch, tokens, dtype=torch.long, device=device)
-    slot_of_token.scatter_(1, keep, torch.arange(tokens - r, device=device).expand(batch, -1))
+    slot_of_token.scatter_(1, keep, torch.arange(kept_tokens, device=device).expand(batch, -1))
     merged_slot = slot_of_token.gather(1, merged_dst)
     slot_of_token.scatter_(1, merged_src, merged_slot)
+
+    item = torch.arange(batch, device=device).unsqueeze(1)
+    merged_slots = (merged_slot + item * kept_tokens).flatten()
+    mean_slots, merges = torch.unique(merged_slots, return_counts=True)
     return MergePlan(
         token_count=tokens,
         merged_count=r,
         batch_size=batch,
-        keep=keep,
+        keep_rows=(keep + item * tokens).flatten(),
+        merged_rows=(merged_src + item * tokens).flatten(),
+        merged_slots=merged_slots,
+        mean_slots=mean_slots,
+        mean_scale=(1.0 / (1 + merges)).unsqueeze(1),
+        unmerge_rows=(slot_of_token + item * kept_tokens).flatten(),
         merged_src=merged_src,
         merged_dst=merged_dst,
-        merged_slot=merged_slot,
-        slot_of_token=slot_of_token,
     )

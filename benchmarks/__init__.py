@@ -1,0 +1,1 @@
+"""Benchmarks of the CA-ToMe pack (run with `scripts/dev.sh bench`)."""
