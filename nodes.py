@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 
+import torch
 from comfy_api.latest import ComfyExtension, io
 
-from .ca_tome.patch import LEVELS_AUTO, TARGETS, TokenMerging, apply_token_merging
+from .ca_tome.patch import LEVELS_AUTO, TARGETS, TokenMerging, apply_token_merging, merging_config
+from .ca_tome.schedule import AUTO, AutoRefresh
 from .ca_tome.schedule import NAMES as SCHEDULE_NAMES
 from .ca_tome.schedule import Schedule
 
@@ -21,7 +24,14 @@ TOOLTIPS = {
              "at 75% with a 2×2 stride).",
     "schedule": "Steps at which merge pairs are recomputed; between them the pairs are reused. CONFIG_1..CONFIG_FIVE "
                 "are the paper's 50-step lists, rescaled to your step count (CONFIG_3 was best). 'all' = every step "
-                "(no caching), 'once' = first step only, 'custom' = the custom_steps text.",
+                "(no caching), 'once' = first step only, 'auto' = whenever the cached pairs go stale (any step "
+                "count), 'custom' = the custom_steps text.",
+    "auto_tolerance": "With schedule 'auto': recompute a block's pairs when more than this share of them has fallen "
+                      "below the similarity they were merged at. Lower = more recomputations, closer to 'all'.",
+    "auto_max_interval": "With schedule 'auto': recompute at the latest after this many steps, whatever the check says.",
+    "record_stats": "Record per-step statistics for the CA-ToMe Stats node: fresh pairs are matched at every step "
+                    "(for the Jaccard distance and similarity histogram) without changing what is merged. "
+                    "Costs one matching per step; off by default.",
     "custom_steps": "Used when schedule is 'custom'. Comma-separated: steps '0,8,11' (0 = first step), ranges "
                     "'20-25', fractions of the run '0.16', or 'every 5'. The first step always recomputes.",
     "levels": "Which UNet levels to merge. 'auto' = the highest-resolution level that has self-attention "
@@ -45,6 +55,11 @@ def _common_inputs(schedule_default: str) -> list:
         io.Combo.Input("levels", options=LEVEL_CHOICES, default=LEVELS_AUTO, tooltip=TOOLTIPS["levels"]),
         io.Int.Input("stride", default=2, min=1, max=8, tooltip=TOOLTIPS["stride"]),
         io.Combo.Input("merge", options=list(TARGETS), default="qkv", tooltip=TOOLTIPS["merge"]),
+        io.Float.Input("auto_tolerance", default=AutoRefresh.tolerance, min=0.0, max=1.0, step=0.01,
+                       tooltip=TOOLTIPS["auto_tolerance"]),
+        io.Int.Input("auto_max_interval", default=AutoRefresh.max_interval, min=1, max=1000,
+                     tooltip=TOOLTIPS["auto_max_interval"]),
+        io.Boolean.Input("record_stats", default=False, tooltip=TOOLTIPS["record_stats"]),
     ]
 
 
@@ -54,8 +69,13 @@ def _unit_interval_error(name: str, value) -> str | None:
     return None
 
 
-def _schedule(schedule: str, custom_steps: str) -> Schedule:
-    return Schedule.parse(custom_steps) if schedule == CUSTOM else Schedule.preset(schedule)
+def _schedule(schedule: str, custom_steps: str, auto_tolerance=AutoRefresh.tolerance,
+              auto_max_interval=AutoRefresh.max_interval) -> Schedule:
+    if schedule == CUSTOM:
+        return Schedule.parse(custom_steps)
+    if schedule == AUTO:
+        return Schedule.automatic(auto_tolerance, auto_max_interval)
+    return Schedule.preset(schedule)
 
 
 def _schedule_error(schedule: str, custom_steps: str) -> str | None:
@@ -67,9 +87,11 @@ def _schedule_error(schedule: str, custom_steps: str) -> str | None:
     return None
 
 
-def _config(schedule, custom_steps, levels, stride, merge, **amount) -> TokenMerging:
-    return TokenMerging(schedule=_schedule(schedule, custom_steps), levels=LEVELS_AUTO if levels == LEVELS_AUTO else int(levels),
-                        stride=(stride, stride), target=merge, **amount)
+def _config(schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval, record_stats,
+            **amount) -> TokenMerging:
+    return TokenMerging(schedule=_schedule(schedule, custom_steps, auto_tolerance, auto_max_interval),
+                        levels=LEVELS_AUTO if levels == LEVELS_AUTO else int(levels), stride=(stride, stride),
+                        target=merge, record_stats=record_stats, **amount)
 
 
 def _first_error(*errors) -> bool | str:
@@ -96,12 +118,16 @@ class CATome(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, threshold, schedule, custom_steps) -> bool | str:
-        return _first_error(_unit_interval_error("threshold", threshold), _schedule_error(schedule, custom_steps))
+    def validate_inputs(cls, threshold, schedule, custom_steps, auto_tolerance) -> bool | str:
+        return _first_error(_unit_interval_error("threshold", threshold), _schedule_error(schedule, custom_steps),
+                            _unit_interval_error("auto_tolerance", auto_tolerance))
 
     @classmethod
-    def execute(cls, model, threshold, schedule, custom_steps, levels, stride, merge, batch_policy) -> io.NodeOutput:
-        config = _config(schedule, custom_steps, levels, stride, merge, threshold=threshold, batch_policy=batch_policy)
+    def execute(cls, model, threshold, schedule, custom_steps, levels, stride, merge, batch_policy,
+                auto_tolerance=AutoRefresh.tolerance, auto_max_interval=AutoRefresh.max_interval,
+                record_stats=False) -> io.NodeOutput:
+        config = _config(schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval, record_stats,
+                         threshold=threshold, batch_policy=batch_policy)
         return io.NodeOutput(apply_token_merging(model, config))
 
 
@@ -125,17 +151,64 @@ class CATomeFixedRatio(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, ratio, schedule, custom_steps) -> bool | str:
-        return _first_error(_unit_interval_error("ratio", ratio), _schedule_error(schedule, custom_steps))
+    def validate_inputs(cls, ratio, schedule, custom_steps, auto_tolerance) -> bool | str:
+        return _first_error(_unit_interval_error("ratio", ratio), _schedule_error(schedule, custom_steps),
+                            _unit_interval_error("auto_tolerance", auto_tolerance))
 
     @classmethod
-    def execute(cls, model, ratio, schedule, custom_steps, levels, stride, merge) -> io.NodeOutput:
-        return io.NodeOutput(apply_token_merging(model, _config(schedule, custom_steps, levels, stride, merge, ratio=ratio)))
+    def execute(cls, model, ratio, schedule, custom_steps, levels, stride, merge, auto_tolerance=AutoRefresh.tolerance,
+                auto_max_interval=AutoRefresh.max_interval, record_stats=False) -> io.NodeOutput:
+        config = _config(schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval, record_stats,
+                         ratio=ratio)
+        return io.NodeOutput(apply_token_merging(model, config))
+
+
+class CATomeStats(io.ComfyNode):
+    """Plots what merging did in the last sampling run of a CA-ToMe-patched model, and saves the numbers."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CATomeStats",
+            display_name="CA-ToMe Stats",
+            category="model_patches/unet",
+            description="Merged tokens per step and block, pair drift between steps (Jaccard distance) with the "
+                        "recompute steps, and the similarity histogram with the threshold (paper Figs. 2 and 4). "
+                        "Turn on record_stats in the CA-ToMe node for the last two.",
+            inputs=[
+                io.Model.Input("model", tooltip="The MODEL output of the CA-ToMe (or fixed-ratio) node that fed the sampler."),
+                io.Latent.Input("samples", tooltip="The sampler's LATENT output, so the stats are read after sampling."),
+                io.String.Input("filename_prefix", default="ca_tome_stats",
+                                tooltip="The raw numbers are saved as JSON under this prefix in ComfyUI's output folder."),
+            ],
+            outputs=[io.Image.Output(tooltip="The plots, as an image for Preview Image or Save Image.")],
+        )
+
+    @classmethod
+    def execute(cls, model, samples, filename_prefix) -> io.NodeOutput:
+        import folder_paths
+
+        from .ca_tome.stats_plot import stats_figure
+
+        config = merging_config(model)
+        if config is None:
+            raise ValueError("CA-ToMe Stats: the 'model' input is not patched by a CA-ToMe node; connect the MODEL "
+                             "output of the CA-ToMe node that fed the sampler.")
+        if config.last_run is None:
+            raise ValueError("CA-ToMe Stats: this model has not sampled yet; connect the 'samples' input to the LATENT "
+                             "output of the sampler that used this model.")
+        report = config.last_run
+        folder, name, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, folder_paths.get_output_directory())
+        with open(f"{folder}/{name}_{counter:05}_.json", "w") as handle:
+            json.dump({"threshold": config.threshold, "ratio": config.ratio, "schedule": config.schedule.name,
+                       **report.as_dict()}, handle, indent=1)
+        image = torch.from_numpy(stats_figure(report, config.threshold)).float().div(255).unsqueeze(0)
+        return io.NodeOutput(image)
 
 
 class CATomeExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [CATome, CATomeFixedRatio]
+        return [CATome, CATomeFixedRatio, CATomeStats]
 
 
 async def comfy_entrypoint() -> CATomeExtension:

@@ -6,7 +6,7 @@ import numpy as np
 
 
 def compare(reference: np.ndarray, image: np.ndarray) -> dict[str, float]:
-    """Both [H, W, 3] floats in 0..1. Identical images give PSNR inf, SSIM/MS-SSIM 1, FLIP 0."""
+    """Both [H, W, 3] floats in 0..1. Identical images give PSNR None (infinite), SSIM/MS-SSIM 1, FLIP 0."""
     import flip_evaluator
     import torch
     from pytorch_msssim import ms_ssim
@@ -17,7 +17,7 @@ def compare(reference: np.ndarray, image: np.ndarray) -> dict[str, float]:
     as_batch = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None]  # noqa: E731
     _, flip, _ = flip_evaluator.evaluate(reference, image, "LDR")
     return {
-        "psnr": float(peak_signal_noise_ratio(reference, image, data_range=1.0)),
+        "psnr": float(peak_signal_noise_ratio(reference, image, data_range=1.0)) if not np.array_equal(reference, image) else None,
         "ssim": float(structural_similarity(reference, image, channel_axis=2, data_range=1.0)),
         "ms_ssim": float(ms_ssim(as_batch(reference), as_batch(image), data_range=1.0)),
         "flip": float(flip),

@@ -6,7 +6,6 @@ from pathlib import Path
 
 FAMILIES = {
     "ca_tome": ("CA-ToMe, no cache (threshold sweep)", "o-"),
-    "ca_tome_cached": ("CA-ToMe, cached steps", "o--"),
     "ratio": ("ours, fixed ratio, no cache", "s-"),
     "ratio_cached": ("ours, fixed ratio, cached steps", "s--"),
     "builtin": ("ComfyUI TomePatchModel (q only)", "^-"),
@@ -28,7 +27,7 @@ def plot(result: dict, path: Path) -> Path:
             rows = sorted((r["amount"], r["speedup"], name) for name, r in speed.items() if r["family"] == family)
         if rows:
             left.plot([100 * f for f, _, _ in rows], [s for _, s, _ in rows], style, label=label)
-            points = [(fidelity[name]["merged_fraction"] if family != "builtin" else f, fidelity[name]["ssim"])
+            points = [(fidelity[name]["merged_fraction"], fidelity[name]["ssim"])
                       for f, _, name in rows if name in fidelity]
             if points:
                 right.plot([100 * f for f, _ in sorted(points)], [s for _, s in sorted(points)], style, label=label)

@@ -6,9 +6,10 @@ nodes → comfy.sample.sample, euler) on the generated full-shape SD1.5 checkpoi
 * Speed: every variant samples a short run and each step is timed (sampler callback); variants
   are interleaved (A B C … A B C …) and repeated, and medians are reported. Schedule ``all``
   makes every step a checkpoint step (matching runs); schedule ``once`` makes every step after
-  the first a cached step. A paper schedule's per-step time for a 50-step run is then
-  (|checkpoints|·t_checkpoint + (50 − |checkpoints|)·t_cached) / 50 — exactly how the cache
-  spends time, measured per step kind.
+  the first a cached step. At an equal merged fraction f (the fixed-ratio variants pin it), a
+  step costs the same whatever chose its r, so a paper schedule's per-step time over 50 steps is
+  (|checkpoints|·t_checkpoint(f) + (50 − |checkpoints|)·t_cached(f)) / 50 — how the cache spends
+  time, measured per step kind. The fidelity runs time the real adaptive schedules end to end.
 * Fidelity: full runs (default 50 steps, smaller latent) of every variant and of every paper
   schedule, compared with the unpatched image of the same seed (PSNR, SSIM, MS-SSIM, FLIP).
 
@@ -108,7 +109,6 @@ def variants(pack, builtin_tome, ceilings, thresholds, ratios, free_fraction) ->
     out += [Variant(f"ours ratio r={r} (no cache)", "ratio", ratio_node(r), r) for r in ratios]
     out += [Variant(f"ours ratio r={r} cached", "ratio_cached", ratio_node(r, "once"), r) for r in ratios]
     out += [Variant(f"CA-ToMe t={t} (no cache)", "ca_tome", ca_tome(t, "all"), t) for t in thresholds]
-    out += [Variant(f"CA-ToMe t={t} cached", "ca_tome_cached", ca_tome(t, "once"), t) for t in thresholds]
     out += [Variant("ceiling: skip top-level self-attention", "ceiling", ceilings.skip_attention),
             Variant(f"ceiling: free merge f={free_fraction}", "ceiling",
                     lambda m: ceilings.free_merge(m, free_fraction), free_fraction)]
@@ -192,17 +192,28 @@ def run_benchmark(args) -> None:
             "peak_extra_rss_mib": max(variant.peak_rss) / 2**20,
         }
 
-    # --- paper schedules at t = 0.7 for a 50-step run, from the two step kinds ---
+    # --- paper schedules over a 50-step run at merged fraction 0.5, from the two step kinds ---
     from ca_tome import Schedule
 
     schedules = {}
-    if not args.ceilings_only and 0.7 in thresholds:
-        t_checkpoint = speed["CA-ToMe t=0.7 (no cache)"]["seconds_per_step"]
-        t_cached = speed["CA-ToMe t=0.7 cached"]["seconds_per_step"]
+    if not args.ceilings_only:
+        t_checkpoint = speed["ours ratio r=0.5 (no cache)"]["seconds_per_step"]
+        t_cached = speed["ours ratio r=0.5 cached"]["seconds_per_step"]
         for name in PAPER_SCHEDULES:
             count = len(Schedule.preset(name).for_steps(PAPER_STEPS))
             per_step = (count * t_checkpoint + (PAPER_STEPS - count) * t_cached) / PAPER_STEPS
             schedules[name] = {"checkpoints_of_50": count, "seconds_per_step": per_step, "speedup": base / per_step}
+
+    targets = {}
+    if schedules and "ceiling: free merge f=0.5" in speed:
+        config3 = schedules["CONFIG_3"]["seconds_per_step"]
+        free = speed["ceiling: free merge f=0.5"]["seconds_per_step"]
+        targets = {
+            "config3_f0.5_seconds_per_step": config3,
+            "builtin_r0.5_seconds_per_step": speed["builtin Tome r=0.5"]["seconds_per_step"],
+            "uncached_qkv_r0.5_seconds_per_step": t_checkpoint,
+            "share_of_free_merge_saving": (base - config3) / (base - free),
+        }
 
     # --- fidelity: full runs against the unpatched image of the same seed ---
     fidelity = {}
@@ -213,7 +224,7 @@ def run_benchmark(args) -> None:
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, CPU",
         "torch": torch.__version__, "checkpoint": checkpoint.name, "size": args.size, "speed_steps": args.speed_steps,
         "repeats": args.repeats, "fidelity_size": args.fidelity_size, "fidelity_steps": args.fidelity_steps,
-        "speed": speed, "paper_schedules_t0.7": schedules, "fidelity": fidelity,
+        "speed": speed, "paper_schedules_f0.5": schedules, "targets_f0.5": targets, "fidelity": fidelity,
     }
     out = args.out or RESULTS / (("quick" if args.quick else "full") + (f"_ceilings_{args.size}" if args.ceilings_only else "") + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -242,8 +253,9 @@ def measure_fidelity(args, model, vae, positive, negative, pack, all_variants, c
         samples, times = timed_run(patched, positive, negative, latent, args.fidelity_steps, seed=7)
         images[name] = comfy_nodes.VAEDecode().decode(vae, {"samples": samples})[0][0].clamp(0, 1).numpy()
         report = last_run(patched)
+        builtin = next((v.amount for v in all_variants if v.name == name and v.family == "builtin"), None)
         out[name] = {"seconds_per_step": statistics.median(times),
-                     "merged_fraction": report.merged_fraction if report else 0.0,
+                     "merged_fraction": report.merged_fraction if report else (builtin or 0.0),
                      "recomputed_steps": len(report.recomputed_steps) if report else None}
         print(f"  {name:<42} {statistics.median(times):7.3f} s/step")
     reference = images["unpatched"]
@@ -263,12 +275,14 @@ def print_summary(result) -> None:
         share = lambda key: f"{100 * row[key]:.2f}%" if row[key] is not None else "-"  # noqa: E731
         print(f"{name:<44}{row['seconds_per_step']:8.3f}{row['speedup']:8.2f}x{merged:>8}{share('matching_share_checkpoint'):>11}"
               f"{share('matching_share_cached'):>13}{row['peak_extra_rss_mib']:10.0f}")
-    for name, row in result["paper_schedules_t0.7"].items():
-        print(f"CA-ToMe t=0.7 {name:<30}{row['seconds_per_step']:8.3f}{row['speedup']:8.2f}x  ({row['checkpoints_of_50']}/50 checkpoint steps)")
+    for name, row in result["paper_schedules_f0.5"].items():
+        print(f"cached, f=0.5, {name:<29}{row['seconds_per_step']:8.3f}{row['speedup']:8.2f}x  ({row['checkpoints_of_50']}/50 checkpoint steps)")
+    for name, value in result["targets_f0.5"].items():
+        print(f"target {name}: {value:.3f}")
     if result["fidelity"]:
         print(f"\n{'fidelity vs unpatched':<44}{'PSNR':>7}{'SSIM':>7}{'MS-SSIM':>9}{'FLIP':>7}{'merged':>8}")
         for name, row in result["fidelity"].items():
-            print(f"{name:<44}{row['psnr']:7.2f}{row['ssim']:7.3f}{row['ms_ssim']:9.3f}{row['flip']:7.3f}{100 * row['merged_fraction']:7.1f}%")
+            print(f"{name:<44}{row['psnr'] or float('inf'):7.2f}{row['ssim']:7.3f}{row['ms_ssim']:9.3f}{row['flip']:7.3f}{100 * row['merged_fraction']:7.1f}%")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ decides per step whether to reuse a plan, :func:`plan_merge` computes one, and t
 """
 
 from .cache import CacheEvent, PairCache, PairKey
-from .matching import MergePlan, identity_plan, partition, plan_merge
-from .schedule import Schedule
+from .matching import MergePlan, identity_plan, partition, plan_merge, stale_fraction
+from .schedule import AutoRefresh, Schedule
 
-__all__ = ["CacheEvent", "MergePlan", "PairCache", "PairKey", "Schedule", "identity_plan", "partition", "plan_merge"]
+__all__ = ["AutoRefresh", "CacheEvent", "MergePlan", "PairCache", "PairKey", "Schedule", "identity_plan", "partition",
+           "plan_merge", "stale_fraction"]

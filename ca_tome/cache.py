@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Callable, Hashable, NamedTuple
 
 from .matching import MergePlan
+from .schedule import AutoRefresh
 
 
 class PairKey(NamedTuple):
@@ -32,17 +33,20 @@ class CacheEvent:
     merged: int
     tokens: int
     seconds: float = 0.0
+    stale: float | None = None  # auto schedule: share of cached pairs found stale (None: not checked)
 
 
 class PairCache:
     """Plans of one sampling run, each valid from the checkpoint it was computed under until the
-    next checkpoint. Create a new cache per run: it never outlives the run's token layouts."""
+    next checkpoint — or, with ``auto``, until a check finds it stale (see AutoRefresh).
+    Create a new cache per run: it never outlives the run's token layouts."""
 
-    def __init__(self, checkpoints: frozenset[int]):
+    def __init__(self, checkpoints: frozenset[int], auto: AutoRefresh | None = None):
         if 0 not in checkpoints:
             raise ValueError("checkpoints must include step 0")
         self._checkpoints = sorted(checkpoints)
-        self._plans: dict[PairKey, tuple[int, MergePlan]] = {}
+        self._auto = auto
+        self._plans: dict[PairKey, tuple[int, int, MergePlan]] = {}  # key -> (epoch, step, plan)
         self.events: list[CacheEvent] = []
 
     @property
@@ -53,20 +57,34 @@ class PairCache:
         """The latest checkpoint at or before ``step``."""
         return self._checkpoints[max(0, bisect.bisect_right(self._checkpoints, step) - 1)]
 
-    def plan(self, key: PairKey, step: int, compute: Callable[[], MergePlan]) -> MergePlan:
-        """The cached plan for ``key`` if still valid at ``step``, else ``compute()`` (and cache it)."""
+    def plan(self, key: PairKey, step: int, compute: Callable[[], MergePlan],
+             staleness: Callable[[MergePlan], float] | None = None) -> MergePlan:
+        """The cached plan for ``key`` if still valid at ``step``, else ``compute()`` (and cache it).
+
+        ``staleness(plan)`` is the auto schedule's check; it is only called with ``auto``.
+        """
         epoch = self.epoch(step)
         cached = self._plans.get(key)
-        recomputed = cached is None or cached[0] != epoch
+        stale = None
+        if cached is None:
+            recomputed = True
+        elif self._auto is None:
+            recomputed = cached[0] != epoch
+        elif step - cached[1] >= self._auto.max_interval:
+            recomputed = True
+        else:
+            if step != cached[1] and staleness is not None:
+                stale = staleness(cached[2])
+            recomputed = stale is not None and stale > self._auto.tolerance
         seconds = 0.0
         if recomputed:
             start = time.perf_counter()
             plan = compute()
             seconds = time.perf_counter() - start
-            self._plans[key] = (epoch, plan)
+            self._plans[key] = (epoch, step, plan)
         else:
-            plan = cached[1]
-        self.events.append(CacheEvent(step, key, recomputed, plan.merged_count, plan.token_count, seconds))
+            plan = cached[2]
+        self.events.append(CacheEvent(step, key, recomputed, plan.merged_count, plan.token_count, seconds, stale))
         return plan
 
     @property

@@ -33,6 +33,8 @@ class MergePlan:
     ``mean_slots``/``mean_scale``: the kept tokens that received merges and 1/(1 + merges), so each
     becomes the mean of itself and its srcs; ``unmerge_rows`` [B·N]: where every original token
     finds its value after merging. ``merged_src``/``merged_dst`` [B, r] keep the pairs per item.
+    ``cutoff`` [B, 1] is the similarity a pair needed to be merged: the threshold, or in ratio
+    mode (and for items the "max" batch policy pushed below it) the r-th best similarity.
     All are ``None`` for the identity plan (r = 0), which does no gather or scatter at all.
     """
 
@@ -47,6 +49,7 @@ class MergePlan:
     unmerge_rows: torch.Tensor | None = None
     merged_src: torch.Tensor | None = None
     merged_dst: torch.Tensor | None = None
+    cutoff: torch.Tensor | None = None
 
     @property
     def is_identity(self) -> bool:
@@ -169,7 +172,8 @@ def plan_merge(
     random_dst: bool = False,
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,
-) -> MergePlan:
+    return_similarity: bool = False,
+) -> MergePlan | tuple[MergePlan, torch.Tensor | None]:
     """Plan which tokens of ``metric`` [B, N, C] (N = height·width) to merge.
 
     Exactly one of:
@@ -184,6 +188,8 @@ def plan_merge(
     a cell is its top-left token unless ``random_dst``, which draws from ``generator`` only (a
     fresh one seeded 0 if none is given), never from the global RNG.
     Costs at most one host sync (reading r in threshold mode); r = 0 gives the identity plan.
+    ``return_similarity=True`` also returns every src's best similarity [B, S] (None when no
+    matching ran), for statistics.
     """
     if metric.ndim != 3:
         raise ValueError(f"metric must be [batch, tokens, channels], got shape {tuple(metric.shape)}")
@@ -202,8 +208,11 @@ def plan_merge(
     if ratio is not None and not (0.0 <= ratio <= 1.0):
         raise ValueError(f"ratio must be between 0 and 1, got {ratio!r}")
 
+    def result(plan, similarity=None):
+        return (plan, similarity) if return_similarity else plan
+
     if (threshold is not None and threshold >= 1.0) or (ratio is not None and int(ratio * tokens) == 0):
-        return identity_plan(tokens, batch)
+        return result(identity_plan(tokens, batch))
     dst_offsets = None
     if random_dst:
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -211,7 +220,7 @@ def plan_merge(
         dst_offsets = torch.randint(sx * sy, (cells,), generator=generator, device=generator.device)
     src, dst = partition(height, width, (sx, sy), dst_offsets)
     if src.numel() == 0 or dst.numel() == 0:
-        return identity_plan(tokens, batch)
+        return result(identity_plan(tokens, batch))
 
     with torch.no_grad():
         similarity, dst_pos = best_matches(metric, src, dst, chunk_size)
@@ -221,12 +230,34 @@ def plan_merge(
         else:
             r = min(int(ratio * tokens), src.numel())
         if r == 0:
-            return identity_plan(tokens, batch)
-        chosen = similarity.topk(r, dim=-1).indices
-        return _build_plan(chosen, dst_pos, src.to(metric.device), dst.to(metric.device), tokens)
+            return result(identity_plan(tokens, batch), similarity)
+        best = similarity.topk(r, dim=-1)
+        cutoff = best.values[:, -1:]
+        if threshold is not None:
+            cutoff = cutoff.clamp(max=threshold)
+        plan = _build_plan(best.indices, dst_pos, src.to(metric.device), dst.to(metric.device), tokens, cutoff)
+        return result(plan, similarity)
 
 
-def _build_plan(chosen, dst_pos, src, dst, tokens) -> MergePlan:
+def stale_fraction(plan: MergePlan, metric: torch.Tensor) -> torch.Tensor:
+    """Share of a plan's pairs whose similarity in ``metric`` fell below the plan's cutoff.
+
+    O(r·C): only the cached pairs are compared, never the full src × dst similarity, so a cache
+    can afford this check at every step. The identity plan is never stale (0-dim tensor).
+    """
+    if plan.is_identity:
+        return torch.zeros((), device=metric.device)
+    channels = metric.shape[-1]
+    rows = metric.reshape(-1, channels)
+    item = torch.arange(plan.batch_size, device=metric.device).unsqueeze(1) * plan.token_count
+    work_dtype = metric.dtype if metric.device.type != "cpu" else torch.float32
+    src = _unit(rows.index_select(0, (plan.merged_src + item).flatten()), work_dtype)
+    dst = _unit(rows.index_select(0, (plan.merged_dst + item).flatten()), work_dtype)
+    similarity = (src * dst).sum(-1).view(plan.batch_size, -1)
+    return (similarity < plan.cutoff - 1e-4).float().mean()
+
+
+def _build_plan(chosen, dst_pos, src, dst, tokens, cutoff) -> MergePlan:
     batch, r = chosen.shape
     kept_tokens = tokens - r
     device = chosen.device
@@ -256,4 +287,5 @@ def _build_plan(chosen, dst_pos, src, dst, tokens) -> MergePlan:
         unmerge_rows=(slot_of_token + item * kept_tokens).flatten(),
         merged_src=merged_src,
         merged_dst=merged_dst,
+        cutoff=cutoff,
     )

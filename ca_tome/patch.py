@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
 
 from .cache import PairCache, PairKey
-from .matching import plan_merge
+from .matching import plan_merge, stale_fraction
 from .schedule import Schedule
+from .stats import StatsRecorder
 
 log = logging.getLogger("ca_tome")
 
@@ -39,7 +41,8 @@ class TokenMerging:
     ``levels``: "auto" (the highest-resolution level that has self-attention) or a max
     downsample factor (1 = full latent resolution, 2, 4, 8). ``target``: "qkv" merges the
     attention input (the paper), "q" the queries only (ComfyUI's Tome), "kv" keys and values
-    only (ToDo; no unmerge needed).
+    only (ToDo; no unmerge needed). ``record_stats`` also computes fresh pairs at every step for
+    the Stats node (what is merged does not change; it costs a matching per step).
     """
 
     schedule: Schedule
@@ -49,6 +52,7 @@ class TokenMerging:
     stride: tuple[int, int] = (2, 2)
     target: str = "qkv"
     batch_policy: str = "min"
+    record_stats: bool = False
     last_run: "RunReport | None" = field(default=None, compare=False)
     warned_no_blocks: bool = field(default=False, compare=False)
 
@@ -66,6 +70,7 @@ class RunReport:
     steps: int
     checkpoints: frozenset[int]
     events: tuple
+    stats: tuple = ()  # StepStats, when record_stats was on
 
     @property
     def merged_fraction(self) -> float:
@@ -76,6 +81,22 @@ class RunReport:
     def recomputed_steps(self) -> list[int]:
         return sorted({e.step for e in self.events if e.recomputed})
 
+    def as_dict(self) -> dict:
+        """Plain numbers for JSON: the run, every plan request and every recorded step."""
+        def key(k):
+            return {"block": list(k.block), "grid": list(k.grid), "cond_or_uncond": list(k.batch[0]),
+                    "batch_size": k.batch[1], "device": k.device}
+
+        return {
+            "steps": self.steps, "checkpoints": sorted(self.checkpoints), "recomputed_steps": self.recomputed_steps,
+            "merged_fraction": self.merged_fraction,
+            "events": [{"step": e.step, **key(e.key), "recomputed": e.recomputed, "merged": e.merged,
+                        "tokens": e.tokens, "matching_seconds": e.seconds, "stale": e.stale} for e in self.events],
+            "recorded": [{"step": r.step, **key(r.key), "fresh_merged": r.merged, "tokens": r.tokens,
+                          "jaccard_to_previous_step": r.jaccard, "matching_seconds": r.seconds,
+                          "similarity_histogram": list(r.histogram)} for r in self.stats],
+        }
+
 
 class RunState:
     """State of one sampling call: the step lookup, the pair cache, plans awaiting unmerge."""
@@ -84,7 +105,8 @@ class RunState:
         self.config = config
         self.schedule_sigmas = [float(s) for s in sample_sigmas[:-1]]
         self.steps = max(1, len(self.schedule_sigmas))
-        self.cache = PairCache(config.schedule.for_steps(self.steps))
+        self.cache = PairCache(config.schedule.for_steps(self.steps), config.schedule.auto)
+        self.recorder = StatsRecorder() if config.record_stats else None
         self.pending: dict[tuple, object] = {}
         self.top_level: int | None = None
         self._sigma_seen: torch.Tensor | None = None
@@ -104,7 +126,8 @@ class RunState:
         return self._step_seen
 
     def report(self) -> RunReport:
-        return RunReport(self.steps, self.cache.checkpoints, tuple(self.cache.events))
+        stats = tuple(self.recorder.records) if self.recorder else ()
+        return RunReport(self.steps, self.cache.checkpoints, tuple(self.cache.events), stats)
 
 
 def token_grid(tokens: int, original_shape) -> tuple[int, int, int] | None:
@@ -144,9 +167,18 @@ def merge_patch(n, context_attn1, value_attn1, extra_options):
     cond_or_uncond = tuple(extra_options.get("cond_or_uncond", ()))
     key = PairKey(block, grid[1:], (cond_or_uncond, n.shape[0]), str(n.device))
     step = run.step_of(extra_options["sigmas"])
-    plan = run.cache.plan(key, step, lambda: plan_merge(
-        n, grid[1], grid[2], threshold=config.threshold, ratio=config.ratio,
-        stride=config.stride, batch_policy=config.batch_policy))
+
+    def compute(return_similarity=False):
+        return plan_merge(n, grid[1], grid[2], threshold=config.threshold, ratio=config.ratio, stride=config.stride,
+                          batch_policy=config.batch_policy, return_similarity=return_similarity)
+
+    if run.recorder is not None and run.recorder.wants(step, key):
+        start = time.perf_counter()
+        fresh, similarity = compute(return_similarity=True)
+        run.recorder.observe(step, key, fresh, similarity, time.perf_counter() - start)
+        compute = lambda: fresh  # noqa: E731  (a recomputation this step would give the same plan)
+    staleness = (lambda cached: float(stale_fraction(cached, n))) if config.schedule.auto else None
+    plan = run.cache.plan(key, step, compute, staleness)
     if plan.is_identity:
         return n, context_attn1, value_attn1
 
@@ -199,6 +231,12 @@ def _log_run(config: TokenMerging, report: RunReport) -> None:
         return
     log.info("CA-ToMe: %d steps, %.1f%% of the selected blocks' tokens merged, pairs recomputed at %d steps %s",
              report.steps, 100 * report.merged_fraction, len(report.recomputed_steps), report.recomputed_steps)
+
+
+def merging_config(model) -> TokenMerging | None:
+    """The CA-ToMe config a ModelPatcher carries (with its last run's report), if any."""
+    config = model.model_options.get("transformer_options", {}).get(OPTIONS_KEY)
+    return config if isinstance(config, TokenMerging) else None
 
 
 def apply_token_merging(model, config: TokenMerging):

@@ -24,7 +24,8 @@ PRESETS: dict[str, tuple[int, ...]] = {
 }
 EVERY_STEP = "all"
 FIRST_STEP_ONLY = "once"
-NAMES = (*PRESETS, EVERY_STEP, FIRST_STEP_ONLY)
+AUTO = "auto"
+NAMES = (*PRESETS, EVERY_STEP, FIRST_STEP_ONLY, AUTO)
 
 ACCEPTED_FORMS = (
     "accepted forms, comma-separated: a step '8' (0 = first step), a range '20-25', "
@@ -38,6 +39,27 @@ _EVERY = re.compile(r"^every\s+(\d+)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
+class AutoRefresh:
+    """The ``auto`` schedule: recompute a block's pairs when they go stale, not on a fixed list.
+
+    At every step after the one that computed them, the cached pairs are checked in O(r·C): the
+    share of them whose current similarity fell below the cutoff they were merged at (the
+    threshold, or the r-th best similarity in ratio mode). Above ``tolerance`` they are
+    recomputed; they are also recomputed after ``max_interval`` steps whatever the check says, so
+    pairs can never be reused forever. Works for any step count (the paper's lists fit 50).
+    """
+
+    tolerance: float = 0.1
+    max_interval: int = 10
+
+    def __post_init__(self):
+        if not 0.0 <= self.tolerance <= 1.0:
+            raise ValueError(f"auto tolerance must be from 0 to 1, got {self.tolerance!r}")
+        if self.max_interval < 1:
+            raise ValueError(f"auto max_interval must be at least 1 step, got {self.max_interval!r}")
+
+
+@dataclass(frozen=True)
 class Schedule:
     """A rule for checkpoint steps; :meth:`for_steps` makes it concrete for a run of n steps."""
 
@@ -46,6 +68,11 @@ class Schedule:
     fractions: tuple[float, ...] = ()  # fractions of the run
     every: int = 0  # every k-th step (0: none)
     rescale_from: int | None = None  # presets: `steps` are for a run of this many steps
+    auto: AutoRefresh | None = None  # recompute on staleness instead of on a list
+
+    @classmethod
+    def automatic(cls, tolerance: float = AutoRefresh.tolerance, max_interval: int = AutoRefresh.max_interval) -> "Schedule":
+        return cls(name=AUTO, steps=(0,), auto=AutoRefresh(tolerance, max_interval))
 
     @classmethod
     def preset(cls, name: str) -> "Schedule":
@@ -57,6 +84,8 @@ class Schedule:
             return cls(name=EVERY_STEP, every=1)
         if key.lower() == FIRST_STEP_ONLY:
             return cls(name=FIRST_STEP_ONLY, steps=(0,))
+        if key.lower() == AUTO:
+            return cls.automatic()
         raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(NAMES)} or custom steps")
 
     @classmethod

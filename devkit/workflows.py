@@ -28,6 +28,7 @@ OUTPUTS = {
     "SaveImage": [],
     "CATome": [("MODEL", "MODEL")],
     "CATomeFixedRatio": [("MODEL", "MODEL")],
+    "CATomeStats": [("IMAGE", "IMAGE")],
 }
 # Widget names in the order the graph editor stores their values, and linked inputs with types.
 WIDGETS = {
@@ -37,8 +38,11 @@ WIDGETS = {
     "KSampler": ["seed", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
     "VAEDecode": [],
     "SaveImage": ["filename_prefix"],
-    "CATome": ["threshold", "schedule", "custom_steps", "levels", "stride", "merge", "batch_policy"],
-    "CATomeFixedRatio": ["ratio", "schedule", "custom_steps", "levels", "stride", "merge"],
+    "CATome": ["threshold", "schedule", "custom_steps", "levels", "stride", "merge", "auto_tolerance",
+               "auto_max_interval", "record_stats", "batch_policy"],
+    "CATomeFixedRatio": ["ratio", "schedule", "custom_steps", "levels", "stride", "merge", "auto_tolerance",
+                         "auto_max_interval", "record_stats"],
+    "CATomeStats": ["filename_prefix"],
 }
 LINKED = {
     "CLIPTextEncode": [("clip", "CLIP")],
@@ -47,10 +51,12 @@ LINKED = {
     "SaveImage": [("images", "IMAGE")],
     "CATome": [("model", "MODEL")],
     "CATomeFixedRatio": [("model", "MODEL")],
+    "CATomeStats": [("model", "MODEL"), ("samples", "LATENT")],
 }
-CA_TOME_DEFAULTS = {"threshold": 0.7, "schedule": "CONFIG_3", "custom_steps": "every 5", "levels": "auto",
-                    "stride": 2, "merge": "qkv", "batch_policy": "min"}
-RATIO_DEFAULTS = {"ratio": 0.5, "schedule": "all", "custom_steps": "every 5", "levels": "auto", "stride": 2, "merge": "qkv"}
+_SHARED_DEFAULTS = {"custom_steps": "every 5", "levels": "auto", "stride": 2, "merge": "qkv", "auto_tolerance": 0.1,
+                    "auto_max_interval": 10, "record_stats": False}
+CA_TOME_DEFAULTS = {"threshold": 0.7, "schedule": "CONFIG_3", **_SHARED_DEFAULTS, "batch_policy": "min"}
+RATIO_DEFAULTS = {"ratio": 0.5, "schedule": "all", **_SHARED_DEFAULTS}
 
 
 @dataclass
@@ -145,6 +151,12 @@ WORKFLOWS = {
         ("CA-ToMe", "CATome", CA_TOME_DEFAULTS)]),
     "ca_tome_sdxl_auto_levels": _txt2img(SDXL, 1024, 20, [("unpatched", None, {}),
                                                          ("CA-ToMe", "CATome", CA_TOME_DEFAULTS)]),
+    "ca_tome_stats_sd15": _txt2img(SD15, 512, 20, [("CA-ToMe", "CATome", {**CA_TOME_DEFAULTS, "record_stats": True})]) + [
+        Node(20, "CATomeStats", {"filename_prefix": "ca_tome/stats"}, {"model": (10, 0), "samples": (11, 0)},
+             pos=(1480, 420)),
+        Node(21, "SaveImage", {"filename_prefix": "ca_tome/stats"}, {"images": (20, 0)}, pos=(1700, 420),
+             title="Save (stats)"),
+    ],
 }
 
 

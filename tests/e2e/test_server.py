@@ -1,5 +1,6 @@
 """The pack inside the real ComfyUI server: loading, node definitions, workflows, validation."""
 
+import json
 import math
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 from devkit.workflows import WORKFLOWS, api_workflow
 
-NODE_IDS = ("CATome", "CATomeFixedRatio")
+NODE_IDS = ("CATome", "CATomeFixedRatio", "CATomeStats")
 
 
 def image_by_prefix(images: dict, prefix: str) -> np.ndarray:
@@ -38,8 +39,11 @@ def test_txt2img_on_the_tiny_checkpoint_gives_finite_images(server, tiny_checkpo
         assert image.shape == (256, 256, 3) and image.std() > 0
 
 
-@pytest.mark.parametrize("name", WORKFLOWS)
-def test_every_example_workflow_runs_and_merging_changes_the_image(server, tiny_checkpoint, name):
+COMPARISONS = [name for name in WORKFLOWS if name != "ca_tome_stats_sd15"]
+
+
+@pytest.mark.parametrize("name", COMPARISONS)
+def test_every_comparison_workflow_runs_and_merging_changes_the_image(server, tiny_checkpoint, name):
     """The SDXL example runs on the tiny SD1.5 checkpoint here (no SDXL weights can be made small);
     its SDXL behaviour (auto = the 2×-downsampled level) is covered by the host tier."""
     prompt = api_workflow(name, checkpoint=tiny_checkpoint, size=256, steps=3)
@@ -77,3 +81,13 @@ def test_bad_inputs_are_refused_with_a_specific_message(server, tiny_checkpoint,
     messages = [e["details"] + " " + e["message"] for errors in response["node_errors"].values()
                 for e in errors["errors"]]
     assert any(expected in message for message in messages), messages
+
+
+def test_stats_workflow_saves_the_plots_and_the_numbers(server, tiny_checkpoint):
+    prompt = api_workflow("ca_tome_stats_sd15", checkpoint=tiny_checkpoint, size=256, steps=4)
+    images = server.saved_images(server.run_prompt(prompt))
+    plots = image_by_prefix(images, "stats_")
+    assert plots.shape == (450, 1500, 3) and plots.std() > 0
+    (numbers,) = (server.output_directory / "ca_tome").glob("stats_*.json")
+    stats = json.loads(numbers.read_text())
+    assert stats["steps"] == 4 and stats["schedule"] == "CONFIG_3" and len(stats["recorded"]) == 4 * 5

@@ -1,0 +1,65 @@
+"""What merging did during a run, for users choosing thresholds and schedules (paper Figs. 2, 4).
+
+Recording is opt-in: the glue calls :meth:`StatsRecorder.observe` only when asked to, with the
+*fresh* pairs of every step (computed for statistics even where the cache reuses older pairs,
+without changing what is merged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .matching import MergePlan
+
+HISTOGRAM_BINS = 40  # over cosine similarity [-1, 1]
+
+
+@dataclass(frozen=True)
+class StepStats:
+    step: int
+    key: object  # the PairKey: block, grid, batch layout, device
+    histogram: tuple[int, ...]  # src→best-dst similarities, HISTOGRAM_BINS bins over [-1, 1]
+    jaccard: float | None  # distance between this step's fresh pairs and the previous step's
+    merged: int  # what fresh pairs would merge at this step
+    tokens: int
+    seconds: float  # the fresh matching's wall time
+
+
+def pair_codes(plan: MergePlan) -> torch.Tensor:
+    """The plan's (item, src, dst) pairs as sorted int64 codes, so pair sets compare as tensors."""
+    if plan.is_identity:
+        return torch.empty(0, dtype=torch.long)
+    n = plan.token_count
+    item = torch.arange(plan.batch_size, device=plan.merged_src.device).unsqueeze(1)
+    return torch.sort(((item * n + plan.merged_src) * n + plan.merged_dst).flatten()).values.cpu()
+
+
+def jaccard_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """1 − |A ∩ B| / |A ∪ B| for two sets of pair codes; two empty sets are identical (0)."""
+    common = int(torch.isin(a, b).sum())
+    union = a.numel() + b.numel() - common
+    return 1.0 - common / union if union else 0.0
+
+
+class StatsRecorder:
+    """Per step and block (first evaluation of each step only): histogram and Jaccard distance."""
+
+    def __init__(self):
+        self.records: list[StepStats] = []
+        self._previous: dict[tuple, tuple[int, torch.Tensor]] = {}
+
+    def wants(self, step: int, key) -> bool:
+        previous = self._previous.get(key)
+        return previous is None or previous[0] != step
+
+    def observe(self, step: int, key, plan: MergePlan, similarity: torch.Tensor | None, seconds: float) -> None:
+        codes = pair_codes(plan)
+        previous = self._previous.get(key)
+        jaccard = jaccard_distance(previous[1], codes) if previous and previous[0] == step - 1 else None
+        self._previous[key] = (step, codes)
+        histogram = (torch.histc(similarity.float(), HISTOGRAM_BINS, -1.0, 1.0) if similarity is not None
+                     else torch.zeros(HISTOGRAM_BINS))
+        self.records.append(StepStats(step, key, tuple(int(c) for c in histogram.tolist()), jaccard,
+                                      plan.merged_count, plan.token_count, seconds))
