@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
-from .host import REPO_ROOT, comfyui_path, import_comfy
+from .host import ARTIFACTS, REPO_ROOT, comfyui_path, import_comfy
 
-OUT_DIR = REPO_ROOT / "artifacts" / "demo"
+OUT_DIR = ARTIFACTS / "demo"
 
 
 def timed_sample(model, positive, negative, latent, steps, seed, cfg=7.5):

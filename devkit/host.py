@@ -19,6 +19,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENDORED_HOST = REPO_ROOT / ".host" / "ComfyUI"
+ARTIFACTS = REPO_ROOT / "artifacts"  # git-ignored: test outputs, screenshots, demo images
 PACK_LINK_NAME = "ComfyUI-CA-ToMe"
 
 
@@ -82,7 +83,7 @@ class Server:
         command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                    "--use-pytorch-cross-attention", "--disable-auto-launch", *self.extra_args]
         self.process = subprocess.Popen(command, cwd=self.host_path, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
+                                        stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

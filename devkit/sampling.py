@@ -31,18 +31,23 @@ LAYOUTS = {
 }
 
 
-def tiny_model(layout="sd15", width=32, in_channels=4, seed=0):
-    """A real ComfyUI BaseModel (SD1.x model config) on a tiny UNet with sane random weights."""
+def tiny_model(layout="sd15", width=32, in_channels=4, seed=0, dtype=torch.float32):
+    """A real ComfyUI BaseModel (SD1.x model config) on a tiny UNet with sane random weights.
+
+    ``in_channels=9`` gives an inpainting model (latent + mask + masked image, as SD1.5-inpainting).
+    """
     shape = LAYOUTS[layout]
     levels = len(shape["channel_mult"])
     unet_config = {**UNET_CONFIG, **shape, "model_channels": width, "in_channels": in_channels,
                    "num_res_blocks": [2] * levels, "context_dim": CONTEXT_DIM, "num_heads": 4,
                    "transformer_depth_middle": 1}
     config = comfy.supported_models.SD15(unet_config)
-    config.set_inference_dtype(torch.float32, None)
+    config.set_inference_dtype(dtype, None)
     model = comfy.model_base.BaseModel(config, device=torch.device("cpu"))
+    if config.inpaint_model():
+        model.set_inpaint()
     weights = _random_weights(model.diffusion_model, "", torch.Generator().manual_seed(seed))
-    model.diffusion_model.load_state_dict({k: v.float() for k, v in weights.items()})
+    model.diffusion_model.load_state_dict({k: v.to(dtype) for k, v in weights.items()})
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 

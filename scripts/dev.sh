@@ -114,6 +114,20 @@ ensure_pack_link() {
   say "linked pack: $link -> $ROOT"
 }
 
+# The graph-editor tests drive Debian's Chromium (browser downloads by test tools fail here).
+ensure_browser() {
+  if command -v chromium >/dev/null 2>&1; then
+    say "browser: $(command -v chromium) present"
+    return
+  fi
+  if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    say "browser: installing Debian's chromium for the graph-editor tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    say "WARNING: chromium not found and cannot be installed here (needs root and apt-get); the browser tests will fail"
+  fi
+}
+
 ensure_checkpoints() {
   "$VENV/bin/python" -m devkit.checkpoints --host "$HOST" tiny
 }
@@ -131,7 +145,7 @@ cmd="${1:-}"
 shift || true
 case "$cmd" in
   setup) setup ;;
-  test) setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+  test) setup; ensure_browser; exec "$VENV/bin/python" -m pytest "$@" ;;
   demo) setup; exec "$VENV/bin/python" -m devkit.demo "$@" ;;
   bench) setup; exec "$VENV/bin/python" -m benchmarks.run "$@" ;;
   python) setup; exec "$VENV/bin/python" "$@" ;;

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from devkit.checkpoints import ensure_checkpoint
-from devkit.host import PACK_LINK_NAME, REPO_ROOT, Server, comfyui_path, free_port
+from devkit.host import ARTIFACTS, PACK_LINK_NAME, REPO_ROOT, Server, comfyui_path, free_port
 
-ARTIFACTS = REPO_ROOT / "artifacts" / "e2e"
+E2E_ARTIFACTS = ARTIFACTS / "e2e"
 
 
 @pytest.fixture(scope="session")
@@ -27,11 +27,11 @@ def tiny_checkpoint(host_path) -> str:
 
 @pytest.fixture(scope="session")
 def server(host_path):
-    output = ARTIFACTS / "output"
+    output = E2E_ARTIFACTS / "output"
     shutil.rmtree(output, ignore_errors=True)
     output.mkdir(parents=True, exist_ok=True)
     # Every prompt runs every node: outputs of one test never come from another test's cache.
-    with Server(host_path, free_port(), ARTIFACTS / "server.log", output, ("--cache-none",)) as running:
+    with Server(host_path, free_port(), E2E_ARTIFACTS / "server.log", output, ("--cache-none",)) as running:
         yield running
 
 

@@ -91,3 +91,46 @@ def test_stats_workflow_saves_the_plots_and_the_numbers(server, tiny_checkpoint)
     (numbers,) = (server.output_directory / "ca_tome").glob("stats_*.json")
     stats = json.loads(numbers.read_text())
     assert stats["steps"] == 4 and stats["schedule"] == "CONFIG_3" and len(stats["recorded"]) == 4 * 5
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("ratio", 1.5, "ratio must be a number from 0 to 1, got 1.5"),
+    ("ratio", math.nan, "ratio must be a number from 0 to 1, got nan"),
+    ("custom_steps", " , ", "custom_steps: custom schedule is empty"),
+])
+def test_bad_fixed_ratio_inputs_are_refused(server, tiny_checkpoint, field, value, expected):
+    prompt = api_workflow("tome_fixed_ratio_vs_ca_tome_sd15", checkpoint=tiny_checkpoint, size=256, steps=2)
+    (patch,) = [node for node in prompt.values() if node["class_type"] == "CATomeFixedRatio"]
+    patch["inputs"][field] = value
+    if field == "custom_steps":
+        patch["inputs"]["schedule"] = "custom"
+    response = server.post("/prompt", {"prompt": prompt})
+    messages = [e["details"] + " " + e["message"] for errors in response["node_errors"].values()
+                for e in errors["errors"]]
+    assert any(expected in message for message in messages), messages
+
+
+def test_hires_fix_reuses_the_patched_model_at_a_second_resolution(server, tiny_checkpoint):
+    prompt = api_workflow("ca_tome_sd15_txt2img", checkpoint=tiny_checkpoint, size=256, steps=3)
+    patched_sampler = next(key for key, node in prompt.items()
+                           if node["class_type"] == "KSampler" and prompt[node["inputs"]["model"][0]]["class_type"] == "CATome")
+    second = dict(prompt[patched_sampler], inputs={**prompt[patched_sampler]["inputs"], "denoise": 0.5,
+                                                    "latent_image": ["30", 0]})
+    prompt.update({
+        "30": {"class_type": "LatentUpscaleBy", "inputs": {"upscale_method": "nearest-exact", "scale_by": 1.5,
+                                                          "samples": [patched_sampler, 0]}},
+        "31": second,
+        "32": {"class_type": "VAEDecode", "inputs": {"samples": ["31", 0], "vae": ["1", 2]}},
+        "33": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ca_tome/hires", "images": ["32", 0]}},
+    })
+    runs_before = server.log().count("CA-ToMe: 3 steps")
+    images = server.saved_images(server.run_prompt(prompt))
+    hires = image_by_prefix(images, "hires_")
+    assert hires.shape == (384, 384, 3) and hires.std() > 0
+    assert server.log().count("CA-ToMe: 3 steps") == runs_before + 2, "one merging run per sampling pass"
+
+
+def test_a_1024px_image_runs_end_to_end(server, tiny_checkpoint):
+    prompt = api_workflow("ca_tome_sd15_txt2img", checkpoint=tiny_checkpoint, size=1024, steps=2)
+    images = server.saved_images(server.run_prompt(prompt, timeout=900))
+    assert image_by_prefix(images, "ca-tome_").shape == (1024, 1024, 3)

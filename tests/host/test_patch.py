@@ -150,3 +150,28 @@ def test_validation_quotes_a_bad_custom_schedule(pack):
     error = pack.nodes.CATome.validate_inputs(0.7, "custom", "0, 5, later")
     assert error.startswith("custom_steps:") and "'later'" in error
     assert pack.nodes.CATome.validate_inputs(0.7, "CONFIG_3", "ignored unless custom") is True
+
+
+def test_other_patches_and_weight_patches_keep_working(pack, sd15_model):
+    """Another pack's attn1 patch, an attn2 patch (as IPAdapter adds) and a LoRA-style weight patch."""
+    def other_attn1(n, context, value, extra_options):
+        return n * 1.01, context, value
+
+    def other_attn2(n, context, value, extra_options):
+        return n, context * 0.9, value * 0.9
+
+    stack = sd15_model.clone()
+    stack.set_model_attn1_patch(other_attn1)
+    stack.set_model_attn2_patch(other_attn2)
+    key = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
+    weight = stack.model_state_dict()[key]
+    stack.add_patches({key: (torch.full_like(weight, 0.01),)}, 1.0)
+
+    reference = sample(stack)
+    assert not torch.equal(reference, sample(sd15_model))
+    assert torch.equal(sample(patch(pack, stack, threshold=1.0)), reference)
+    merged = patch(pack, stack, threshold=0.0)
+    out = sample(merged)
+    assert torch.isfinite(out).all() and not torch.equal(out, reference)
+    patches = merged.model_options["transformer_options"]["patches"]
+    assert patches["attn1_patch"][0] is other_attn1 and patches["attn2_patch"] == [other_attn2]
