@@ -87,14 +87,17 @@ def _schedule_error(schedule: str, custom_steps: str) -> str | None:
     return None
 
 
-def _config(schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval, record_stats,
-            **amount) -> TokenMerging:
-    return TokenMerging(schedule=_schedule(schedule, custom_steps, auto_tolerance, auto_max_interval),
-                        levels=LEVELS_AUTO if levels == LEVELS_AUTO else int(levels), stride=(stride, stride),
-                        target=merge, record_stats=record_stats, **amount)
+def _patched(model, schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval, record_stats,
+             **amount) -> io.NodeOutput:
+    config = TokenMerging(schedule=_schedule(schedule, custom_steps, auto_tolerance, auto_max_interval),
+                          levels=LEVELS_AUTO if levels == LEVELS_AUTO else int(levels), stride=(stride, stride),
+                          target=merge, record_stats=record_stats, **amount)
+    return io.NodeOutput(apply_token_merging(model, config))
 
 
-def _first_error(*errors) -> bool | str:
+def _validate(amount_name: str, amount, schedule: str, custom_steps: str, auto_tolerance) -> bool | str:
+    errors = (_unit_interval_error(amount_name, amount), _schedule_error(schedule, custom_steps),
+              _unit_interval_error("auto_tolerance", auto_tolerance))
     return next((e for e in errors if e), True)
 
 
@@ -119,16 +122,14 @@ class CATome(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, threshold, schedule, custom_steps, auto_tolerance) -> bool | str:
-        return _first_error(_unit_interval_error("threshold", threshold), _schedule_error(schedule, custom_steps),
-                            _unit_interval_error("auto_tolerance", auto_tolerance))
+        return _validate("threshold", threshold, schedule, custom_steps, auto_tolerance)
 
     @classmethod
     def execute(cls, model, threshold, schedule, custom_steps, levels, stride, merge, batch_policy,
                 auto_tolerance=AutoRefresh.tolerance, auto_max_interval=AutoRefresh.max_interval,
                 record_stats=False) -> io.NodeOutput:
-        config = _config(schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval, record_stats,
-                         threshold=threshold, batch_policy=batch_policy)
-        return io.NodeOutput(apply_token_merging(model, config))
+        return _patched(model, schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval,
+                        record_stats, threshold=threshold, batch_policy=batch_policy)
 
 
 class CATomeFixedRatio(io.ComfyNode):
@@ -152,15 +153,13 @@ class CATomeFixedRatio(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, ratio, schedule, custom_steps, auto_tolerance) -> bool | str:
-        return _first_error(_unit_interval_error("ratio", ratio), _schedule_error(schedule, custom_steps),
-                            _unit_interval_error("auto_tolerance", auto_tolerance))
+        return _validate("ratio", ratio, schedule, custom_steps, auto_tolerance)
 
     @classmethod
     def execute(cls, model, ratio, schedule, custom_steps, levels, stride, merge, auto_tolerance=AutoRefresh.tolerance,
                 auto_max_interval=AutoRefresh.max_interval, record_stats=False) -> io.NodeOutput:
-        config = _config(schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval, record_stats,
-                         ratio=ratio)
-        return io.NodeOutput(apply_token_merging(model, config))
+        return _patched(model, schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval,
+                        record_stats, ratio=ratio)
 
 
 class CATomeStats(io.ComfyNode):

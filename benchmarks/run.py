@@ -85,9 +85,10 @@ def timed_run(model, positive, negative, latent, steps, seed):
     return samples, list(np.diff(stamps))
 
 
-def last_run(model):
-    config = model.model_options.get("transformer_options", {}).get("ca_tome")
-    return getattr(config, "last_run", None)
+def last_run(pack, model):
+    """The report of the last sampling run of a model patched by ``pack``'s nodes (None if unpatched)."""
+    config = pack.nodes.merging_config(model)
+    return config.last_run if config else None
 
 
 def matching_seconds_per_step(report) -> dict[int, float]:
@@ -123,7 +124,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions (default 3)")
     parser.add_argument("--fidelity-size", type=int, default=256)
     parser.add_argument("--fidelity-steps", type=int, default=PAPER_STEPS)
-    parser.add_argument("--ceilings-only", action="store_true", help="only unpatched and the ceilings (e.g. at 1024)")
+    parser.add_argument("--headline", action="store_true",
+                        help="only the variants of the 50%% target (unpatched, built-in r=0.5, ours r=0.5 with and without "
+                             "cache, the ceilings) and no fidelity: for large sizes such as 1024")
     parser.add_argument("--checkpoint", default="sd15", choices=("sd15", "tiny"))
     parser.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/results/<mode>.json)")
     args = parser.parse_args(argv)
@@ -156,8 +159,9 @@ def run_benchmark(args) -> None:
     thresholds = [0.5, 0.7, 0.9] if args.quick else [0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     ratios = [0.5] if args.quick else [0.3, 0.5]
     all_variants = variants(pack, lambda m, r: TomePatchModel.execute(m, r).result[0], ceilings, thresholds, ratios, 0.5)
-    if args.ceilings_only:
-        all_variants = [v for v in all_variants if v.family in ("unpatched", "ceiling")]
+    if args.headline:
+        all_variants = [v for v in all_variants if v.family in ("unpatched", "ceiling")
+                        or (v.family in ("builtin", "ratio", "ratio_cached") and v.amount == 0.5)]
 
     # --- speed: interleaved, repeated, per-step medians ---
     latent = torch.zeros(1, 4, args.size // 8, args.size // 8)
@@ -168,7 +172,7 @@ def run_benchmark(args) -> None:
             with PeakRss() as rss:
                 _, times = timed_run(patched, positive, negative, latent, args.speed_steps, seed=repeat)
             variant.peak_rss.append(rss.extra)
-            report = last_run(patched)
+            report = last_run(pack, patched)
             cached = variant.family.endswith("_cached")
             # A cached variant's first step computes the pairs; its other steps are the cached ones.
             variant.step_times += times[1:] if cached else times
@@ -196,7 +200,7 @@ def run_benchmark(args) -> None:
     from ca_tome import Schedule
 
     schedules = {}
-    if not args.ceilings_only:
+    if "ours ratio r=0.5 cached" in {v.name for v in all_variants}:
         t_checkpoint = speed["ours ratio r=0.5 (no cache)"]["seconds_per_step"]
         t_cached = speed["ours ratio r=0.5 cached"]["seconds_per_step"]
         for name in PAPER_SCHEDULES:
@@ -217,7 +221,7 @@ def run_benchmark(args) -> None:
 
     # --- fidelity: full runs against the unpatched image of the same seed ---
     fidelity = {}
-    if not args.ceilings_only:
+    if not args.headline:
         fidelity = measure_fidelity(args, model, vae, positive, negative, pack, all_variants, comfy_nodes)
 
     result = {
@@ -226,7 +230,7 @@ def run_benchmark(args) -> None:
         "repeats": args.repeats, "fidelity_size": args.fidelity_size, "fidelity_steps": args.fidelity_steps,
         "speed": speed, "paper_schedules_f0.5": schedules, "targets_f0.5": targets, "fidelity": fidelity,
     }
-    out = args.out or RESULTS / (("quick" if args.quick else "full") + (f"_ceilings_{args.size}" if args.ceilings_only else "") + ".json")
+    out = args.out or RESULTS / (("quick" if args.quick else "full") + (f"_headline_{args.size}" if args.headline else "") + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print_summary(result)
@@ -252,7 +256,7 @@ def measure_fidelity(args, model, vae, positive, negative, pack, all_variants, c
         patched = build(model)
         samples, times = timed_run(patched, positive, negative, latent, args.fidelity_steps, seed=7)
         images[name] = comfy_nodes.VAEDecode().decode(vae, {"samples": samples})[0][0].clamp(0, 1).numpy()
-        report = last_run(patched)
+        report = last_run(pack, patched)
         builtin = next((v.amount for v in all_variants if v.name == name and v.family == "builtin"), None)
         out[name] = {"seconds_per_step": statistics.median(times),
                      "merged_fraction": report.merged_fraction if report else (builtin or 0.0),

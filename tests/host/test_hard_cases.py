@@ -7,7 +7,7 @@ import comfy.model_management
 import pytest
 import torch
 
-from devkit.sampling import Sampling, conditioning, sample, tiny_model
+from devkit.sampling import load_pack, Sampling, conditioning, sample, tiny_model
 
 
 def patch(pack, model, threshold=0.3, schedule="CONFIG_3", custom_steps=""):
@@ -15,7 +15,7 @@ def patch(pack, model, threshold=0.3, schedule="CONFIG_3", custom_steps=""):
 
 
 def report(patched):
-    return patched.model_options["transformer_options"]["ca_tome"].last_run
+    return load_pack().nodes.merging_config(patched).last_run
 
 
 def merged_tokens(patched):

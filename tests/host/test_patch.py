@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ca_tome import Schedule
-from devkit.sampling import Sampling, conditioning, sample
+from devkit.sampling import load_pack, Sampling, conditioning, sample
 
 
 def patch(pack, model, threshold=0.0, schedule="all", custom_steps="", levels="auto", merge="qkv", batch_policy="min"):
@@ -15,7 +15,7 @@ def patch(pack, model, threshold=0.0, schedule="all", custom_steps="", levels="a
 
 
 def report(patched):
-    return patched.model_options["transformer_options"]["ca_tome"].last_run
+    return load_pack().nodes.merging_config(patched).last_run
 
 
 def test_threshold_one_is_bit_identical_to_the_unpatched_model(pack, sd15_model):

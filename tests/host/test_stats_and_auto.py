@@ -6,7 +6,7 @@ import folder_paths
 import pytest
 import torch
 
-from devkit.sampling import Sampling, sample
+from devkit.sampling import load_pack, Sampling, sample
 
 
 def patch(pack, model, threshold=0.3, schedule="CONFIG_3", record_stats=False, **extra):
@@ -15,7 +15,7 @@ def patch(pack, model, threshold=0.3, schedule="CONFIG_3", record_stats=False, *
 
 
 def report(patched):
-    return patched.model_options["transformer_options"]["ca_tome"].last_run
+    return load_pack().nodes.merging_config(patched).last_run
 
 
 def test_recording_does_not_change_the_output(pack, sd15_model):

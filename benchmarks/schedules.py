@@ -1,0 +1,80 @@
+"""Cache schedules head to head: the paper's CONFIG_3 against ``auto`` at 20, 30 and 50 steps.
+
+For each step count, the unpatched image and CA-ToMe (t = 0.7) under each schedule on the same
+seed, through real ComfyUI sampling: time per step, steps that recomputed pairs (summed over the
+merged blocks and cond/uncond layouts: matchings run), merged fraction and fidelity to the
+unpatched image.  ``python -m benchmarks.schedules [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from datetime import date
+
+from devkit.host import comfyui_path, import_comfy
+
+from .run import RESULTS, last_run, timed_run
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, nargs="+", default=[20, 30, 50])
+    parser.add_argument("--tolerances", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    parser.add_argument("--threshold", type=float, default=0.7)
+    parser.add_argument("--checkpoint", default="sd15", choices=("sd15", "tiny"))
+    parser.add_argument("--quick", action="store_true", help="tiny checkpoint, 10 and 20 steps")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.checkpoint, args.steps, args.tolerances = "tiny", [10, 20], [0.1]
+
+    host = import_comfy(comfyui_path())
+    import torch
+
+    import nodes as comfy_nodes
+
+    from devkit.checkpoints import ensure_checkpoint
+    from devkit.sampling import load_pack
+
+    from .fidelity import compare
+
+    torch.set_grad_enabled(False)
+    pack = load_pack()
+    checkpoint = ensure_checkpoint(host, args.checkpoint)
+    model, clip, vae = comfy_nodes.CheckpointLoaderSimple().load_checkpoint(checkpoint.name)[:3]
+    positive = comfy_nodes.CLIPTextEncode().encode(clip, "A high-quality photograph of a red fox.")[0]
+    negative = comfy_nodes.CLIPTextEncode().encode(clip, "")[0]
+    latent = torch.zeros(1, 4, args.size // 8, args.size // 8)
+
+    schedules = [("CONFIG_3", {}), ("all", {})] + [("auto", {"auto_tolerance": t}) for t in args.tolerances]
+    rows = []
+    for steps in args.steps:
+        samples, times = timed_run(model, positive, negative, latent, steps, seed=11)
+        reference = comfy_nodes.VAEDecode().decode(vae, {"samples": samples})[0][0].clamp(0, 1).numpy()
+        base = statistics.median(times)
+        for schedule, extra in schedules:
+            patched = pack.nodes.CATome.execute(model, args.threshold, schedule, "", "auto", 2, "qkv", "min",
+                                                **extra).result[0]
+            samples, times = timed_run(patched, positive, negative, latent, steps, seed=11)
+            image = comfy_nodes.VAEDecode().decode(vae, {"samples": samples})[0][0].clamp(0, 1).numpy()
+            report = last_run(pack, patched)
+            row = {"steps": steps, "schedule": schedule + (f" tol={extra['auto_tolerance']}" if extra else ""),
+                   "seconds_per_step": statistics.median(times), "speedup": base / statistics.median(times),
+                   "matchings": sum(e.recomputed for e in report.events),
+                   "recompute_steps": len(report.recomputed_steps), "merged_fraction": report.merged_fraction,
+                   **compare(reference, image)}
+            rows.append(row)
+            print(f"{steps:>3} steps {row['schedule']:<14} {row['seconds_per_step']:6.3f} s/step {row['speedup']:5.2f}x "
+                  f"matchings {row['matchings']:>4} (at {row['recompute_steps']:>2} steps) merged "
+                  f"{100 * row['merged_fraction']:5.1f}%  PSNR {row['psnr']:6.2f} SSIM {row['ssim']:.4f} "
+                  f"FLIP {row['flip']:.4f}")
+    out = RESULTS / ("schedules_quick.json" if args.quick else "schedules.json")
+    out.write_text(json.dumps({"date": date.today().isoformat(), "checkpoint": checkpoint.name, "size": args.size,
+                               "threshold": args.threshold, "rows": rows}, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
