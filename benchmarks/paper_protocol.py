@@ -109,7 +109,7 @@ def inception_features(paths: list[Path], device: str) -> np.ndarray:
     helper = FidHelper(":default_1", INPUT_RANGE_TF, device=device)
     features = []
     for path in paths:
-        image = np.asarray(Image.open(path).convert("RGB"))
+        image = np.array(Image.open(path).convert("RGB"))
         batch = torch.from_numpy(image).permute(2, 0, 1)[None].float()
         features.append(helper.extract_feats(batch, (0, 255), helper.resize_hw, helper.resample_mode))
     return np.concatenate(features).astype(np.float64)

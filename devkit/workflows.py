@@ -55,6 +55,7 @@ LINKED = {
 }
 _SHARED_DEFAULTS = {"custom_steps": "every 5", "levels": "auto", "stride": 2, "merge": "qkv", "auto_tolerance": 0.1,
                     "auto_max_interval": 10, "record_stats": False}
+WIDTHS = {"VAEDecode": 200, "SaveImage": 300, "CATomeStats": 200}
 CA_TOME_DEFAULTS = {"threshold": 0.7, "schedule": "CONFIG_3", **_SHARED_DEFAULTS, "batch_policy": "min"}
 RATIO_DEFAULTS = {"ratio": 0.5, "schedule": "all", **_SHARED_DEFAULTS}
 
@@ -96,7 +97,7 @@ def ui_format(nodes: list[Node]) -> dict:
         if node.type == "KSampler":
             values.insert(1, "fixed")  # the seed's control_after_generate widget
         ui_node = {
-            "id": node.id, "type": node.type, "pos": list(node.pos), "size": [320, 60 + 26 * len(values)],
+            "id": node.id, "type": node.type, "pos": list(node.pos), "size": [WIDTHS.get(node.type, 320), 60 + 26 * len(values)],
             "flags": {}, "order": order, "mode": 0,
             "inputs": [{"name": name, "type": kind, "link": incoming.get((node.id, name))}
                        for name, kind in LINKED.get(node.type, [])],
@@ -132,9 +133,9 @@ def _txt2img(checkpoint: str, size: int, steps: int, branches: list[tuple[str, s
                                         "scheduler": "normal", "denoise": 1.0},
                  {"model": model, "positive": (2, 0), "negative": (3, 0), "latent_image": (4, 0)},
                  pos=(1120, y), title=f"KSampler ({title})"),
-            Node(base + 2, "VAEDecode", {}, {"samples": (base + 1, 0), "vae": (1, 2)}, pos=(1480, y)),
+            Node(base + 2, "VAEDecode", {}, {"samples": (base + 1, 0), "vae": (1, 2)}, pos=(1500, y)),
             Node(base + 3, "SaveImage", {"filename_prefix": f"ca_tome/{title.lower().replace(' ', '_')}"},
-                 {"images": (base + 2, 0)}, pos=(1700, y), title=f"Save ({title})"),
+                 {"images": (base + 2, 0)}, pos=(1740, y), title=f"Save ({title})"),
         ]
     return nodes
 
@@ -153,8 +154,8 @@ WORKFLOWS = {
                                                          ("CA-ToMe", "CATome", CA_TOME_DEFAULTS)]),
     "ca_tome_stats_sd15": _txt2img(SD15, 512, 20, [("CA-ToMe", "CATome", {**CA_TOME_DEFAULTS, "record_stats": True})]) + [
         Node(20, "CATomeStats", {"filename_prefix": "ca_tome/stats"}, {"model": (10, 0), "samples": (11, 0)},
-             pos=(1480, 420)),
-        Node(21, "SaveImage", {"filename_prefix": "ca_tome/stats"}, {"images": (20, 0)}, pos=(1700, 420),
+             pos=(1500, 420)),
+        Node(21, "SaveImage", {"filename_prefix": "ca_tome/stats"}, {"images": (20, 0)}, pos=(1740, 420),
              title="Save (stats)"),
     ],
 }

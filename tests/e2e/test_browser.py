@@ -67,11 +67,13 @@ def test_example_workflow_in_the_graph_editor(server, browser, tiny_checkpoint, 
     page = browser.new_page(viewport={"width": 1800, "height": 1000})
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    server.post("/settings/Comfy.TutorialCompleted", True)  # no first-run template browser over the graph
     try:
         page.goto(server.url)
         page.wait_for_function("() => window.app && app.graph && window.LiteGraph"
                                " && LiteGraph.registered_node_types['CATome']", timeout=60_000)
         shown = page.evaluate(LOAD, workflow)
+        page.keyboard.press("Escape")
         page.wait_for_timeout(500)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))

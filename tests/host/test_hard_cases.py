@@ -4,6 +4,7 @@ Each case either gives a correct finite result (and merges where it should) or a
 """
 
 import comfy.model_management
+import comfy.sample
 import pytest
 import torch
 
@@ -73,8 +74,6 @@ def test_an_interrupted_run_leaves_nothing_behind(pack, sd15_model):
             comfy.model_management.interrupt_current_processing(True)
 
     with pytest.raises(comfy.model_management.InterruptProcessingException):
-        import comfy.sample
-
         latent = torch.zeros(1, 4, 8, 8)
         comfy.sample.sample(patched, comfy.sample.prepare_noise(latent, 0), 6, 5.0, "euler", "normal",
                             conditioning(1), conditioning(2), latent, callback=interrupt_at_step_two, disable_pbar=True)

@@ -142,14 +142,14 @@ def test_a_second_ca_tome_node_replaces_the_first(pack, sd15_model):
 @pytest.mark.parametrize("node,value", [("CATome", float("nan")), ("CATome", -0.1), ("CATome", 1.5),
                                         ("CATomeFixedRatio", 2.0), ("CATomeFixedRatio", float("inf"))])
 def test_validation_names_the_input_and_the_range(pack, node, value):
-    error = getattr(pack.nodes, node).validate_inputs(value, "CONFIG_3", "")
+    error = getattr(pack.nodes, node).validate_inputs(value, "CONFIG_3", "", 0.1)
     assert isinstance(error, str) and "from 0 to 1" in error and repr(value) in error
 
 
 def test_validation_quotes_a_bad_custom_schedule(pack):
-    error = pack.nodes.CATome.validate_inputs(0.7, "custom", "0, 5, later")
+    error = pack.nodes.CATome.validate_inputs(0.7, "custom", "0, 5, later", 0.1)
     assert error.startswith("custom_steps:") and "'later'" in error
-    assert pack.nodes.CATome.validate_inputs(0.7, "CONFIG_3", "ignored unless custom") is True
+    assert pack.nodes.CATome.validate_inputs(0.7, "CONFIG_3", "ignored unless custom", 0.1) is True
 
 
 def test_other_patches_and_weight_patches_keep_working(pack, sd15_model):
