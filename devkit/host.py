@@ -61,6 +61,14 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _json_or_text(body: bytes) -> dict:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return {"text": body.decode(errors="replace")}
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
 class Server:
     """A real ComfyUI server process on a loopback port, with its log kept in a file."""
 
@@ -116,9 +124,9 @@ class Server:
                                          headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                return json.loads(response.read())
+                return _json_or_text(response.read())
         except urllib.error.HTTPError as error:
-            return {"http_status": error.code, **json.loads(error.read() or b"{}")}
+            return {"http_status": error.code, **_json_or_text(error.read())}
 
     def run_prompt(self, prompt: dict, timeout: float = 600.0) -> dict:
         """Queue an API-format workflow and wait for its history entry (success or error)."""
