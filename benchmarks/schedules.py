@@ -22,7 +22,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, nargs="+", default=[20, 30, 50])
-    parser.add_argument("--tolerances", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    parser.add_argument("--tolerances", type=float, nargs="+", default=[0.1, 0.2])
     parser.add_argument("--threshold", type=float, default=0.7)
     parser.add_argument("--checkpoint", default="sd15", choices=("sd15", "tiny"))
     parser.add_argument("--quick", action="store_true", help="tiny checkpoint, 10 and 20 steps")
@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     negative = comfy_nodes.CLIPTextEncode().encode(clip, "")[0]
     latent = torch.zeros(1, 4, args.size // 8, args.size // 8)
 
-    schedules = [("CONFIG_3", {}), ("all", {})] + [("auto", {"auto_tolerance": t}) for t in args.tolerances]
+    schedules = [("CONFIG_3", {})] + [("auto", {"auto_tolerance": t}) for t in args.tolerances]
     rows = []
     for steps in args.steps:
         samples, times = timed_run(model, positive, negative, latent, steps, seed=11)
