@@ -224,11 +224,18 @@ def run_benchmark(args) -> None:
     if not args.headline:
         fidelity = measure_fidelity(args, model, vae, positive, negative, pack, all_variants, comfy_nodes)
 
+    from devkit.memory import peak_matching_memory
+
+    # Matching alone on the 2048² px and 4096² px grids (SD1.5 top level: 320 channels), fresh processes.
+    matching_memory = {f"{side * 8}px grid {side}x{side}": peak_matching_memory(side, side, 320, batch=1)
+                       for side in (256, 512)}
+
     result = {
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, CPU",
         "torch": torch.__version__, "checkpoint": checkpoint.name, "size": args.size, "speed_steps": args.speed_steps,
         "repeats": args.repeats, "fidelity_size": args.fidelity_size, "fidelity_steps": args.fidelity_steps,
         "speed": speed, "paper_schedules_f0.5": schedules, "targets_f0.5": targets, "fidelity": fidelity,
+        "matching_memory": matching_memory,
     }
     out = args.out or RESULTS / (("quick" if args.quick else "full") + (f"_headline_{args.size}" if args.headline else "") + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -281,6 +288,8 @@ def print_summary(result) -> None:
               f"{share('matching_share_cached'):>13}{row['peak_extra_rss_mib']:10.0f}")
     for name, row in result["paper_schedules_f0.5"].items():
         print(f"cached, f=0.5, {name:<29}{row['seconds_per_step']:8.3f}{row['speedup']:8.2f}x  ({row['checkpoints_of_50']}/50 checkpoint steps)")
+    for name, measured in result["matching_memory"].items():
+        print(f"matching memory, {name}: {measured['extra_bytes'] / 2**20:.0f} MiB extra")
     for name, value in result["targets_f0.5"].items():
         print(f"target {name}: {value:.3f}")
     if result["fidelity"]:

@@ -107,10 +107,10 @@ def _state_dict(host: Path, kind: str, vae: str) -> dict:
         autoencoder = TAESD() if vae == "taesd" else AutoencoderKL(ddconfig=KL_CONFIG, embed_dim=4)
     generator = torch.Generator().manual_seed(seed)
     tensors = {
-        **_random_weights(unet, "model.diffusion_model.", generator),
+        **random_weights(unet, "model.diffusion_model.", generator),
         # SD15.process_clip_state_dict maps cond_stage_model.transformer.text_model.* to ComfyUI's clip_l.
-        **_random_weights(clip, "cond_stage_model.transformer.text_model.", generator),
-        **_random_weights(autoencoder, "first_stage_model.", generator,
+        **random_weights(clip, "cond_stage_model.transformer.text_model.", generator),
+        **random_weights(autoencoder, "first_stage_model.", generator,
                           fixed=TAESD_SCALING if vae == "taesd" else {}),
     }
     detected = comfy.model_detection.model_config_from_unet(tensors, "model.diffusion_model.")
@@ -119,7 +119,7 @@ def _state_dict(host: Path, kind: str, vae: str) -> dict:
     return tensors
 
 
-def _random_weights(module, prefix: str, generator, fixed: dict[str, float] | None = None) -> dict:
+def random_weights(module, prefix: str, generator, fixed: dict[str, float] | None = None) -> dict:
     """Sane random values for every entry of ``module``'s state dict, drawn in fp32 and stored in fp16.
 
     Norm scales 1 and biases 0 (as trained models start), embeddings N(0, 0.02) (as CLIP's), and

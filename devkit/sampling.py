@@ -18,7 +18,7 @@ import comfy.model_patcher  # noqa: E402
 import comfy.sample  # noqa: E402
 import comfy.supported_models  # noqa: E402
 
-from .checkpoints import UNET_CONFIG, _random_weights  # noqa: E402
+from .checkpoints import UNET_CONFIG, random_weights  # noqa: E402
 
 CONTEXT_DIM = 32
 # Transformer depths per input block / output block, as ComfyUI's model detection writes them.
@@ -46,7 +46,7 @@ def tiny_model(layout="sd15", width=32, in_channels=4, seed=0, dtype=torch.float
     model = comfy.model_base.BaseModel(config, device=torch.device("cpu"))
     if config.inpaint_model():
         model.set_inpaint()
-    weights = _random_weights(model.diffusion_model, "", torch.Generator().manual_seed(seed))
+    weights = random_weights(model.diffusion_model, "", torch.Generator().manual_seed(seed))
     model.diffusion_model.load_state_dict({k: v.to(dtype) for k, v in weights.items()})
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
