@@ -133,7 +133,10 @@ class Server:
         queued = self.post("/prompt", {"prompt": prompt})
         if "prompt_id" not in queued:
             return {"rejected": queued}
-        prompt_id = queued["prompt_id"]
+        return self.wait_for(queued["prompt_id"], timeout)
+
+    def wait_for(self, prompt_id: str, timeout: float = 600.0) -> dict:
+        """The history entry of a queued prompt once it has finished (success or error)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             history = self.get(f"/history/{prompt_id}")
