@@ -1,0 +1,188 @@
+"""Tiny in-memory DiT models in ComfyUI's own classes: Flux, SD3 (MMDiT) and Wan 2.1 text-to-video.
+
+The host-tier counterpart of :func:`devkit.sampling.tiny_model` for the transformer families: each
+builder makes the real ``comfy.model_base`` model from the real ``comfy.supported_models`` config,
+only narrow and shallow, fills it with sane random weights and wraps it in a CPU ModelPatcher, so
+tests can sample it through the real ``comfy.sample.sample``. Model detection is bypassed (a narrow
+Flux checkpoint would not be detected as one), so any width works.
+
+The same code runs on every host we test (0.3.75 and 0.33): where a constructor grew a required
+argument, the builder looks at the class (never at the version string) before passing it.
+
+    from devkit.dit_models import tiny_dit, dit_conditioning, dit_latent, sample_dit
+    model = tiny_dit("flux")
+    latent = sample_dit(model, "flux", Sampling(steps=2, cfg=1.0))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .sampling import Sampling, sample  # imports ComfyUI (devkit.host.import_comfy) first
+
+import comfy.ldm.flux.model  # noqa: E402
+import comfy.ldm.modules.diffusionmodules.mmdit  # noqa: E402
+import comfy.model_base  # noqa: E402
+import comfy.model_patcher  # noqa: E402
+import comfy.supported_models  # noqa: E402
+
+# The text encoder's width (T5 / CLIP stand-in) and the pooled vector's width; small on purpose.
+CONTEXT_DIM = 32
+POOLED_DIM = 32
+TEXT_TOKENS = 16
+# The default latent: 16×16 latent pixels = an 8×8 token grid after the 2×2 patchify (as the UNet tests' 8×8 grid).
+LATENT_SIZE = (16, 16)
+
+# Flux dev layout (guidance embedding, 2×2 patches, 16 latent channels, RoPE over (index, h, w)),
+# hidden 128 with 2 heads of 64 (axes_dim sums to the head dim), 2 double + 2 single blocks.
+FLUX_CONFIG = {
+    "image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": POOLED_DIM,
+    "context_in_dim": CONTEXT_DIM, "hidden_size": 128, "mlp_ratio": 4.0, "num_heads": 2, "depth": 2,
+    "depth_single_blocks": 2, "axes_dim": [16, 24, 24], "theta": 10000, "patch_size": 2, "qkv_bias": True,
+    "guidance_embed": True,
+}
+# SD3.5 layout (RMS q/k norm, 2×2 patches, learned-size pos_embed table, pooled vector, context Linear).
+# MMDiT fixes the width from the depth: hidden 64·depth with `depth` heads of 64 → 2 blocks, 128 wide,
+# the last one "pre_only" (its context stream has no output projection), as in every SD3.
+SD3_CONFIG = {
+    "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": 2, "input_size": None,
+    "adm_in_channels": POOLED_DIM, "pos_embed_scaling_factor": None, "pos_embed_max_size": 32,
+    "num_patches": 32 * 32, "qk_norm": "rms", "x_block_self_attn_layers": [],
+    "context_embedder_config": {"target": "torch.nn.Linear",
+                                "params": {"in_features": CONTEXT_DIM, "out_features": 128}},
+}
+# Wan 2.1 text-to-video layout ((1, 2, 2) patches, 16 latent channels, 3-D RoPE, q/k RMS norm,
+# cross-attention to the text), 64 wide with 2 heads of 32, 2 blocks.
+WAN21_CONFIG = {
+    "image_model": "wan2.1", "model_type": "t2v", "patch_size": (1, 2, 2), "text_len": 512, "in_dim": 16,
+    "dim": 64, "ffn_dim": 128, "freq_dim": 256, "text_dim": CONTEXT_DIM, "out_dim": 16, "num_heads": 2,
+    "num_layers": 2, "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6,
+}
+
+FAMILIES = ("flux", "sd3", "wan21")
+
+
+def _flux_config() -> dict:
+    config = dict(FLUX_CONFIG)
+    # Newer hosts' FluxParams has a required `txt_ids_dims` (which txt_ids axes carry positions;
+    # Flux 1 uses none, as their model detection writes). Older hosts reject the keyword.
+    fields = {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
+    if "txt_ids_dims" in fields:
+        config["txt_ids_dims"] = []
+    return config
+
+
+# family -> (ComfyUI model class name, supported_models config class name, unet config factory)
+_FAMILY_CLASSES = {
+    "flux": ("Flux", "Flux", _flux_config),
+    "sd3": ("SD3", "SD3", lambda: dict(SD3_CONFIG)),
+    "wan21": ("WAN21", "WAN21_T2V", lambda: dict(WAN21_CONFIG)),
+}
+
+
+def missing_classes(family: str) -> list[str]:
+    """The ComfyUI classes this host lacks for ``family`` (empty when it can build it)."""
+    model_class, config_class, _ = _FAMILY_CLASSES[family]
+    missing = []
+    if not hasattr(comfy.model_base, model_class):
+        missing.append(f"comfy.model_base.{model_class}")
+    if not hasattr(comfy.supported_models, config_class):
+        missing.append(f"comfy.supported_models.{config_class}")
+    return missing
+
+
+def dit_random_weights(module: torch.nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Sane fp32 random values for every entry of a DiT's state dict (the rules of devkit.checkpoints).
+
+    Norm scales 1 (any 1-D weight/scale: LayerNorm, RMSNorm, Flux's QKNorm ``scale``), biases 0,
+    embeddings N(0, 0.02), matrices and convolutions N(0, 1/fan_in), Wan's learned ``modulation``
+    tables N(0, 1/dim) (as Wan initialises them), and MMDiT's ``pos_embed`` buffer the 2-D sin-cos
+    table SD3 checkpoints carry.
+    """
+    tensors = {}
+    for module_name, child in module.named_modules():
+        for name, parameter in child.named_parameters(recurse=False):
+            key = f"{module_name}.{name}" if module_name else name
+            shape = parameter.shape
+            if isinstance(child, torch.nn.Embedding):
+                value = torch.randn(shape, generator=generator) * 0.02
+            elif name == "bias":
+                value = torch.zeros(shape)
+            elif name == "modulation":
+                value = torch.randn(shape, generator=generator) * shape[-1] ** -0.5
+            elif parameter.ndim == 1 and name in ("weight", "scale"):
+                value = torch.ones(shape)
+            elif parameter.ndim >= 2:
+                value = torch.randn(shape, generator=generator) * (shape.numel() // shape[0]) ** -0.5
+            else:
+                raise TypeError(f"no initialisation rule for {type(child).__name__} parameter {key} {tuple(shape)}")
+            tensors[key] = value
+    for key, buffer in module.named_buffers():
+        if key == "pos_embed" and isinstance(module, comfy.ldm.modules.diffusionmodules.mmdit.MMDiT):
+            side = module.pos_embed_max_size
+            table = comfy.ldm.modules.diffusionmodules.mmdit.get_2d_sincos_pos_embed(buffer.shape[-1], side)
+            tensors[key] = torch.as_tensor(table, dtype=torch.float32).reshape(buffer.shape)
+    missing = set(module.state_dict()) - tensors.keys()
+    if missing:
+        raise TypeError(f"no initialisation rule for {sorted(missing)}")
+    return tensors
+
+
+def tiny_dit(family: str, seed: int = 0, dtype=torch.float32) -> comfy.model_patcher.ModelPatcher:
+    """A real ComfyUI model of ``family`` ("flux", "sd3", "wan21"), tiny, random, on the CPU."""
+    if family not in _FAMILY_CLASSES:
+        raise ValueError(f"unknown DiT family {family!r}; expected one of {FAMILIES}")
+    missing = missing_classes(family)
+    if missing:
+        raise AttributeError(f"this ComfyUI host has no {', '.join(missing)}")
+    model_class, config_class, unet_config = _FAMILY_CLASSES[family]
+    config = getattr(comfy.supported_models, config_class)(unet_config())
+    config.set_inference_dtype(dtype, None)
+    model = getattr(comfy.model_base, model_class)(config, device=torch.device("cpu"))
+    weights = dit_random_weights(model.diffusion_model, torch.Generator().manual_seed(seed))
+    model.diffusion_model.load_state_dict({k: v.to(dtype) for k, v in weights.items()})
+    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def dit_conditioning(family: str, seed: int, batch: int = 1, tokens: int = TEXT_TOKENS, **extra) -> list:
+    """ComfyUI conditioning for a :func:`tiny_dit` model: what its ``extra_conds`` read.
+
+    Flux and SD3 take the text tokens plus a ``pooled_output`` vector (SD3 fails without it; Flux
+    also gets ``guidance`` 3.5, the FluxGuidance default); Wan 2.1 text-to-video takes the tokens only.
+    """
+    if family not in _FAMILY_CLASSES:
+        raise ValueError(f"unknown DiT family {family!r}; expected one of {FAMILIES}")
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randn(batch, tokens, CONTEXT_DIM, generator=g)
+    options = {}
+    if family in ("flux", "sd3"):
+        options["pooled_output"] = torch.randn(batch, POOLED_DIM, generator=g)
+    if family == "flux":
+        options["guidance"] = 3.5
+    options.update(extra)
+    return [[text, options]]
+
+
+def dit_latent(family: str, batch: int = 1, size: tuple[int, int] = LATENT_SIZE, frames: int = 1) -> torch.Tensor:
+    """An empty latent of ``family``'s shape: [B, 16, H, W], or [B, 16, frames, H, W] for Wan (video)."""
+    if family not in _FAMILY_CLASSES:
+        raise ValueError(f"unknown DiT family {family!r}; expected one of {FAMILIES}")
+    if family == "wan21":
+        return torch.zeros(batch, 16, frames, *size)
+    return torch.zeros(batch, 16, *size)
+
+
+def sample_dit(model, family: str, run: Sampling | None = None, positive=None, negative=None, frames: int = 1):
+    """:func:`devkit.sampling.sample` for a :func:`tiny_dit` model: its latent and its conditioning.
+
+    ``run.size`` and ``run.batch`` give the latent (``run.latent`` wins when set); the default
+    conditioning is seeds 1 (positive) and 2 (negative), as for the UNets.
+    """
+    run = dataclasses.replace(run) if run is not None else Sampling(steps=2, size=LATENT_SIZE)
+    if run.latent is None:
+        run.latent = dit_latent(family, run.batch, run.size, frames)
+    return sample(model, run,
+                  positive if positive is not None else dit_conditioning(family, 1),
+                  negative if negative is not None else dit_conditioning(family, 2))
