@@ -1,14 +1,15 @@
-"""ComfyUI nodes: schemas, tooltips and input validation. The work happens in ca_tome.patch."""
+"""ComfyUI nodes: schemas, tooltips and input validation. The work happens in ca_tome.comfyui."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 
 import torch
 from comfy_api.latest import ComfyExtension, io
 
-from .ca_tome.patch import LEVELS_AUTO, TARGETS, TokenMerging, apply_token_merging, merging_config
+from .ca_tome.comfyui import LEVELS_AUTO, TARGETS, TokenMerging, apply_token_merging, merging_patch
 from .ca_tome.schedule import AUTO, AutoRefresh
 from .ca_tome.schedule import NAMES as SCHEDULE_NAMES
 from .ca_tome.schedule import Schedule
@@ -47,19 +48,24 @@ TOOLTIPS = {
 }
 
 
+# Hosts whose inputs take ``advanced=True`` fold such inputs away in the editor (feature-detected:
+# ComfyUI 0.3.x has no such argument).
+ADVANCED = {"advanced": True} if "advanced" in inspect.signature(io.Int.Input.__init__).parameters else {}
+
+
 def _common_inputs(schedule_default: str) -> list:
     return [
         io.Combo.Input("schedule", options=[*SCHEDULE_NAMES, CUSTOM], default=schedule_default,
                        tooltip=TOOLTIPS["schedule"]),
         io.String.Input("custom_steps", default="every 5", tooltip=TOOLTIPS["custom_steps"]),
         io.Combo.Input("levels", options=LEVEL_CHOICES, default=LEVELS_AUTO, tooltip=TOOLTIPS["levels"]),
-        io.Int.Input("stride", default=2, min=1, max=8, tooltip=TOOLTIPS["stride"]),
-        io.Combo.Input("merge", options=list(TARGETS), default="qkv", tooltip=TOOLTIPS["merge"]),
+        io.Int.Input("stride", default=2, min=1, max=8, tooltip=TOOLTIPS["stride"], **ADVANCED),
+        io.Combo.Input("merge", options=list(TARGETS), default="qkv", tooltip=TOOLTIPS["merge"], **ADVANCED),
         io.Float.Input("auto_tolerance", default=AutoRefresh.tolerance, min=0.0, max=1.0, step=0.01,
-                       tooltip=TOOLTIPS["auto_tolerance"]),
+                       tooltip=TOOLTIPS["auto_tolerance"], **ADVANCED),
         io.Int.Input("auto_max_interval", default=AutoRefresh.max_interval, min=1, max=1000,
-                     tooltip=TOOLTIPS["auto_max_interval"]),
-        io.Boolean.Input("record_stats", default=False, tooltip=TOOLTIPS["record_stats"]),
+                     tooltip=TOOLTIPS["auto_max_interval"], **ADVANCED),
+        io.Boolean.Input("record_stats", default=False, tooltip=TOOLTIPS["record_stats"], **ADVANCED),
     ]
 
 
@@ -115,7 +121,8 @@ class CATome(io.ComfyNode):
                 io.Model.Input("model", tooltip=TOOLTIPS["model"]),
                 io.Float.Input("threshold", default=0.7, min=0.0, max=1.0, step=0.01, tooltip=TOOLTIPS["threshold"]),
                 *_common_inputs("CONFIG_3"),
-                io.Combo.Input("batch_policy", options=["min", "max"], default="min", tooltip=TOOLTIPS["batch_policy"]),
+                io.Combo.Input("batch_policy", options=["min", "max"], default="min", tooltip=TOOLTIPS["batch_policy"],
+                               **ADVANCED),
             ],
             outputs=[io.Model.Output(tooltip="The model with CA-ToMe attached.")],
         )
@@ -163,7 +170,7 @@ class CATomeFixedRatio(io.ComfyNode):
 
 
 class CATomeStats(io.ComfyNode):
-    """Plots what merging did in the last sampling run of a CA-ToMe-patched model, and saves the numbers."""
+    """Plots what merging did in the sampling run that produced a latent, and saves the numbers."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -171,12 +178,14 @@ class CATomeStats(io.ComfyNode):
             node_id="CATomeStats",
             display_name="CA-ToMe Stats",
             category="model_patches/unet",
-            description="Merged tokens per step and block, pair drift between steps (Jaccard distance) with the "
-                        "recompute steps, and the similarity histogram with the threshold (paper Figs. 2 and 4). "
-                        "Turn on record_stats in the CA-ToMe node for the last two.",
+            description="For the sampling run that produced the connected latent: merged tokens per step and block, "
+                        "pair drift between steps (Jaccard distance) with the recompute steps, and the similarity "
+                        "histogram with the threshold (paper Figs. 2 and 4). Turn on record_stats in the CA-ToMe "
+                        "node for the last two.",
             inputs=[
                 io.Model.Input("model", tooltip="The MODEL output of the CA-ToMe (or fixed-ratio) node that fed the sampler."),
-                io.Latent.Input("samples", tooltip="The sampler's LATENT output, so the stats are read after sampling."),
+                io.Latent.Input("samples", tooltip="The LATENT output of the sampler whose run you want to see (the "
+                                                   "stats are of that run, even when several samplers share the model)."),
                 io.String.Input("filename_prefix", default="ca_tome_stats",
                                 tooltip="The raw numbers are saved as JSON under this prefix in ComfyUI's output folder."),
             ],
@@ -189,14 +198,15 @@ class CATomeStats(io.ComfyNode):
 
         from .ca_tome.stats_plot import stats_figure
 
-        config = merging_config(model)
-        if config is None:
+        patch = merging_patch(model)
+        if patch is None:
             raise ValueError("CA-ToMe Stats: the 'model' input is not patched by a CA-ToMe node; connect the MODEL "
                              "output of the CA-ToMe node that fed the sampler.")
-        if config.last_run is None:
-            raise ValueError("CA-ToMe Stats: this model has not sampled yet; connect the 'samples' input to the LATENT "
-                             "output of the sampler that used this model.")
-        report = config.last_run
+        report = patch.log.for_latent(samples["samples"])
+        if report is None:
+            raise ValueError("CA-ToMe Stats: no sampling run of this model produced the 'samples' latent; connect the "
+                             "LATENT output of a sampler that used this model (directly, before any latent edits).")
+        config = patch.config
         folder, name, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, folder_paths.get_output_directory())
         with open(f"{folder}/{name}_{counter:05}_.json", "w") as handle:
             json.dump({"threshold": config.threshold, "ratio": config.ratio, "schedule": config.schedule.name,

@@ -87,8 +87,7 @@ def timed_run(model, positive, negative, latent, steps, seed):
 
 def last_run(pack, model):
     """The report of the last sampling run of a model patched by ``pack``'s nodes (None if unpatched)."""
-    config = pack.nodes.merging_config(model)
-    return config.last_run if config else None
+    return pack.ca_tome.comfyui.last_report(model)
 
 
 def matching_seconds_per_step(report) -> dict[int, float]:

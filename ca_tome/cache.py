@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Hashable, NamedTuple
@@ -14,12 +15,16 @@ from .schedule import AutoRefresh
 class PairKey(NamedTuple):
     """What a cached plan is valid for. A plan holds token indices for one batch layout, so
     anything that changes which tokens sit where (another block, grid, batch composition —
-    which cond/uncond chunks, in which order, how many items — or device) needs its own plan."""
+    which cond/uncond chunks, in which order, how many items — or device) needs its own plan;
+    and pairs are only valid for the tokens they were matched on, so two conds evaluated in
+    separate calls of one step (memory splits, conds that cannot share a batch) differ by
+    ``conds``, the identities of the conds in the batch."""
 
     block: Hashable
     grid: tuple[int, int]
     batch: tuple
     device: str
+    conds: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,11 @@ class CacheEvent:
 class PairCache:
     """Plans of one sampling run, each valid from the checkpoint it was computed under until the
     next checkpoint — or, with ``auto``, until a check finds it stale (see AutoRefresh).
-    Create a new cache per run: it never outlives the run's token layouts."""
+    Create a new cache per run: it never outlives the run's token layouts.
+
+    Thread-safe: hosts evaluate cond batches of one step in parallel threads (one per device).
+    Each key has its own lock, so one key's matching runs once and never blocks other keys.
+    """
 
     def __init__(self, checkpoints: frozenset[int], auto: AutoRefresh | None = None):
         if 0 not in checkpoints:
@@ -47,7 +56,9 @@ class PairCache:
         self._checkpoints = sorted(checkpoints)
         self._auto = auto
         self._plans: dict[PairKey, tuple[int, int, MergePlan]] = {}  # key -> (epoch, step, plan)
-        self.events: list[CacheEvent] = []
+        self._key_locks: dict[PairKey, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self._events: list[CacheEvent] = []
 
     @property
     def checkpoints(self) -> frozenset[int]:
@@ -63,6 +74,15 @@ class PairCache:
 
         ``staleness(plan)`` is the auto schedule's check; it is only called with ``auto``.
         """
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            plan, event = self._plan(key, step, compute, staleness)
+        with self._lock:
+            self._events.append(event)
+        return plan
+
+    def _plan(self, key, step, compute, staleness) -> tuple[MergePlan, CacheEvent]:
         epoch = self.epoch(step)
         cached = self._plans.get(key)
         stale = None
@@ -84,8 +104,13 @@ class PairCache:
             self._plans[key] = (epoch, step, plan)
         else:
             plan = cached[2]
-        self.events.append(CacheEvent(step, key, recomputed, plan.merged_count, plan.token_count, seconds, stale))
-        return plan
+        return plan, CacheEvent(step, key, recomputed, plan.merged_count, plan.token_count, seconds, stale)
+
+    @property
+    def events(self) -> tuple[CacheEvent, ...]:
+        """Every plan request so far, in the order they finished."""
+        with self._lock:
+            return tuple(self._events)
 
     @property
     def recomputations(self) -> int:

@@ -21,6 +21,8 @@ BATCH_POLICIES = ("min", "max")
 DEFAULT_CHUNK_BYTES = 32 << 20
 # Pairs per batch item that the auto schedule's staleness check samples (see stale_fraction).
 STALE_SAMPLE = 256
+# Similarities are compared with thresholds and cutoffs to 1e-4; half precision cannot hold that.
+SIMILARITY_DTYPE = torch.float32
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,9 @@ class MergePlan:
     the CPU than per-item gathers and ``scatter_reduce``:
     ``keep_rows`` [B·(N-r)]: the tokens that stay (dst and unmerged src), in their original order;
     ``merged_rows`` [B·r]: the src tokens folded into a kept token at ``merged_slots`` [B·r];
-    ``mean_slots``/``mean_scale``: the kept tokens that received merges and 1/(1 + merges), so each
-    becomes the mean of itself and its srcs; ``unmerge_rows`` [B·N]: where every original token
+    ``mean_scale`` [B·(N-r), 1]: 1/(1 + merges) per kept token, so each becomes the mean of itself
+    and its srcs (dense: scaling only the receivers would need ``torch.unique``, a host sync);
+    ``unmerge_rows`` [B·N]: where every original token
     finds its value after merging. ``merged_src``/``merged_dst`` [B, r] keep the pairs per item.
     ``cutoff`` [B, 1] is the similarity a pair needed to be merged: the threshold, or in ratio
     mode (and for items the "max" batch policy pushed below it) the r-th best similarity.
@@ -46,7 +49,6 @@ class MergePlan:
     keep_rows: torch.Tensor | None = None
     merged_rows: torch.Tensor | None = None
     merged_slots: torch.Tensor | None = None
-    mean_slots: torch.Tensor | None = None
     mean_scale: torch.Tensor | None = None
     unmerge_rows: torch.Tensor | None = None
     merged_src: torch.Tensor | None = None
@@ -71,7 +73,7 @@ class MergePlan:
         rows = self._rows(x, self.token_count)
         kept = rows.index_select(0, self.keep_rows)
         kept.index_add_(0, self.merged_slots, rows.index_select(0, self.merged_rows))
-        kept[self.mean_slots] *= self.mean_scale.to(kept.dtype)
+        kept.mul_(self.mean_scale.to(kept.dtype))
         return kept.view(self.batch_size, self.token_count - self.merged_count, -1)
 
     def unmerge(self, y: torch.Tensor) -> torch.Tensor:
@@ -131,34 +133,35 @@ def _partition(height, width, stride, dst_offsets):
 def best_matches(metric: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, chunk_size: int | None = None):
     """For every src token, the cosine similarity of its most similar dst and that dst's position.
 
-    Computed in chunks of src tokens so the ``src × dst`` similarity never exists whole.
+    Computed in chunks of src tokens so the ``src × dst`` similarity never exists whole, and in
+    float32 on every device: in fp16/bf16 the spacing near 0.7–0.9 is up to 4e-3, so pairs just
+    below a threshold would merge and the auto schedule's staleness margin would flip.
     Zero-norm and non-finite tokens get similarity 0 to everything instead of NaN, so a bad token
     cannot poison the matching of the rest (or of other batch items).
     Returns ``(similarity [B, S] float32, dst position [B, S] long)``.
     """
-    batch, _, channels = metric.shape
-    work_dtype = metric.dtype if metric.device.type != "cpu" else torch.float32
-    dst_unit = _unit(metric[:, dst.to(metric.device)], work_dtype).transpose(1, 2)
+    batch = metric.shape[0]
+    dst_unit = _unit(metric[:, dst.to(metric.device)]).transpose(1, 2)
     src = src.to(metric.device)
     num_src, num_dst = src.numel(), dst.numel()
     if chunk_size is None:
-        itemsize = torch.finfo(work_dtype).bits // 8
+        itemsize = torch.finfo(SIMILARITY_DTYPE).bits // 8
         chunk_size = max(1, DEFAULT_CHUNK_BYTES // (itemsize * batch * max(num_dst, 1)))
     best = torch.empty(batch, num_src, dtype=torch.float32, device=metric.device)
     where = torch.empty(batch, num_src, dtype=torch.long, device=metric.device)
     for start in range(0, num_src, chunk_size):
         stop = min(start + chunk_size, num_src)
-        scores = torch.bmm(_unit(metric[:, src[start:stop]], work_dtype), dst_unit)
+        scores = torch.bmm(_unit(metric[:, src[start:stop]]), dst_unit)
         value, index = scores.max(dim=-1)
         best[:, start:stop] = value
         where[:, start:stop] = index
     return best, where
 
 
-def _unit(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    x = x.to(dtype)
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    x = x.to(SIMILARITY_DTYPE)
     norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-    unit = x / norm.clamp_min(torch.finfo(dtype).tiny)
+    unit = x / norm.clamp_min(torch.finfo(SIMILARITY_DTYPE).tiny)
     return torch.nan_to_num_(unit, nan=0.0, posinf=0.0, neginf=0.0)
 
 
@@ -189,7 +192,8 @@ def plan_merge(
     Each item merges its r most similar src tokens. ``stride`` is (sx, sy) in tokens; the dst of
     a cell is its top-left token unless ``random_dst``, which draws from ``generator`` only (a
     fresh one seeded 0 if none is given), never from the global RNG.
-    Costs at most one host sync (reading r in threshold mode); r = 0 gives the identity plan.
+    Costs at most one device→host sync (reading r in threshold mode), none in ratio mode;
+    r = 0 gives the identity plan.
     ``return_similarity=True`` also returns every src's best similarity [B, S] (None when no
     matching ran), for statistics.
     """
@@ -255,9 +259,8 @@ def stale_fraction(plan: MergePlan, metric: torch.Tensor, sample: int = STALE_SA
     rows = metric.reshape(-1, channels)
     item = torch.arange(plan.batch_size, device=metric.device).unsqueeze(1) * plan.token_count
     every = max(1, plan.merged_count // sample)
-    work_dtype = metric.dtype if metric.device.type != "cpu" else torch.float32
-    src = _unit(rows.index_select(0, (plan.merged_src[:, ::every] + item).flatten()), work_dtype)
-    dst = _unit(rows.index_select(0, (plan.merged_dst[:, ::every] + item).flatten()), work_dtype)
+    src = _unit(rows.index_select(0, (plan.merged_src[:, ::every] + item).flatten()))
+    dst = _unit(rows.index_select(0, (plan.merged_dst[:, ::every] + item).flatten()))
     similarity = (src * dst).sum(-1).view(plan.batch_size, -1)
     return (similarity < plan.cutoff - 1e-4).float().mean()
 
@@ -279,7 +282,8 @@ def _build_plan(chosen, dst_pos, src, dst, tokens, cutoff) -> MergePlan:
 
     item = torch.arange(batch, device=device).unsqueeze(1)
     merged_slots = (merged_slot + item * kept_tokens).flatten()
-    mean_slots, merges = torch.unique(merged_slots, return_counts=True)
+    merges = torch.zeros(batch * kept_tokens, dtype=torch.float32, device=device)
+    merges.index_add_(0, merged_slots, torch.ones_like(merged_slots, dtype=torch.float32))
     return MergePlan(
         token_count=tokens,
         merged_count=r,
@@ -287,7 +291,6 @@ def _build_plan(chosen, dst_pos, src, dst, tokens, cutoff) -> MergePlan:
         keep_rows=(keep + item * tokens).flatten(),
         merged_rows=(merged_src + item * tokens).flatten(),
         merged_slots=merged_slots,
-        mean_slots=mean_slots,
         mean_scale=(1.0 / (1 + merges)).unsqueeze(1),
         unmerge_rows=(slot_of_token + item * kept_tokens).flatten(),
         merged_src=merged_src,

@@ -65,6 +65,7 @@ class Schedule:
 
     name: str
     steps: tuple[int, ...] = ()  # absolute steps
+    ranges: tuple[tuple[int, int], ...] = ()  # inclusive (first, last); kept as bounds, never expanded
     fractions: tuple[float, ...] = ()  # fractions of the run
     every: int = 0  # every k-th step (0: none)
     rescale_from: int | None = None  # presets: `steps` are for a run of this many steps
@@ -95,6 +96,7 @@ class Schedule:
         if not any(tokens):
             raise ValueError(f"custom schedule is empty; {ACCEPTED_FORMS}")
         steps: list[int] = []
+        ranges: list[tuple[int, int]] = []
         fractions: list[float] = []
         every = 0
         for token in tokens:
@@ -104,7 +106,7 @@ class Schedule:
                 first, last = int(match[1]), int(match[2])
                 if last < first:
                     raise ValueError(f"custom schedule: range {token!r} runs backwards; {ACCEPTED_FORMS}")
-                steps.extend(range(first, last + 1))
+                ranges.append((first, last))
             elif _FRACTION.match(token):
                 fractions.append(float(token))
             elif match := _EVERY.match(token):
@@ -113,7 +115,8 @@ class Schedule:
                     raise ValueError(f"custom schedule: {token!r} needs a step count of at least 1; {ACCEPTED_FORMS}")
             else:
                 raise ValueError(f"custom schedule: cannot read {token!r}; {ACCEPTED_FORMS}")
-        return cls(name=f"custom({text.strip()})", steps=tuple(steps), fractions=tuple(fractions), every=every)
+        return cls(name=f"custom({text.strip()})", steps=tuple(steps), ranges=tuple(ranges),
+                   fractions=tuple(fractions), every=every)
 
     def for_steps(self, n: int) -> frozenset[int]:
         """The checkpoint steps of a run of ``n`` sampling steps (always includes 0)."""
@@ -123,6 +126,8 @@ class Schedule:
             chosen = {math.floor(step * n / self.rescale_from + 0.5) for step in self.steps}
         else:
             chosen = set(self.steps)
+        for first, last in self.ranges:  # clipped to the run: '0-200000000' costs what the run has
+            chosen.update(range(first, min(last, n - 1) + 1))
         chosen.update(math.floor(f * n + 0.5) for f in self.fractions)
         if self.every:
             chosen.update(range(0, n, self.every))

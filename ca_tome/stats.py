@@ -7,6 +7,7 @@ without changing what is merged).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -44,22 +45,37 @@ def jaccard_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 class StatsRecorder:
-    """Per step and block (first evaluation of each step only): histogram and Jaccard distance."""
+    """Per step and block (first evaluation of each step only): histogram and Jaccard distance.
+
+    Thread-safe: :meth:`claim` hands each (step, key) to exactly one caller.
+    """
 
     def __init__(self):
-        self.records: list[StepStats] = []
-        self._previous: dict[tuple, tuple[int, torch.Tensor]] = {}
+        self._records: list[StepStats] = []
+        self._claimed: dict[object, int] = {}  # key -> last step claimed
+        self._previous: dict[object, tuple[int, torch.Tensor]] = {}  # key -> (step, pair codes)
+        self._lock = threading.Lock()
 
-    def wants(self, step: int, key) -> bool:
-        previous = self._previous.get(key)
-        return previous is None or previous[0] != step
+    @property
+    def records(self) -> tuple[StepStats, ...]:
+        with self._lock:
+            return tuple(self._records)
+
+    def claim(self, step: int, key) -> bool:
+        """True for the first evaluation of ``key`` at ``step``: that caller records it."""
+        with self._lock:
+            if self._claimed.get(key) == step:
+                return False
+            self._claimed[key] = step
+            return True
 
     def observe(self, step: int, key, plan: MergePlan, similarity: torch.Tensor | None, seconds: float) -> None:
         codes = pair_codes(plan)
-        previous = self._previous.get(key)
-        jaccard = jaccard_distance(previous[1], codes) if previous and previous[0] == step - 1 else None
-        self._previous[key] = (step, codes)
         histogram = (torch.histc(similarity.float(), HISTOGRAM_BINS, -1.0, 1.0) if similarity is not None
                      else torch.zeros(HISTOGRAM_BINS))
-        self.records.append(StepStats(step, key, tuple(int(c) for c in histogram.tolist()), jaccard,
-                                      plan.merged_count, plan.token_count, seconds))
+        counts = tuple(int(c) for c in histogram.tolist())
+        with self._lock:
+            previous = self._previous.get(key)
+            jaccard = jaccard_distance(previous[1], codes) if previous and previous[0] == step - 1 else None
+            self._previous[key] = (step, codes)
+            self._records.append(StepStats(step, key, counts, jaccard, plan.merged_count, plan.token_count, seconds))

@@ -68,7 +68,7 @@ def main(argv=None) -> None:
         path = OUT_DIR / f"{name}.png"
         Image.fromarray((image.clamp(0, 1).numpy() * 255).astype(np.uint8)).save(path)
         rows.append((name, statistics.median(step_times), path))
-    report = pack.nodes.merging_config(patched).last_run
+    report = pack.ca_tome.comfyui.last_report(patched)
 
     print(f"{'variant':<12}{'median s/step':>15}  image")
     for name, seconds, path in rows:

@@ -15,7 +15,7 @@ def patch(pack, model, threshold=0.0, schedule="all", custom_steps="", levels="a
 
 
 def report(patched):
-    return load_pack().nodes.merging_config(patched).last_run
+    return load_pack().ca_tome.comfyui.last_report(patched)
 
 
 def test_threshold_one_is_bit_identical_to_the_unpatched_model(pack, sd15_model):
@@ -51,14 +51,14 @@ def test_sdxl_layout_is_merged_at_its_first_attention_level(pack, sdxl_model):
     assert sum(e.merged for e in events) > 0
 
 
-def test_explicit_levels_that_match_nothing_warn_once(pack, sdxl_model, caplog):
-    patched = patch(pack, sdxl_model, levels="1")
+def test_explicit_levels_that_match_nothing_warn_when_patching(pack, sdxl_model, caplog):
     with caplog.at_level(logging.WARNING, logger="ca_tome"):
-        baseline = sample(sdxl_model)
-        assert torch.equal(sample(patched), baseline)
-        sample(patched)
-    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
-    assert "nothing was merged" in caplog.records[0].message
+        patched = patch(pack, sdxl_model, levels="1")
+    (warning,) = caplog.records
+    assert "levels=1 matches no self-attention" in warning.message and "2× downsampled" in warning.message
+    with caplog.at_level(logging.WARNING, logger="ca_tome"):
+        assert torch.equal(sample(patched), sample(sdxl_model))
+    assert len(caplog.records) == 1, "sampling adds no warning"
 
 
 @pytest.mark.parametrize("schedule", ["CONFIG_3", "CONFIG_1", "once", "all"])

@@ -15,7 +15,7 @@ def patch(pack, model, threshold=0.3, schedule="CONFIG_3", record_stats=False, *
 
 
 def report(patched):
-    return load_pack().nodes.merging_config(patched).last_run
+    return load_pack().ca_tome.comfyui.last_report(patched)
 
 
 def test_recording_does_not_change_the_output(pack, sd15_model):
@@ -56,7 +56,7 @@ def test_stats_node_returns_an_image_and_writes_the_numbers(pack, sd15_model, tm
 def test_stats_node_explains_a_model_it_cannot_read(pack, sd15_model):
     with pytest.raises(ValueError, match="not patched by a CA-ToMe node"):
         pack.nodes.CATomeStats.execute(sd15_model, {"samples": torch.zeros(1, 4, 8, 8)}, "x")
-    with pytest.raises(ValueError, match="has not sampled yet"):
+    with pytest.raises(ValueError, match="no sampling run of this model produced the .samples. latent"):
         pack.nodes.CATomeStats.execute(patch(pack, sd15_model), {"samples": torch.zeros(1, 4, 8, 8)}, "x")
 
 

@@ -79,9 +79,9 @@ def test_recorder_measures_drift_between_adjacent_steps_and_histograms_every_src
     recorder = StatsRecorder()
     for step, tokens in enumerate([metric, metric, shifted(metric)]):
         plan, similarity = plan_merge(tokens, 8, 8, threshold=0.9, return_similarity=True)
-        assert recorder.wants(step, KEY)
+        assert recorder.claim(step, KEY)
         recorder.observe(step, KEY, plan, similarity, 0.0)
-        assert not recorder.wants(step, KEY), "a second evaluation of the same step is not recorded again"
+        assert not recorder.claim(step, KEY), "a second evaluation of the same step is not recorded again"
     first, same, moved = recorder.records
     assert first.jaccard is None and same.jaccard == 0.0 and moved.jaccard > 0.5
     assert sum(first.histogram) == 2 * 48 and first.merged == 48

@@ -1,0 +1,85 @@
+"""The attn1 patch pair, for every form in which the hosts call it.
+
+ComfyUI calls ``attn1_patch`` in three forms, and a patch must answer each in kind or the
+sampler crashes:
+- UNet ``BasicTransformerBlock``: ``p(n, context, value, extra_options)`` → ``(n, context, value)``;
+- Flux, Qwen-Image, Krea, Cosmos (ComfyUI ≥ 0.4): ``p(q, k, v, pe=, attn_mask=, extra_options=)``
+  → a dict of what changed;
+- Wan (ComfyUI ≥ 0.4), after attention: ``p({"x", "q", "k", "transformer_options"})`` → ``x``.
+Only the UNet form is merged; the others pass through unchanged. ``attn1_output_patch`` is
+``p(out, extra_options)`` everywhere. The plan that the merge hands to the unmerge travels in
+that block call's own ``extra_options`` (a fresh dict per call), never in shared state.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..cache import PairKey
+from .run import RunState
+
+RUN_KEY = "ca_tome_run"  # transformer_options: the RunState of the sampling call in progress
+PLAN_KEY = "ca_tome_plan"  # extra_options of one block call: the plan awaiting unmerge
+# Largest downsample factor a UNet level can have; deeper grids are not searched.
+_MAX_DOWNSAMPLE = 64
+
+
+def token_grid(tokens: int, original_shape) -> tuple[int, int, int] | None:
+    """(downsample, height, width) of a token sequence inside a UNet fed ``original_shape``."""
+    if original_shape is None or len(original_shape) != 4:
+        return None
+    height, width = original_shape[-2:]
+    downsample = 1
+    while downsample <= _MAX_DOWNSAMPLE:
+        h, w = math.ceil(height / downsample), math.ceil(width / downsample)
+        if h * w == tokens:
+            return downsample, h, w
+        downsample *= 2
+    return None
+
+
+def merge_patch(*args, **kwargs):
+    """attn1_patch: merge the self-attention input of the selected UNet blocks; pass others through."""
+    if len(args) == 4 and not kwargs:
+        return _merge_unet_block(*args)
+    if "extra_options" in kwargs:
+        return {}  # DiT keyword form: callers keep every tensor the dict does not name
+    if len(args) == 1 and not kwargs and isinstance(args[0], dict) and "x" in args[0]:
+        return args[0]["x"]  # Wan form, after attention
+    raise TypeError(f"CA-ToMe: attn1_patch called in a form this version does not know ({len(args)} positional "
+                    f"arguments, keywords {sorted(kwargs)}); please report it with your ComfyUI version")
+
+
+def _merge_unet_block(n, context_attn1, value_attn1, extra_options):
+    run = extra_options.get(RUN_KEY)
+    if not isinstance(run, RunState) or n.ndim != 3:
+        return n, context_attn1, value_attn1
+    grid = token_grid(n.shape[1], extra_options.get("original_shape"))
+    if grid is None or grid[0] > run.max_downsample:
+        return n, context_attn1, value_attn1
+    block = (*extra_options.get("block", ("?", 0)), extra_options.get("block_index", 0))
+    key = PairKey(block, grid[1:], (tuple(extra_options.get("cond_or_uncond", ())), n.shape[0]), str(n.device),
+                  tuple(extra_options.get("uuids", ())))
+    plan = run.plan(key, run.step(extra_options["sigmas"]), n, grid[1], grid[2])
+    if plan.is_identity:
+        return n, context_attn1, value_attn1
+
+    def merge_same_tokens(x):
+        # Another pack's patch may have changed k/v (e.g. appended reference tokens): leave those.
+        return plan.merge(x) if x.shape[:2] == n.shape[:2] else x
+
+    target = run.config.target
+    if target == "kv":
+        return n, merge_same_tokens(context_attn1), merge_same_tokens(value_attn1)
+    extra_options[PLAN_KEY] = plan
+    merged = plan.merge(n)
+    if target == "q":
+        return merged, context_attn1, value_attn1
+    same = lambda x: merged if x is n else merge_same_tokens(x)  # noqa: E731
+    return merged, same(context_attn1), same(value_attn1)
+
+
+def unmerge_patch(out, extra_options):
+    """attn1_output_patch: restore the full token sequence after self-attention."""
+    plan = extra_options.pop(PLAN_KEY, None)
+    return out if plan is None else plan.unmerge(out)

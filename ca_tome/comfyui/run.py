@@ -1,0 +1,219 @@
+"""One sampling run: its settings, its state while it runs, its report afterwards.
+
+Nothing here imports ComfyUI. A run's state reaches the patches through the per-call copy of
+``transformer_options`` that the host hands every block, so no two runs — and no two models —
+ever share a cache; inside a run, the state is safe for the worker threads in which hosts
+evaluate cond batches of one step in parallel.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+
+from ..cache import PairCache, PairKey
+from ..matching import MergePlan, plan_merge, stale_fraction
+from ..schedule import Schedule
+from ..stats import StatsRecorder
+
+LEVELS_AUTO = "auto"
+TARGETS = ("qkv", "q", "kv")
+
+
+@dataclass(frozen=True)
+class TokenMerging:
+    """What one CA-ToMe / ToMe node asked for. Immutable: every clone of a patched model and
+    every run share it.
+
+    ``levels``: "auto" (the highest-resolution level that has self-attention) or a max
+    downsample factor (1 = full latent resolution, 2, 4, 8). ``target``: "qkv" merges the
+    attention input (the paper), "q" the queries only (ComfyUI's Tome), "kv" keys and values
+    only (ToDo; no unmerge needed). ``record_stats`` also computes fresh pairs at every step for
+    the Stats node (what is merged does not change; it costs a matching per step).
+    """
+
+    schedule: Schedule
+    threshold: float | None = None
+    ratio: float | None = None
+    levels: str | int = LEVELS_AUTO
+    stride: tuple[int, int] = (2, 2)
+    target: str = "qkv"
+    batch_policy: str = "min"
+    record_stats: bool = False
+
+    def __post_init__(self):
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.levels != LEVELS_AUTO and not (isinstance(self.levels, int) and self.levels >= 1):
+            raise ValueError(f"levels must be 'auto' or a max downsample factor ≥ 1, got {self.levels!r}")
+
+    def plan(self, metric: torch.Tensor, height: int, width: int, return_similarity: bool = False):
+        return plan_merge(metric, height, width, threshold=self.threshold, ratio=self.ratio, stride=self.stride,
+                          batch_policy=self.batch_policy, return_similarity=return_similarity)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one sampling run did: its checkpoint steps and every plan request (see CacheEvent)."""
+
+    steps: int
+    checkpoints: frozenset[int]
+    events: tuple
+    stats: tuple = ()  # StepStats, when record_stats was on
+    steps_reported: int = 0  # sampler callbacks seen; 0 means the step came from sigmas alone
+
+    @property
+    def merged_fraction(self) -> float:
+        tokens = sum(e.tokens for e in self.events)
+        return sum(e.merged for e in self.events) / tokens if tokens else 0.0
+
+    @property
+    def recomputed_steps(self) -> list[int]:
+        return sorted({e.step for e in self.events if e.recomputed})
+
+    def as_dict(self) -> dict:
+        """Plain numbers for JSON: the run, every plan request and every recorded step."""
+        def key(k):
+            return {"block": list(k.block), "grid": list(k.grid), "cond_or_uncond": list(k.batch[0]),
+                    "batch_size": k.batch[1], "device": k.device, "conds": [str(c) for c in k.conds]}
+
+        return {
+            "steps": self.steps, "checkpoints": sorted(self.checkpoints), "recomputed_steps": self.recomputed_steps,
+            "merged_fraction": self.merged_fraction,
+            "events": [{"step": e.step, **key(e.key), "recomputed": e.recomputed, "merged": e.merged,
+                        "tokens": e.tokens, "matching_seconds": e.seconds, "stale": e.stale} for e in self.events],
+            "recorded": [{"step": r.step, **key(r.key), "fresh_merged": r.merged, "tokens": r.tokens,
+                          "jaccard_to_previous_step": r.jaccard, "matching_seconds": r.seconds,
+                          "similarity_histogram": list(r.histogram)} for r in self.stats],
+        }
+
+
+def step_of(sigma: float, schedule_sigmas: list[float], finished: int) -> int:
+    """The step of a run that an evaluation at ``sigma`` belongs to.
+
+    ``schedule_sigmas`` are the run's σ₀ > σ₁ > … (without the final 0); ``finished`` is the
+    last step the sampler reported done (−1 before the first). By sigma, an evaluation belongs
+    to the last schedule sigma at or above it: midpoints (dpm_2, dpmpp_sde) to the step they
+    start from, Heun's corrector at σᵢ₊₁ to step i+1 (whose input it already is), UniPC's
+    evaluation at σᵢ₊₁ (made before it reports step i) likewise. But with churn an evaluation
+    starts *above* its own σᵢ (σ̂ = σᵢ(1+γ)), where sigma alone would say step i−1, so the
+    sampler's progress is a floor: a step it already reported done is never re-entered.
+    """
+    above = sum(1 for s in schedule_sigmas if s >= sigma * (1 - 1e-5))
+    return min(max(above - 1, finished + 1, 0), len(schedule_sigmas) - 1)
+
+
+class RunState:
+    """State of one sampling call: which step it is in, the pair cache, the stats recorder.
+
+    Thread-safe: the step floor is one int written by the sampler's thread, the last sigma
+    lookup one tuple swapped atomically, and the cache and recorder lock themselves.
+    """
+
+    def __init__(self, config: TokenMerging, max_downsample: int, sample_sigmas: torch.Tensor):
+        self.config = config
+        self.max_downsample = max_downsample
+        self.schedule_sigmas = [float(s) for s in sample_sigmas[:-1]]  # the run's one host read of its schedule
+        self.steps = max(1, len(self.schedule_sigmas))
+        self.cache = PairCache(config.schedule.for_steps(self.steps), config.schedule.auto)
+        self.recorder = StatsRecorder() if config.record_stats else None
+        self._finished = -1
+        self._steps_reported = 0
+        self._last_lookup: tuple[torch.Tensor | None, int] = (None, 0)
+
+    def step_done(self, step: int) -> None:
+        """The sampler's callback: ``step`` is finished, later evaluations belong to later steps."""
+        self._finished = max(self._finished, step)
+        self._steps_reported += 1
+
+    def step(self, sigmas: torch.Tensor) -> int:
+        """The step of an evaluation at ``sigmas`` (extra_options["sigmas"]). All blocks of one
+        model call share that tensor, so the device→host read of sigma happens once per call."""
+        seen, step = self._last_lookup
+        if sigmas is not seen:
+            step = step_of(float(sigmas.max()), self.schedule_sigmas, self._finished)
+            self._last_lookup = (sigmas, step)
+        return step
+
+    def plan(self, key: PairKey, step: int, metric: torch.Tensor, height: int, width: int) -> MergePlan:
+        """The merge plan for ``metric`` [B, N, C] at ``step``: cached, or recomputed per schedule."""
+        config = self.config
+
+        def compute() -> MergePlan:
+            return config.plan(metric, height, width)
+
+        if self.recorder is not None and self.recorder.claim(step, key):
+            start = time.perf_counter()
+            fresh, similarity = config.plan(metric, height, width, return_similarity=True)
+            self.recorder.observe(step, key, fresh, similarity, time.perf_counter() - start)
+
+            def compute() -> MergePlan:  # a recomputation at this step would give the same plan
+                return fresh
+
+        staleness = (lambda cached: float(stale_fraction(cached, metric))) if config.schedule.auto else None
+        return self.cache.plan(key, step, compute, staleness)
+
+    def report(self) -> RunReport:
+        stats = self.recorder.records if self.recorder else ()
+        return RunReport(self.steps, self.cache.checkpoints, self.cache.events, stats, self._steps_reported)
+
+    def __deepcopy__(self, memo):
+        return self  # one run, one state: copies of transformer_options must share it
+
+
+class RunLog:
+    """The reports of a patched model's recent runs, each filed under the latent it produced, so
+    the Stats node shows the run behind *its* latent even when several samplers share the model.
+    Shared by every clone of the model (deep copies included); thread-safe; bounded."""
+
+    SIGNATURE_VALUES = 4096
+
+    def __init__(self, capacity: int = 32):
+        self._entries: deque[tuple[tuple, torch.Tensor, RunReport]] = deque(maxlen=capacity)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def signature(cls, latent: torch.Tensor) -> tuple[tuple, torch.Tensor]:
+        """Shape and evenly spaced values of a latent, in float32 on the CPU (one read per run)."""
+        flat = latent.detach().reshape(-1)
+        every = max(1, flat.numel() // cls.SIGNATURE_VALUES)
+        return tuple(latent.shape), flat[::every].to("cpu", torch.float32)
+
+    def add(self, latent: torch.Tensor, report: RunReport) -> None:
+        shape, values = self.signature(latent)
+        with self._lock:
+            self._entries.append((shape, values, report))
+
+    def latest(self) -> RunReport | None:
+        with self._lock:
+            return self._entries[-1][2] if self._entries else None
+
+    def for_latent(self, latent: torch.Tensor) -> RunReport | None:
+        """The newest run whose output is this latent (hosts may cast it to fp16 on the way)."""
+        shape, values = self.signature(latent)
+        with self._lock:
+            entries = list(self._entries)
+        for entry_shape, entry_values, report in reversed(entries):
+            if entry_shape == shape and torch.allclose(entry_values, values, rtol=2e-3, atol=1e-3, equal_nan=True):
+                return report
+        return None
+
+    def __deepcopy__(self, memo):
+        return self  # ModelPatcher.clone deep-copies model_options on some hosts; the log stays one
+
+
+@dataclass(frozen=True)
+class MergingPatch:
+    """What one CA-ToMe node attached to a model: its settings, the UNet levels they resolve to
+    on that model (None: nothing this version merges), and the log of the model's runs."""
+
+    config: TokenMerging
+    max_downsample: int | None
+    log: RunLog
+
+    def __deepcopy__(self, memo):
+        return self  # immutable, and its log must stay shared
