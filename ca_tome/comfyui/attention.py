@@ -60,7 +60,7 @@ def _merge_unet_block(n, context_attn1, value_attn1, extra_options):
     block = (*extra_options.get("block", ("?", 0)), extra_options.get("block_index", 0))
     key = PairKey(block, grid[1:], (tuple(extra_options.get("cond_or_uncond", ())), n.shape[0]), str(n.device),
                   tuple(extra_options.get("uuids", ())))
-    plan = run.plan(key, run.step(extra_options["sigmas"]), n, grid[1], grid[2])
+    plan = run.plan(key, run.step, n, grid[1], grid[2])
     if plan.is_identity:
         return n, context_attn1, value_attn1
 

@@ -1,6 +1,6 @@
 """Attaching CA-ToMe to a ComfyUI ModelPatcher, and the per-run wrapper.
 
-Data flows one way: the sampler's sigma and its step callbacks → the step of the run → the
+Data flows one way: the sampler's step callbacks → the step of the run → the
 :class:`PairCache` decides (reuse or recompute) → a :class:`MergePlan` → merge before
 self-attention → unmerge after it. An OUTER_SAMPLE wrapper gives every sampling call a fresh
 :class:`RunState` in that call's own copy of ``transformer_options`` (the pattern of ComfyUI's
@@ -74,7 +74,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     if patch.max_downsample is None:
         return executor(*args, **kwargs)
     sigmas = args[3] if len(args) > 3 else kwargs["sigmas"]
-    run = RunState(patch.config, patch.max_downsample, sigmas)
+    run = RunState(patch.config, patch.max_downsample, len(sigmas) - 1)
     args, kwargs = _with_step_callback(run, args, kwargs)
     options[RUN_KEY] = run
     try:
@@ -109,7 +109,8 @@ def _log_run(report: RunReport) -> None:
     log.info("CA-ToMe: %d steps, %.1f%% of the selected blocks' tokens merged, pairs recomputed at %d steps %s",
              report.steps, 100 * report.merged_fraction, len(report.recomputed_steps), report.recomputed_steps)
     if report.steps > 1 and report.steps_reported == 0:
-        log.warning("CA-ToMe: the sampler reported no finished steps, so steps were read from sigmas alone.")
+        log.warning("CA-ToMe: the sampler never reported a finished step, so the whole run counted as step 0 "
+                    "(pairs computed once). Samplers should call the callback they are given.")
 
 
 def merging_patch(model) -> MergingPatch | None:

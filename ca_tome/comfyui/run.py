@@ -64,7 +64,7 @@ class RunReport:
     checkpoints: frozenset[int]
     events: tuple
     stats: tuple = ()  # StepStats, when record_stats was on
-    steps_reported: int = 0  # sampler callbacks seen; 0 means the step came from sigmas alone
+    steps_reported: int = 0  # sampler callbacks seen; 0 means the sampler never said where it was
 
     @property
     def merged_fraction(self) -> float:
@@ -92,52 +92,36 @@ class RunReport:
         }
 
 
-def step_of(sigma: float, schedule_sigmas: list[float], finished: int) -> int:
-    """The step of a run that an evaluation at ``sigma`` belongs to.
-
-    ``schedule_sigmas`` are the run's σ₀ > σ₁ > … (without the final 0); ``finished`` is the
-    last step the sampler reported done (−1 before the first). By sigma, an evaluation belongs
-    to the last schedule sigma at or above it: midpoints (dpm_2, dpmpp_sde) to the step they
-    start from, Heun's corrector at σᵢ₊₁ to step i+1 (whose input it already is), UniPC's
-    evaluation at σᵢ₊₁ (made before it reports step i) likewise. But with churn an evaluation
-    starts *above* its own σᵢ (σ̂ = σᵢ(1+γ)), where sigma alone would say step i−1, so the
-    sampler's progress is a floor: a step it already reported done is never re-entered.
-    """
-    above = sum(1 for s in schedule_sigmas if s >= sigma * (1 - 1e-5))
-    return min(max(above - 1, finished + 1, 0), len(schedule_sigmas) - 1)
-
-
 class RunState:
     """State of one sampling call: which step it is in, the pair cache, the stats recorder.
 
-    Thread-safe: the step floor is one int written by the sampler's thread, the last sigma
-    lookup one tuple swapped atomically, and the cache and recorder lock themselves.
+    The step comes from the sampler itself, which reports every finished step: all model
+    evaluations until step i is reported belong to step i, whatever their sigma — Heun's and
+    heunpp2's correctors, midpoints (dpm_2, dpmpp_sde), churn (σ̂ above σᵢ), UniPC's evaluation
+    at σᵢ₊₁, schedules that jump back up. Reading it costs no device→host sync.
+
+    Thread-safe: the step is one int written by the sampler's thread; the cache and the
+    recorder lock themselves.
     """
 
-    def __init__(self, config: TokenMerging, max_downsample: int, sample_sigmas: torch.Tensor):
+    def __init__(self, config: TokenMerging, max_downsample: int, steps: int):
         self.config = config
         self.max_downsample = max_downsample
-        self.schedule_sigmas = [float(s) for s in sample_sigmas[:-1]]  # the run's one host read of its schedule
-        self.steps = max(1, len(self.schedule_sigmas))
+        self.steps = max(1, steps)
         self.cache = PairCache(config.schedule.for_steps(self.steps), config.schedule.auto)
         self.recorder = StatsRecorder() if config.record_stats else None
         self._finished = -1
         self._steps_reported = 0
-        self._last_lookup: tuple[torch.Tensor | None, int] = (None, 0)
 
     def step_done(self, step: int) -> None:
         """The sampler's callback: ``step`` is finished, later evaluations belong to later steps."""
         self._finished = max(self._finished, step)
         self._steps_reported += 1
 
-    def step(self, sigmas: torch.Tensor) -> int:
-        """The step of an evaluation at ``sigmas`` (extra_options["sigmas"]). All blocks of one
-        model call share that tensor, so the device→host read of sigma happens once per call."""
-        seen, step = self._last_lookup
-        if sigmas is not seen:
-            step = step_of(float(sigmas.max()), self.schedule_sigmas, self._finished)
-            self._last_lookup = (sigmas, step)
-        return step
+    @property
+    def step(self) -> int:
+        """The step in progress: the one after the last the sampler reported finished."""
+        return min(self._finished + 1, self.steps - 1)
 
     def plan(self, key: PairKey, step: int, metric: torch.Tensor, height: int, width: int) -> MergePlan:
         """The merge plan for ``metric`` [B, N, C] at ``step``: cached, or recomputed per schedule."""
@@ -181,7 +165,7 @@ class RunLog:
         """Shape and evenly spaced values of a latent, in float32 on the CPU (one read per run)."""
         flat = latent.detach().reshape(-1)
         every = max(1, flat.numel() // cls.SIGNATURE_VALUES)
-        return tuple(latent.shape), flat[::every].to("cpu", torch.float32)
+        return tuple(latent.shape), flat[::every].float().cpu()
 
     def add(self, latent: torch.Tensor, report: RunReport) -> None:
         shape, values = self.signature(latent)
