@@ -6,6 +6,8 @@ same ``attn1_patch`` / ``attn1_output_patch`` names from Flux's and Wan's blocks
 signatures, so "passing through" is something the patch has to do, not something it gets for free.)
 """
 
+import logging
+
 import pytest
 import torch
 
@@ -48,8 +50,11 @@ def test_the_unpatched_model_samples_a_finite_latent(family, dit_model, cfg):
 
 
 @CFGS
-def test_ca_tome_passes_the_family_through_bit_identically(pack, family, dit_model, cfg):
+def test_ca_tome_passes_the_family_through_bit_identically(pack, family, dit_model, cfg, caplog):
     baseline = run(family, dit_model, cfg)
-    patched = patch(pack, dit_model)
+    with caplog.at_level(logging.WARNING, logger="ca_tome"):
+        patched = patch(pack, dit_model)
+    (warning,) = caplog.records
+    assert type(dit_model.model).__name__ in warning.message and "sample unchanged" in warning.message
     assert torch.equal(run(family, patched, cfg), baseline)
     assert not dit_model.model_options.get("transformer_options", {}).get("patches")  # the input model is left alone
