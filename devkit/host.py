@@ -1,7 +1,8 @@
 """The ComfyUI test host: where it is, importing it as a library, running its server.
 
 Used by the tests, the demo and the benchmark. The host is the tree at ``COMFYUI_PATH`` (set by
-``scripts/dev.sh``: the user's ComfyUI or the vendored 0.3.75 copy under ``.host/``).
+``scripts/dev.sh``: the user's ComfyUI, the vendored 0.3.75 copy under ``.host/ComfyUI`` or, with
+``CA_TOME_HOST=0.33``, upstream 0.33.0 under ``.host/ComfyUI-0.33.0``).
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -34,6 +37,22 @@ def comfyui_path() -> Path:
         hint = "COMFYUI_PATH" if raw else "the vendored host"
         raise HostError(f"{path} ({hint}) is not a ComfyUI tree; run `scripts/dev.sh setup` first")
     return path.resolve()
+
+
+def host_version(path: Path | None = None) -> str:
+    """The host's ComfyUI version, read (not imported) from its ``comfyui_version.py``, else from the
+    ``[project]`` version in its ``pyproject.toml``; ``"unknown"`` when neither says."""
+    path = Path(path) if path else comfyui_path()
+    with contextlib.suppress(OSError):
+        found = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", (path / "comfyui_version.py").read_text(),
+                          re.MULTILINE)
+        if found:
+            return found.group(1)
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        version = tomllib.loads((path / "pyproject.toml").read_text())["project"]["version"]
+        if isinstance(version, str) and version:
+            return version
+    return "unknown"
 
 
 def import_comfy(path: Path | None = None, cpu: bool = True) -> Path:

@@ -1,7 +1,7 @@
 """The graph editor in a real browser: every example workflow loads, shows our nodes, and runs.
 
 Headless Debian Chromium driven by Playwright (no browser download); a screenshot per workflow
-is kept in artifacts/e2e/browser/ for a human to look at.
+is kept in artifacts/e2e/browser/<ComfyUI version>/ for a human to look at (one folder per host).
 """
 
 import json
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from devkit.host import ARTIFACTS
+from devkit.host import ARTIFACTS, host_version
 from devkit.workflows import WORKFLOW_DIR, WORKFLOWS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -19,6 +19,13 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 OUR_NODES = ("CATome", "CATomeFixedRatio", "CATomeStats")
 SCREENSHOTS = ARTIFACTS / "e2e" / "browser"
 
+# True once the editor has finished starting: our nodes are registered and its own start-up graph
+# is loaded. Loading ours earlier races with that graph: frontend 1.49 (ComfyUI 0.33) loads it
+# while its start-up spinner shows and then opens it in a second tab over ours; 1.32 (0.3.75)
+# hides the spinner earlier, but its start-up graph is loaded once a workflow is active.
+STARTED = """() => !!(window.app && app.graph && window.LiteGraph && LiteGraph.registered_node_types['CATome']
+    && app.vueAppReady && app.extensionManager && !app.extensionManager.spinner
+    && app.extensionManager.workflow && app.extensionManager.workflow.activeWorkflow)"""
 # Runs in the page: load a workflow file the way drag-and-drop does, report what the editor shows.
 LOAD = """async (workflow) => {
     window.__missing = [];
@@ -70,23 +77,24 @@ def test_example_workflow_in_the_graph_editor(server, browser, tiny_checkpoint, 
     server.post("/settings/Comfy.TutorialCompleted", True)  # no first-run template browser over the graph
     try:
         page.goto(server.url)
-        page.wait_for_function("() => window.app && app.graph && window.LiteGraph"
-                               " && LiteGraph.registered_node_types['CATome']", timeout=60_000)
+        page.wait_for_function(STARTED, timeout=60_000)
         shown = page.evaluate(LOAD, workflow)
         page.keyboard.press("Escape")
         page.wait_for_timeout(500)
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+        screenshots = SCREENSHOTS / host_version(server.host_path)
+        screenshots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(screenshots / f"{name}.png"))
 
         assert shown["missing"] == [], f"the editor reports missing nodes: {shown['missing']}"
-        saved = {node["id"]: node for node in workflow["nodes"]}
+        # Newer frontends (1.49 with ComfyUI 0.33) report node ids as strings, older ones as numbers.
+        saved = {str(node["id"]): node for node in workflow["nodes"]}
         ours = [node for node in shown["nodes"] if node["type"] in OUR_NODES]
         assert ours, "no CA-ToMe node in the example"
         for node in ours:
             defaults = widget_defaults(server, node["type"])
             widgets = dict(node["widgets"])
             assert list(widgets) == list(defaults), f"{node['type']} widgets in the editor"
-            assert list(widgets.values()) == saved[node["id"]]["widgets_values"], "values as saved in the file"
+            assert list(widgets.values()) == saved[str(node["id"])]["widgets_values"], "values as saved in the file"
             if name != "ca_tome_stats_sd15":  # the stats example turns record_stats on
                 assert widgets == defaults, f"{node['type']} in {name} should show the node's defaults"
 
