@@ -31,6 +31,18 @@ def test_object_info_lists_our_nodes_with_tooltips_on_every_input(server, node_i
     assert len(inputs) == len([spec for spec in inputs.values() if len(spec) > 1])
 
 
+TUNING_INPUTS = {"stride", "merge", "batch_policy", "auto_tolerance", "auto_max_interval", "record_stats"}
+
+
+@pytest.mark.parametrize("node_id", ["CATome", "CATomeFixedRatio"])
+def test_tuning_inputs_are_folded_away_where_the_editor_can(server, host_path, node_id):
+    """Hosts whose V3 inputs take ``advanced`` (ComfyUI ≥ 0.4) fold the tuning inputs away."""
+    supported = "advanced: bool" in (host_path / "comfy_api" / "latest" / "_io.py").read_text()
+    inputs = server.get(f"/object_info/{node_id}")[node_id]["input"]["required"]
+    advanced = {name for name, spec in inputs.items() if len(spec) > 1 and spec[1].get("advanced")}
+    assert advanced == (TUNING_INPUTS & set(inputs) if supported else set())
+
+
 def test_txt2img_on_the_tiny_checkpoint_gives_finite_images(server, tiny_checkpoint):
     prompt = api_workflow("ca_tome_sd15_txt2img", checkpoint=tiny_checkpoint, size=256, steps=3)
     images = server.saved_images(server.run_prompt(prompt))
