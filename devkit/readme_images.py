@@ -1,17 +1,32 @@
-"""The README's pictures: unpatched | CA-ToMe side by side on one seed, and a CA-ToMe Stats plot.
+"""The README's pictures: unpatched | CA-ToMe side by side on one seed, a CA-ToMe Stats plot, and
+the node as the current graph editor shows it.
 
-Both come from the real nodes on the generated tiny checkpoint (random weights: the images are
-structured noise; what matters is how close the right one stays to the left one).
-``python -m devkit.readme_images`` writes docs/side_by_side.png and docs/stats.png.
+The first two come from the real nodes on the generated tiny checkpoint (random weights: the
+images are structured noise; what matters is how close the right one stays to the left one).
+``python -m devkit.readme_images`` writes docs/side_by_side.png and docs/stats.png;
+``python -m devkit.readme_images --editor`` crops the browser test's screenshot of the txt2img
+example on ComfyUI 0.33 (run ``CA_TOME_HOST=0.33 scripts/dev.sh test -k browser`` first) into
+docs/node_in_editor.png.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .host import REPO_ROOT, comfyui_path, import_comfy
+import sys
+
+from .host import ARTIFACTS, REPO_ROOT, comfyui_path, import_comfy
 
 DOCS = REPO_ROOT / "docs"
+EDITOR_SCREENSHOT = ARTIFACTS / "e2e" / "browser" / "0.33.0" / "ca_tome_sd15_txt2img.png"
+EDITOR_CROP = (470, 420, 1190, 750)  # left, top, right, bottom: the CA-ToMe node and its neighbours
+
+
+def editor_crop() -> None:
+    from PIL import Image
+
+    Image.open(EDITOR_SCREENSHOT).crop(EDITOR_CROP).save(DOCS / "node_in_editor.png")
+    print(f"wrote {DOCS / 'node_in_editor.png'}")
 
 
 def main() -> None:
@@ -52,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    editor_crop() if "--editor" in sys.argv[1:] else main()
