@@ -9,7 +9,7 @@ import math
 import torch
 from comfy_api.latest import ComfyExtension, io
 
-from .ca_tome.comfyui import LEVELS_AUTO, TARGETS, TokenMerging, apply_token_merging, merging_patch
+from .ca_tome.comfyui import DIT_BLOCKS, LEVELS_AUTO, TARGETS, TokenMerging, apply_token_merging, merging_patch
 from .ca_tome.schedule import AUTO, AutoRefresh
 from .ca_tome.schedule import NAMES as SCHEDULE_NAMES
 from .ca_tome.schedule import Schedule
@@ -37,7 +37,11 @@ TOOLTIPS = {
                     "'20-25', fractions of the run '0.16', or 'every 5'. The first step always recomputes.",
     "levels": "Which UNet levels to merge. 'auto' = the highest-resolution level that has self-attention "
               "(D1/U1 on SD1.x/SD2.x, the 2×-downsampled level on SDXL). A number = every level downsampled at "
-              "most that much (1 = full latent resolution only).",
+              "most that much (1 = full latent resolution only). Ignored on DiTs (Flux, SD3): see dit_blocks.",
+    "dit_blocks": "DiT models (Flux, SD3/SD3.5): which blocks run on merged image tokens (text tokens are never "
+                  "merged). 'all' = every block, fastest; 'double' = Flux's double-stream blocks (every SD3 "
+                  "block), the image stream only; 'single' = Flux's single-stream blocks only. Fewer blocks = "
+                  "closer to the unmerged image, less speed-up. Ignored on UNets.",
     "stride": "Cell size in tokens (stride × stride); one destination token per cell (top-left), the rest "
               "may merge into a destination. 2 is the paper's.",
     "merge": "What is merged. 'qkv' (the paper): the attention input, so q, k and v all shrink — fastest. "
@@ -69,6 +73,11 @@ def _common_inputs(schedule_default: str) -> list:
     ]
 
 
+def _dit_input() -> list:
+    # Last in the list: saved workflows list widget values by position, so new inputs go at the end.
+    return [io.Combo.Input("dit_blocks", options=list(DIT_BLOCKS), default=DIT_BLOCKS[0], tooltip=TOOLTIPS["dit_blocks"])]
+
+
 def _unit_interval_error(name: str, value) -> str | None:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
         return f"{name} must be a number from 0 to 1, got {value!r}"
@@ -94,10 +103,10 @@ def _schedule_error(schedule: str, custom_steps: str) -> str | None:
 
 
 def _patched(model, schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval, record_stats,
-             **amount) -> io.NodeOutput:
+             dit_blocks, **amount) -> io.NodeOutput:
     config = TokenMerging(schedule=_schedule(schedule, custom_steps, auto_tolerance, auto_max_interval),
                           levels=LEVELS_AUTO if levels == LEVELS_AUTO else int(levels), stride=(stride, stride),
-                          target=merge, record_stats=record_stats, **amount)
+                          target=merge, record_stats=record_stats, dit_blocks=dit_blocks, **amount)
     return io.NodeOutput(apply_token_merging(model, config))
 
 
@@ -116,13 +125,15 @@ class CATome(io.ComfyNode):
             node_id="CATome",
             display_name="CA-ToMe (Cached Adaptive Token Merging)",
             category="model_patches/unet",
-            description="Speeds up UNet self-attention by merging similar tokens; pairs are cached between checkpoint steps.",
+            description="Speeds up UNet self-attention (SD1.x, SDXL) and DiT blocks (Flux, SD3) by merging similar "
+                        "tokens; pairs are cached between checkpoint steps.",
             inputs=[
                 io.Model.Input("model", tooltip=TOOLTIPS["model"]),
                 io.Float.Input("threshold", default=0.7, min=0.0, max=1.0, step=0.01, tooltip=TOOLTIPS["threshold"]),
                 *_common_inputs("CONFIG_3"),
                 io.Combo.Input("batch_policy", options=["min", "max"], default="min", tooltip=TOOLTIPS["batch_policy"],
                                **ADVANCED),
+                *_dit_input(),
             ],
             outputs=[io.Model.Output(tooltip="The model with CA-ToMe attached.")],
         )
@@ -134,9 +145,9 @@ class CATome(io.ComfyNode):
     @classmethod
     def execute(cls, model, threshold, schedule, custom_steps, levels, stride, merge, batch_policy,
                 auto_tolerance=AutoRefresh.tolerance, auto_max_interval=AutoRefresh.max_interval,
-                record_stats=False) -> io.NodeOutput:
+                record_stats=False, dit_blocks=DIT_BLOCKS[0]) -> io.NodeOutput:
         return _patched(model, schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval,
-                        record_stats, threshold=threshold, batch_policy=batch_policy)
+                        record_stats, dit_blocks, threshold=threshold, batch_policy=batch_policy)
 
 
 class CATomeFixedRatio(io.ComfyNode):
@@ -154,6 +165,7 @@ class CATomeFixedRatio(io.ComfyNode):
                 io.Model.Input("model", tooltip=TOOLTIPS["model"]),
                 io.Float.Input("ratio", default=0.5, min=0.0, max=1.0, step=0.01, tooltip=TOOLTIPS["ratio"]),
                 *_common_inputs("all"),
+                *_dit_input(),
             ],
             outputs=[io.Model.Output(tooltip="The model with fixed-ratio token merging attached.")],
         )
@@ -164,9 +176,10 @@ class CATomeFixedRatio(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, ratio, schedule, custom_steps, levels, stride, merge, auto_tolerance=AutoRefresh.tolerance,
-                auto_max_interval=AutoRefresh.max_interval, record_stats=False) -> io.NodeOutput:
+                auto_max_interval=AutoRefresh.max_interval, record_stats=False,
+                dit_blocks=DIT_BLOCKS[0]) -> io.NodeOutput:
         return _patched(model, schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval,
-                        record_stats, ratio=ratio)
+                        record_stats, dit_blocks, ratio=ratio)
 
 
 class CATomeStats(io.ComfyNode):

@@ -66,6 +66,12 @@ class MergePlan:
             return torch.empty(self.batch_size, 0, 2, dtype=torch.long)
         return torch.stack((self.merged_src, self.merged_dst), dim=-1)
 
+    @property
+    def kept_tokens(self) -> torch.Tensor:
+        """[B, N - r] token index of every kept token per item, in the order merge() returns them."""
+        item = torch.arange(self.batch_size, device=self.keep_rows.device).unsqueeze(1) * self.token_count
+        return self.keep_rows.view(self.batch_size, -1) - item
+
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         """[B, N, C'] -> [B, N - r, C']: each dst becomes the mean of itself and its merged srcs."""
         if self.is_identity:

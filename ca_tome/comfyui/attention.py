@@ -55,7 +55,7 @@ def _merge_unet_block(n, context_attn1, value_attn1, extra_options):
     if not isinstance(run, RunState) or n.ndim != 3:
         return n, context_attn1, value_attn1
     grid = token_grid(n.shape[1], extra_options.get("original_shape"))
-    if grid is None or grid[0] > run.max_downsample:
+    if grid is None or run.max_downsample is None or grid[0] > run.max_downsample:
         return n, context_attn1, value_attn1
     block = (*extra_options.get("block", ("?", 0)), extra_options.get("block_index", 0))
     key = PairKey(block, grid[1:], (tuple(extra_options.get("cond_or_uncond", ())), n.shape[0]), str(n.device),

@@ -10,9 +10,11 @@ model's :class:`RunLog` under the latent it produced. ComfyUI is imported lazily
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from .attention import RUN_KEY, merge_patch, unmerge_patch
+from .dit import DOUBLE, SINGLE, apply_model_wrapper, block_patch, dit_blocks
 from .run import LEVELS_AUTO, MergingPatch, RunLog, RunReport, RunState, TokenMerging
 
 log = logging.getLogger("ca_tome")
@@ -37,30 +39,65 @@ def top_attention_level(diffusion_model) -> int | None:
     return None
 
 
+class UnsupportedModel(ValueError):
+    """The model is of a family CA-ToMe cannot merge yet; the message names it and what is supported."""
+
+
 def apply_token_merging(model, config: TokenMerging):
-    """Clone a ComfyUI ModelPatcher and attach token merging; the input model is untouched."""
+    """Clone a ComfyUI ModelPatcher and attach token merging; the input model is untouched.
+
+    UNets (SD1.x/2.x, SDXL) merge the self-attention of the selected levels through the attn1
+    patch pair; DiTs (Flux, SD3/SD3.5) run whole blocks on merged image tokens through block
+    replacement. Any other family raises :class:`UnsupportedModel`.
+    """
     import comfy.patcher_extension
 
-    top = top_attention_level(model.get_model_object("diffusion_model"))
-    max_downsample = top if config.levels == LEVELS_AUTO else config.levels
-    _warn_if_nothing_to_merge(model, config, top)
+    diffusion_model = model.get_model_object("diffusion_model")
+    top = top_attention_level(diffusion_model)
+    blocks = dit_blocks(diffusion_model) if top is None else None
+    if top is None and blocks is None:
+        raise UnsupportedModel(
+            f"CA-ToMe cannot merge {type(model.model).__name__} models yet ({type(diffusion_model).__name__}); "
+            "supported: SD1.x/SD2.x and SDXL UNets, Flux, SD3/SD3.5. Remove the node for this model.")
     patched = model.clone()
     options = patched.model_options.setdefault("transformer_options", {})
     already_patched = isinstance(options.get(OPTIONS_KEY), MergingPatch)
-    options[OPTIONS_KEY] = MergingPatch(config, max_downsample if top is not None else None, RunLog())
-    if not already_patched:  # a second CA-ToMe node replaces the first one's settings
+    if top is not None:
+        _warn_if_no_level_matches(config, top)
+        patch = MergingPatch(config, RunLog(), max_downsample=top if config.levels == LEVELS_AUTO else config.levels)
+    else:
+        patch = MergingPatch(config, RunLog(), dit_blocks=_selected_blocks(blocks, config.dit_blocks))
+        log.info("CA-ToMe: %d of %s's DiT blocks run on merged image tokens (%s).", len(patch.dit_blocks),
+                 type(model.model).__name__, config.dit_blocks)
+    options[OPTIONS_KEY] = patch
+    if already_patched:  # a second CA-ToMe node replaces the first one's settings; the hooks stay
+        return patched
+    wrappers = comfy.patcher_extension.WrappersMP
+    patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
+    if top is not None:
         patched.set_model_attn1_patch(merge_patch)
         patched.set_model_attn1_output_patch(unmerge_patch)
-        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
+        return patched
+    patched.add_wrapper_with_key(wrappers.APPLY_MODEL, WRAPPER_KEY, apply_model_wrapper)
+    replaced = options.get("patches_replace", {}).get("dit", {})
+    for kind, count in blocks.items():
+        for index in range(count):  # every block: which ones merge is the run's choice (a later node may change it)
+            previous = replaced.get((kind, index))  # another pack's replacement: ours wraps it
+            patched.set_model_patch_replace(functools.partial(block_patch, kind, index, previous), "dit", kind, index)
     return patched
 
 
-def _warn_if_nothing_to_merge(model, config: TokenMerging, top: int | None) -> None:
-    if top is None:
-        family = type(model.model).__name__
-        log.warning("CA-ToMe: %s has no UNet self-attention that this version merges (DiT models such as Flux, "
-                    "SD3 and Wan are not merged yet); it will sample unchanged.", family)
-    elif config.levels != LEVELS_AUTO and config.levels < top:
+def _selected_blocks(blocks: dict[str, int], choice: str) -> frozenset:
+    kinds = {"all": (DOUBLE, SINGLE), "double": (DOUBLE,), "single": (SINGLE,)}[choice]
+    selected = frozenset((kind, i) for kind in kinds for i in range(blocks.get(kind, 0)))
+    if not selected:
+        raise UnsupportedModel(f"dit_blocks={choice!r} selects no block of this model (it has {blocks}); "
+                               "choose 'all' or 'double'.")
+    return selected
+
+
+def _warn_if_no_level_matches(config: TokenMerging, top: int) -> None:
+    if config.levels != LEVELS_AUTO and config.levels < top:
         log.warning("CA-ToMe: levels=%s matches no self-attention of this model (its highest-resolution attention "
                     "is %d× downsampled); nothing will be merged. Use levels='auto' or at least %d.",
                     config.levels, top, top)
@@ -71,10 +108,8 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     guider = executor.class_obj
     options = guider.model_options["transformer_options"]  # this call's own copy
     patch: MergingPatch = options[OPTIONS_KEY]
-    if patch.max_downsample is None:
-        return executor(*args, **kwargs)
     sigmas = args[3] if len(args) > 3 else kwargs["sigmas"]
-    run = RunState(patch.config, patch.max_downsample, len(sigmas) - 1)
+    run = patch.new_run(len(sigmas) - 1)
     args, kwargs = _with_step_callback(run, args, kwargs)
     options[RUN_KEY] = run
     try:

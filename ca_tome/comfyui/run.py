@@ -22,6 +22,8 @@ from ..stats import StatsRecorder
 
 LEVELS_AUTO = "auto"
 TARGETS = ("qkv", "q", "kv")
+# DiT blocks to merge: "all", only the double (joint) blocks, or only Flux's single blocks.
+DIT_BLOCKS = ("all", "double", "single")
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,9 @@ class TokenMerging:
     downsample factor (1 = full latent resolution, 2, 4, 8). ``target``: "qkv" merges the
     attention input (the paper), "q" the queries only (ComfyUI's Tome), "kv" keys and values
     only (ToDo; no unmerge needed). ``record_stats`` also computes fresh pairs at every step for
-    the Stats node (what is merged does not change; it costs a matching per step).
+    the Stats node (what is merged does not change; it costs a matching per step). ``dit_blocks``:
+    which blocks of a DiT (Flux, SD3) run on merged image tokens; ``levels`` and ``target`` are
+    UNet settings (a DiT block merges its whole input).
     """
 
     schedule: Schedule
@@ -44,10 +48,13 @@ class TokenMerging:
     target: str = "qkv"
     batch_policy: str = "min"
     record_stats: bool = False
+    dit_blocks: str = "all"
 
     def __post_init__(self):
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.dit_blocks not in DIT_BLOCKS:
+            raise ValueError(f"dit_blocks must be one of {DIT_BLOCKS}, got {self.dit_blocks!r}")
         if self.levels != LEVELS_AUTO and not (isinstance(self.levels, int) and self.levels >= 1):
             raise ValueError(f"levels must be 'auto' or a max downsample factor ≥ 1, got {self.levels!r}")
 
@@ -104,9 +111,11 @@ class RunState:
     recorder lock themselves.
     """
 
-    def __init__(self, config: TokenMerging, max_downsample: int, steps: int):
+    def __init__(self, config: TokenMerging, steps: int, max_downsample: int | None = None,
+                 dit_blocks: frozenset = frozenset()):
         self.config = config
-        self.max_downsample = max_downsample
+        self.max_downsample = max_downsample  # UNet: merge self-attention at levels downsampled ≤ this
+        self.dit_blocks = dit_blocks  # DiT: (kind, index) of the blocks that run on merged tokens
         self.steps = max(1, steps)
         self.cache = PairCache(config.schedule.for_steps(self.steps), config.schedule.auto)
         self.recorder = StatsRecorder() if config.record_stats else None
@@ -192,12 +201,17 @@ class RunLog:
 
 @dataclass(frozen=True)
 class MergingPatch:
-    """What one CA-ToMe node attached to a model: its settings, the UNet levels they resolve to
-    on that model (None: nothing this version merges), and the log of the model's runs."""
+    """What one CA-ToMe node attached to a model: its settings, what they resolve to on that
+    model (UNet: the max downsample of the merged levels; DiT: the merged blocks), and the log
+    of the model's runs."""
 
     config: TokenMerging
-    max_downsample: int | None
     log: RunLog
+    max_downsample: int | None = None
+    dit_blocks: frozenset = frozenset()
+
+    def new_run(self, steps: int) -> RunState:
+        return RunState(self.config, steps, self.max_downsample, self.dit_blocks)
 
     def __deepcopy__(self, memo):
         return self  # immutable, and its log must stay shared

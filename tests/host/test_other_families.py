@@ -1,30 +1,33 @@
-"""The transformer families (Flux, SD3, Wan 2.1) on real ComfyUI sampling (tiny in-memory DiTs).
+"""The transformer families on real ComfyUI sampling (tiny in-memory DiTs in ComfyUI's own classes).
 
-CA-ToMe merges UNet self-attention only. On a DiT it must stay out of the way: the patched model
-samples without error and gives the unpatched model's latent bit for bit. (Newer hosts call the
-same ``attn1_patch`` / ``attn1_output_patch`` names from Flux's and Wan's blocks with other
-signatures, so "passing through" is something the patch has to do, not something it gets for free.)
+Flux and SD3 run whole blocks on merged image tokens; the text stream, the RoPE rows of the kept
+tokens and the residual stream are checked here. Wan is not merged yet: the node refuses it with
+a clear message. (Newer hosts also call ``attn1_patch`` from Flux's and Wan's blocks with other
+signatures; the attention patch answers those calls in kind.)
 """
-
-import logging
 
 import pytest
 import torch
 
 from devkit.dit_models import FAMILIES, dit_latent, missing_classes, sample_dit, tiny_dit
-from devkit.sampling import Sampling
+from devkit.sampling import Sampling, load_pack
 
-STEPS = 2
-CFGS = pytest.mark.parametrize("cfg", [1.0, 3.5], ids=["cfg1", "cfg3.5"])
-FRAMES = {"wan21": 2}  # Wan samples a two-frame video latent; the image families one image
+STEPS = 3
+MERGED_FAMILIES = ("flux", "sd3")
+BLOCKS = {"flux": {("double_block", 0), ("double_block", 1), ("single_block", 0), ("single_block", 1)},
+          "sd3": {("double_block", 0), ("double_block", 1)}}
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
-def family(request):
-    missing = missing_classes(request.param)
+def available(family):
+    missing = missing_classes(family)
     if missing:
         pytest.skip(f"this ComfyUI host has no {', '.join(missing)}")
-    return request.param
+    return family
+
+
+@pytest.fixture(scope="module", params=MERGED_FAMILIES)
+def family(request):
+    return available(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -32,29 +35,107 @@ def dit_model(family):
     return tiny_dit(family)
 
 
-def run(family, model, cfg):
-    return sample_dit(model, family, Sampling(steps=STEPS, cfg=cfg, size=(16, 16)), frames=FRAMES.get(family, 1))
+def patch(pack, model, threshold=0.0, schedule="all", dit_blocks="all"):
+    return pack.nodes.CATome.execute(model, threshold, schedule, "", "auto", 2, "qkv", "min",
+                                     dit_blocks=dit_blocks).result[0]
 
 
-def patch(pack, model):
-    # threshold 0.0: merge as much as the pack would ever merge
-    return pack.nodes.CATome.execute(model, 0.0, "all", "", "auto", 2, "qkv", "min").result[0]
+def report(patched):
+    return load_pack().ca_tome.comfyui.last_report(patched)
 
 
-@CFGS
-def test_the_unpatched_model_samples_a_finite_latent(family, dit_model, cfg):
-    latent = run(family, dit_model, cfg)
-    assert latent.shape == dit_latent(family, 1, (16, 16), FRAMES.get(family, 1)).shape
-    assert torch.isfinite(latent).all() and latent.abs().max() > 0
-    assert torch.equal(run(family, dit_model, cfg), latent)  # deterministic, so (b) can compare bit for bit
+def run(family, model, **sampling):
+    return sample_dit(model, family, Sampling(**{"steps": STEPS, "size": (16, 16), **sampling}))
 
 
-@CFGS
-def test_ca_tome_passes_the_family_through_bit_identically(pack, family, dit_model, cfg, caplog):
-    baseline = run(family, dit_model, cfg)
-    with caplog.at_level(logging.WARNING, logger="ca_tome"):
-        patched = patch(pack, dit_model)
-    (warning,) = caplog.records
-    assert type(dit_model.model).__name__ in warning.message and "sample unchanged" in warning.message
-    assert torch.equal(run(family, patched, cfg), baseline)
-    assert not dit_model.model_options.get("transformer_options", {}).get("patches")  # the input model is left alone
+@pytest.mark.parametrize("cfg", [1.0, 3.5])
+def test_threshold_one_is_bit_identical_and_zero_merges_in_every_block(pack, family, dit_model, cfg):
+    baseline = run(family, dit_model, cfg=cfg)
+    assert torch.equal(run(family, patch(pack, dit_model, threshold=1.0), cfg=cfg), baseline)
+    patched = patch(pack, dit_model, threshold=0.0)
+    merged = run(family, patched, cfg=cfg)
+    assert torch.isfinite(merged).all() and not torch.equal(merged, baseline)
+    events = report(patched).events
+    assert {e.key.block[:2] for e in events} == BLOCKS[family]
+    assert {e.key.grid for e in events} == {(8, 8)} and {e.tokens for e in events} == {64}
+    assert all(e.merged == 48 for e in events), "threshold 0: every src of the 2×2 cells merges"
+    assert not dit_model.model_options.get("transformer_options", {}).get("patches_replace")
+
+
+@pytest.mark.parametrize("blocks,expected", [("double", "double_block"), ("single", "single_block")])
+def test_dit_blocks_selects_the_blocks(pack, family, dit_model, blocks, expected):
+    if family == "sd3" and blocks == "single":
+        with pytest.raises(ValueError, match="selects no block of this model"):
+            patch(pack, dit_model, dit_blocks=blocks)
+        return
+    patched = patch(pack, dit_model, dit_blocks=blocks)
+    run(family, patched)
+    assert {e.key.block[0] for e in report(patched).events} == {expected}
+
+
+@pytest.mark.parametrize("case", [dict(size=(18, 14)), dict(batch=2), dict(denoise=0.5)], ids=["odd-grid", "batch2", "img2img"])
+def test_odd_grids_batches_and_img2img(pack, family, dit_model, case):
+    if "denoise" in case:
+        case = {**case, "latent": torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(4))}
+    patched = patch(pack, dit_model, schedule="CONFIG_3")
+    out = run(family, patched, **case)
+    expected = (case.get("batch", 1), 16, *case.get("size", (16, 16)))
+    assert out.shape == expected and torch.isfinite(out).all()
+    events = report(patched).events
+    grid = tuple((s + 1) // 2 for s in case.get("size", (16, 16)))
+    assert {e.key.grid for e in events} == {grid} and sum(e.merged for e in events) > 0
+    checkpoints = report(patched).checkpoints
+    assert all(e.recomputed == (e.step in checkpoints) for e in events), "cached steps run no matching"
+
+
+def recording(calls):
+    """Another pack's block replacement, which CA-ToMe must wrap: records what each block receives."""
+    def replacement(args, extras):
+        calls.append({name: args.get(name) for name in ("img", "txt", "pe")})
+        return extras["original_block"](args)
+    return replacement
+
+
+def test_flux_text_stays_whole_and_kept_tokens_keep_their_own_rope_rows(pack):
+    available("flux")
+    model = tiny_dit("flux")
+    unmerged_calls, merged_calls = [], []
+    plain, wrapped = model.clone(), model.clone()
+    plain.set_model_patch_replace(recording(unmerged_calls), "dit", "single_block", 0)
+    wrapped.set_model_patch_replace(recording(merged_calls), "dit", "single_block", 0)
+    patched = patch(pack, wrapped, threshold=0.0, schedule="once")
+    run("flux", plain, steps=1, cfg=1.0)
+    run("flux", patched, steps=1, cfg=1.0)
+    (before,), (after,) = unmerged_calls, merged_calls
+    text = 16
+    assert after["img"].shape[1] == text + 16 and before["img"].shape[1] == text + 64, "the other pack's patch ran, on 16 kept tokens"
+    assert torch.equal(after["pe"][:, :, :text], before["pe"][:, :, :text]), "text RoPE rows untouched"
+    rows_before = before["pe"][0, 0, text:].flatten(1)
+    rows_after = after["pe"][0, 0, text:].flatten(1)
+    positions = [int(torch.nonzero((rows_before == row).all(-1))[0]) for row in rows_after]
+    assert positions == sorted(positions) and positions == [r * 8 + c for r in range(0, 8, 2) for c in range(0, 8, 2)], \
+        "each kept token keeps its own RoPE row: the top-left of every cell, in order"
+
+
+def test_another_packs_block_replacement_is_wrapped_not_dropped(pack):
+    available("sd3")
+    calls = []
+    model = tiny_dit("sd3").clone()
+    model.set_model_patch_replace(recording(calls), "dit", "double_block", 1)
+    patched = patch(pack, model, threshold=0.0)
+    run("sd3", patched, steps=1, cfg=1.0)
+    assert [c["img"].shape[1] for c in calls] == [16], "the other pack's replacement ran once, on the merged tokens"
+
+
+def test_a_family_the_node_cannot_merge_is_refused_with_a_clear_message(pack):
+    available("wan21")
+    with pytest.raises(ValueError, match=r"cannot merge WAN21 models yet .*supported: SD1\.x/SD2\.x and SDXL UNets, Flux, SD3"):
+        patch(pack, tiny_dit("wan21"))
+
+
+def test_every_family_samples_unpatched(family):
+    latent = sample_dit(tiny_dit(family), family, Sampling(steps=2, size=(16, 16)))
+    assert latent.shape == dit_latent(family, 1, (16, 16)).shape and torch.isfinite(latent).all()
+
+
+assert set(MERGED_FAMILIES) < set(FAMILIES)

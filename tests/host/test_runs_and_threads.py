@@ -104,7 +104,7 @@ def test_two_threads_through_the_real_transformer_block_match_one_thread(pack, s
     patches = patched.model_options["transformer_options"]["patches"]
     merging = pack.ca_tome.comfyui.merging_patch(patched)
     block = sd15_model.model.diffusion_model.input_blocks[1][1].transformer_blocks[0]
-    run = pack.ca_tome.comfyui.RunState(merging.config, merging.max_downsample, steps=2)
+    run = merging.new_run(steps=2)
     generator = torch.Generator().manual_seed(0)
 
     def job(batch, chunks):
