@@ -74,8 +74,10 @@ def _common_inputs(schedule_default: str) -> list:
 
 
 def _dit_input() -> list:
-    # Last in the list: saved workflows list widget values by position, so new inputs go at the end.
-    return [io.Combo.Input("dit_blocks", options=list(DIT_BLOCKS), default=DIT_BLOCKS[0], tooltip=TOOLTIPS["dit_blocks"])]
+    # Last and optional: saved workflows list widget values by position and API prompts saved
+    # before this input existed lack it; both keep loading.
+    return [io.Combo.Input("dit_blocks", options=list(DIT_BLOCKS), default=DIT_BLOCKS[0], optional=True,
+                           tooltip=TOOLTIPS["dit_blocks"])]
 
 
 def _unit_interval_error(name: str, value) -> str | None:

@@ -130,15 +130,18 @@ def dit_random_weights(module: torch.nn.Module, generator: torch.Generator) -> d
     return tensors
 
 
-def tiny_dit(family: str, seed: int = 0, dtype=torch.float32) -> comfy.model_patcher.ModelPatcher:
-    """A real ComfyUI model of ``family`` ("flux", "sd3", "wan21"), tiny, random, on the CPU."""
+def tiny_dit(family: str, seed: int = 0, dtype=torch.float32, **overrides) -> comfy.model_patcher.ModelPatcher:
+    """A real ComfyUI model of ``family`` ("flux", "sd3", "wan21"), tiny, random, on the CPU.
+
+    ``overrides`` replace entries of the family's model config (e.g. a full-width Flux for benchmarks).
+    """
     if family not in _FAMILY_CLASSES:
         raise ValueError(f"unknown DiT family {family!r}; expected one of {FAMILIES}")
     missing = missing_classes(family)
     if missing:
         raise AttributeError(f"this ComfyUI host has no {', '.join(missing)}")
     model_class, config_class, unet_config = _FAMILY_CLASSES[family]
-    config = getattr(comfy.supported_models, config_class)(unet_config())
+    config = getattr(comfy.supported_models, config_class)({**unet_config(), **overrides})
     config.set_inference_dtype(dtype, None)
     model = getattr(comfy.model_base, model_class)(config, device=torch.device("cpu"))
     weights = dit_random_weights(model.diffusion_model, torch.Generator().manual_seed(seed))

@@ -39,9 +39,9 @@ WIDGETS = {
     "VAEDecode": [],
     "SaveImage": ["filename_prefix"],
     "CATome": ["threshold", "schedule", "custom_steps", "levels", "stride", "merge", "auto_tolerance",
-               "auto_max_interval", "record_stats", "batch_policy"],
+               "auto_max_interval", "record_stats", "batch_policy", "dit_blocks"],
     "CATomeFixedRatio": ["ratio", "schedule", "custom_steps", "levels", "stride", "merge", "auto_tolerance",
-                         "auto_max_interval", "record_stats"],
+                         "auto_max_interval", "record_stats", "dit_blocks"],
     "CATomeStats": ["filename_prefix"],
 }
 LINKED = {
@@ -56,8 +56,9 @@ LINKED = {
 _SHARED_DEFAULTS = {"custom_steps": "every 5", "levels": "auto", "stride": 2, "merge": "qkv", "auto_tolerance": 0.1,
                     "auto_max_interval": 10, "record_stats": False}
 WIDTHS = {"VAEDecode": 200, "SaveImage": 300, "CATomeStats": 200}
-CA_TOME_DEFAULTS = {"threshold": 0.7, "schedule": "CONFIG_3", **_SHARED_DEFAULTS, "batch_policy": "min"}
-RATIO_DEFAULTS = {"ratio": 0.5, "schedule": "all", **_SHARED_DEFAULTS}
+CA_TOME_DEFAULTS = {"threshold": 0.7, "schedule": "CONFIG_3", **_SHARED_DEFAULTS, "batch_policy": "min",
+                    "dit_blocks": "all"}
+RATIO_DEFAULTS = {"ratio": 0.5, "schedule": "all", **_SHARED_DEFAULTS, "dit_blocks": "all"}
 
 
 @dataclass

@@ -63,7 +63,8 @@ def browser():
 
 def widget_defaults(server, node_type):
     """Our node's widgets as the server defines them: name -> default."""
-    declared = server.get(f"/object_info/{node_type}")[node_type]["input"]["required"]
+    info = server.get(f"/object_info/{node_type}")[node_type]["input"]
+    declared = {**info["required"], **info.get("optional", {})}
     return {name: spec[1].get("default") for name, spec in declared.items()
             if not (isinstance(spec[0], str) and spec[0] in ("MODEL", "LATENT"))}
 

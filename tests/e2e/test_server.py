@@ -26,7 +26,7 @@ def test_server_loads_the_pack_without_import_errors(server):
 def test_object_info_lists_our_nodes_with_tooltips_on_every_input(server, node_id):
     info = server.get(f"/object_info/{node_id}")[node_id]
     assert info["category"] == "model_patches/unet"
-    inputs = info["input"]["required"]
+    inputs = {**info["input"]["required"], **info["input"].get("optional", {})}
     assert inputs and all(spec[1].get("tooltip") for spec in inputs.values() if len(spec) > 1)
     assert len(inputs) == len([spec for spec in inputs.values() if len(spec) > 1])
 
@@ -66,6 +66,14 @@ def test_every_comparison_workflow_runs_and_merging_changes_the_image(server, ti
     baseline = image_by_prefix(images, "unpatched_")
     others = [image for filename, image in images.items() if not filename.startswith("unpatched_")]
     assert others and all(not np.array_equal(image, baseline) for image in others)
+
+
+def test_an_api_prompt_saved_before_dit_blocks_existed_still_runs(server, tiny_checkpoint):
+    prompt = api_workflow("ca_tome_sd15_txt2img", checkpoint=tiny_checkpoint, size=256, steps=2)
+    for node in prompt.values():
+        node["inputs"].pop("dit_blocks", None)
+    images = server.saved_images(server.run_prompt(prompt))
+    assert len(images) == 2
 
 
 def test_threshold_one_gives_the_unpatched_image(server, tiny_checkpoint):
