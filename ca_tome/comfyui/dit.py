@@ -88,7 +88,7 @@ def block_patch(kind: str, index: int, previous, args: dict, extras: dict) -> di
     if plan.is_identity:
         return run_block(args)
     merged = torch.cat((x[:, :start], plan.merge(grid), x[:, start + tokens:]), dim=1)
-    merged_args = {**args, "img": merged}
+    merged_args = {**args, "img": merged.clone()}  # Flux's blocks add their update in place
     if args.get("pe") is not None:  # RoPE rows over [txt, img]: the grid starts after the text
         merged_args["pe"] = _keep_tokens(args["pe"], 2, text, tokens, plan)
     if args.get("attn_mask") is not None:

@@ -133,9 +133,39 @@ def test_a_family_the_node_cannot_merge_is_refused_with_a_clear_message(pack):
         patch(pack, tiny_dit("wan21"))
 
 
-def test_every_family_samples_unpatched(family):
-    latent = sample_dit(tiny_dit(family), family, Sampling(steps=2, size=(16, 16)))
-    assert latent.shape == dit_latent(family, 1, (16, 16)).shape and torch.isfinite(latent).all()
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_samples_unpatched(name):
+    available(name)
+    latent = sample_dit(tiny_dit(name), name, Sampling(steps=2, size=(16, 16)))
+    assert latent.shape == dit_latent(name, 1, (16, 16)).shape and torch.isfinite(latent).all()
 
 
-assert set(MERGED_FAMILIES) < set(FAMILIES)
+
+def test_the_stats_node_shows_a_dit_run(pack, tmp_path, monkeypatch):
+    import json
+
+    import folder_paths
+
+    available("flux")
+    monkeypatch.setattr(folder_paths, "output_directory", str(tmp_path))
+    patched = pack.nodes.CATome.execute(tiny_dit("flux"), 0.3, "CONFIG_3", "", "auto", 2, "qkv", "min",
+                                        record_stats=True).result[0]
+    latent = run("flux", patched, steps=4, cfg=1.0)
+    (image,) = pack.nodes.CATomeStats.execute(patched, {"samples": latent}, "stats/flux").result
+    assert image.shape == (1, 450, 1500, 3) and image.std() > 0.01
+    (written,) = (tmp_path / "stats").glob("flux_*.json")
+    numbers = json.loads(written.read_text())
+    assert {tuple(r["block"][:2]) for r in numbers["recorded"]} == BLOCKS["flux"]
+    assert len(numbers["recorded"]) == 4 * len(BLOCKS["flux"]) and numbers["merged_fraction"] > 0
+
+
+def test_the_block_update_survives_merging_and_the_error_grows_with_what_is_merged(pack, family, dit_model):
+    """The unmerged update is added back: merging a few tokens stays closer to the unpatched
+    latent than merging many, and far closer than skipping the merged blocks' updates would."""
+    baseline = run(family, dit_model, cfg=1.0)
+    errors = []
+    for ratio in (0.05, 0.25, 0.5):
+        patched = pack.nodes.CATomeFixedRatio.execute(dit_model, ratio, "all", "", "auto", 2, "qkv").result[0]
+        errors.append(float((run(family, patched, cfg=1.0) - baseline).abs().mean()))
+    assert errors[0] < errors[1] < errors[2], errors
+    assert errors[0] < 0.2 * float(baseline.abs().mean()), errors

@@ -1,0 +1,165 @@
+"""DiT benchmark: whole-block image-token merging on a full-width, reduced-depth Flux.
+
+The model is ComfyUI's own Flux class at full width — hidden 3072, 24 heads of 128, RoPE axes
+16/56/56, T5-width text (4096) — with few blocks and random weights, at the token count of a
+1024² image (a 128² latent: 64×64 = 4096 image tokens) plus 512 text tokens, sampled through
+``comfy.sample.sample`` (euler, cfg 1 as Flux runs, so one model call per step). Variants run one
+after another with every step timed by the sampler's callback; step 0 (which also builds the
+run's state and, for every merging variant, matches) is reported apart from the later steps.
+
+- unpatched;
+- fixed ratio 0.5 on the CA-ToMe engine, schedule ``all`` (matching every step);
+- CA-ToMe at the threshold that merges about half the image tokens here (calibrated from the
+  similarity histogram of one recorded step), with CONFIG_3 and with ``auto``;
+- free-merge ceiling: fixed ratio 0.5 with schedule ``once`` — after step 0 no matching at all,
+  only the blocks on half the image tokens plus merge/unmerge.
+
+Fidelity: each variant's final latent against the unpatched one of the same seed (PSNR over the
+latent's range, cosine similarity). ``python -m benchmarks.dit`` writes results/dit_flux.json;
+``python -m benchmarks.dit --table`` prints BENCHMARKS.md's table from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from datetime import date
+
+import torch
+
+from devkit.host import REPO_ROOT, host_version, import_comfy
+
+import_comfy()
+
+import comfy.sample  # noqa: E402
+
+from devkit.dit_models import tiny_dit  # noqa: E402
+from devkit.sampling import load_pack  # noqa: E402
+
+RESULT = REPO_ROOT / "benchmarks" / "results" / "dit_flux.json"
+FULL_WIDTH_FLUX = dict(hidden_size=3072, num_heads=24, axes_dim=[16, 56, 56], context_in_dim=4096, vec_in_dim=768)
+TEXT_TOKENS = 512
+TARGET_MERGED = 0.5
+
+
+def conditioning(seed: int) -> list:
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, TEXT_TOKENS, 4096, generator=g) * 0.1,
+             {"pooled_output": torch.randn(1, 768, generator=g), "guidance": 3.5}]]
+
+
+def timed(model, latent_size: int, steps: int, seed: int = 0):
+    latent = torch.zeros(1, 16, latent_size, latent_size)
+    stamps = [time.perf_counter()]
+    with torch.no_grad():
+        out = comfy.sample.sample(model, comfy.sample.prepare_noise(latent, seed), steps, 1.0, "euler", "simple",
+                                  conditioning(1), conditioning(2), latent, disable_pbar=True, seed=seed,
+                                  callback=lambda *_: stamps.append(time.perf_counter()))
+    return out, [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+def calibrate_threshold(pack, model, latent_size: int) -> float:
+    """The threshold at which about TARGET_MERGED of the image tokens merge at step 0 (2×2 cells:
+    3 of 4 tokens are src, so the top 2/3 of the srcs' best similarities)."""
+    patched = pack.nodes.CATome.execute(model, 0.5, "all", "", "auto", 2, "qkv", "min", record_stats=True).result[0]
+    timed(patched, latent_size, 1)
+    records = pack.ca_tome.comfyui.last_report(patched).stats
+    counts = torch.tensor([r.histogram for r in records]).sum(0).double()
+    above = counts.flip(0).cumsum(0).flip(0) / counts.sum()  # share of srcs with similarity ≥ each bin's lower edge
+    src_share = TARGET_MERGED / 0.75
+    edges = torch.linspace(-1, 1, counts.numel() + 1)
+    return float(edges[int((above >= src_share).nonzero().max())])
+
+
+def fidelity(out: torch.Tensor, reference: torch.Tensor) -> dict:
+    span = float(reference.max() - reference.min())
+    mse = float(torch.mean((out - reference) ** 2))
+    return {"psnr_db": 10 * torch.log10(torch.tensor(span ** 2 / mse)).item() if mse > 0 else None,
+            "cosine": float(torch.nn.functional.cosine_similarity(out.flatten(), reference.flatten(), dim=0))}
+
+
+def table(result: dict) -> str:
+    """The markdown table of a result file: later-step medians with their range, speed-up, share of
+    the free-merge ceiling's saving, merged fraction, matchings and fidelity."""
+    rows = {row["variant"]: row for row in result["variants"]}
+    base = rows["unpatched"]["later_steps_median"]
+    ceiling = next(row for name, row in rows.items() if name.startswith("ceiling"))["later_steps_median"]
+    lines = ["| variant | s/step (steps 1–n: median, min–max) | step 0 | speed-up | share of ceiling's saving "
+             "| merged | matchings | PSNR / cosine to unpatched |", "|---|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        median = row["later_steps_median"]
+        share = f"{100 * (base - median) / (base - ceiling):.0f} %" if name != "unpatched" else "–"
+        quality = row["fidelity_to_unpatched"]
+        fidelity = "identical" if name == "unpatched" else f"{quality['psnr_db']:.1f} dB / {quality['cosine']:.4f}"
+        lines.append(f"| {name} | {median:.2f} ({row['later_steps_min']:.2f}–{row['later_steps_max']:.2f}) "
+                     f"| {row['first_step_seconds']:.2f} | {base / median:.2f}× | {share} "
+                     f"| {100 * row['merged_fraction']:.1f} % | {row['matchings']} | {fidelity} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latent", type=int, default=128, help="latent side (128 = a 1024² image)")
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--double", type=int, default=1, help="double blocks")
+    parser.add_argument("--single", type=int, default=1, help="single blocks")
+    parser.add_argument("--quick", action="store_true", help="latent 32, 4 steps: a regression check in seconds")
+    parser.add_argument("--table", action="store_true", help="print the table of the saved result file and stop")
+    args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(RESULT.read_text())))
+        return
+    if args.quick:
+        args.latent, args.steps = 32, 4
+    torch.manual_seed(0)
+    pack = load_pack()
+    model = tiny_dit("flux", depth=args.double, depth_single_blocks=args.single, **FULL_WIDTH_FLUX)
+    node, ratio_node = pack.nodes.CATome, pack.nodes.CATomeFixedRatio
+    threshold = calibrate_threshold(pack, model, args.latent)
+    variants = {
+        "unpatched": model,
+        "fixed ratio 0.5, all": ratio_node.execute(model, 0.5, "all", "", "auto", 2, "qkv").result[0],
+        f"CA-ToMe t={threshold:.3f}, CONFIG_3": node.execute(model, threshold, "CONFIG_3", "", "auto", 2, "qkv", "min").result[0],
+        f"CA-ToMe t={threshold:.3f}, auto": node.execute(model, threshold, "auto", "", "auto", 2, "qkv", "min").result[0],
+        "ceiling: free merge 0.5 (ratio, once)": ratio_node.execute(model, 0.5, "once", "", "auto", 2, "qkv").result[0],
+    }
+    timed(model, 16, 1)  # warm-up: first-call costs (allocator, kernels) stay out of every variant
+    rows, reference = [], None
+    for name, variant in variants.items():
+        out, step_times = timed(variant, args.latent, args.steps)
+        report = pack.ca_tome.comfyui.last_report(variant)
+        reference = out if reference is None else reference
+        later = step_times[1:]
+        rows.append({
+            "variant": name, "step_seconds": step_times, "first_step_seconds": step_times[0],
+            "later_steps_median": statistics.median(later), "later_steps_min": min(later), "later_steps_max": max(later),
+            "merged_fraction": report.merged_fraction if report else 0.0,
+            "matchings": sum(e.recomputed for e in report.events) if report else 0,
+            "matching_seconds": sum(e.seconds for e in report.events) if report else 0.0,
+            "recomputed_steps": report.recomputed_steps if report else [],
+            "fidelity_to_unpatched": fidelity(out, reference),
+        })
+        print(f"{name:<40} later steps {rows[-1]['later_steps_median']:.2f} s "
+              f"({rows[-1]['later_steps_min']:.2f}–{rows[-1]['later_steps_max']:.2f}), step 0 {step_times[0]:.2f} s, "
+              f"merged {100 * rows[-1]['merged_fraction']:.1f} %", flush=True)
+    result = {
+        "what": "Flux (ComfyUI's class) at full width, reduced depth, random weights; whole DiT blocks on merged image tokens",
+        "command": "python -m benchmarks.dit " + " ".join(f"--{k} {v}" for k, v in vars(args).items()
+                                                           if k not in ("quick", "table"))
+                   + (" --quick" if args.quick else ""),
+        "date": date.today().isoformat(), "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, no GPU",
+        "torch": torch.__version__, "comfyui": host_version(),
+        "model": {**FULL_WIDTH_FLUX, "double_blocks": args.double, "single_blocks": args.single,
+                  "image_tokens": (args.latent // 2) ** 2, "text_tokens": TEXT_TOKENS},
+        "steps": args.steps, "sampler": "euler, cfg 1", "calibrated_threshold": threshold, "variants": rows,
+    }
+    path = RESULT.with_name("dit_flux_quick.json") if args.quick else RESULT
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path.relative_to(REPO_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
