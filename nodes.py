@@ -45,7 +45,8 @@ TOOLTIPS = {
     "stride": "Cell size in tokens (stride × stride); one destination token per cell (top-left), the rest "
               "may merge into a destination. 2 is the paper's.",
     "merge": "What is merged. 'qkv' (the paper): the attention input, so q, k and v all shrink — fastest. "
-             "'q': queries only (ComfyUI's built-in Tome). 'kv': keys and values only (ToDo), no unmerge needed.",
+             "'q': queries only (ComfyUI's built-in Tome). 'kv': keys and values only (ToDo), no unmerge needed. "
+             "UNets only: on a DiT (Flux, SD3) the whole block runs on the merged image tokens.",
     "batch_policy": "All images of a batch (and cond/uncond) merge the same number of tokens. 'min': that number "
                     "is the smallest count above threshold, so no pair below threshold is ever merged. 'max': the "
                     "largest count, as the paper's code (other items then merge some pairs below threshold).",

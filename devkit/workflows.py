@@ -114,8 +114,13 @@ def ui_format(nodes: list[Node]) -> dict:
             "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
 
 
-def _txt2img(checkpoint: str, size: int, steps: int, branches: list[tuple[str, str | None, dict]]) -> list[Node]:
-    """One checkpoint and prompt, one sampler per branch (title, patch node or None, its widgets)."""
+def _txt2img(checkpoint: str, size: int, steps: int, branches: list[tuple[str, str | None, dict]],
+             cfg: float = 7.5, scheduler: str = "normal") -> list[Node]:
+    """One checkpoint and prompt, one sampler per branch (title, patch node or None, its widgets).
+
+    DiT checkpoints (Flux, SD3.5) here are the all-in-one files (model, text encoders, VAE) that
+    CheckpointLoaderSimple loads; the empty latent gets the model's channel count from the sampler.
+    """
     nodes = [
         Node(1, "CheckpointLoaderSimple", {"ckpt_name": checkpoint}, pos=(0, 200)),
         Node(2, "CLIPTextEncode", {"text": "a high-quality photograph of a red fox in a snowy forest"},
@@ -130,8 +135,8 @@ def _txt2img(checkpoint: str, size: int, steps: int, branches: list[tuple[str, s
             nodes.append(Node(base, patch_type, patch_widgets, {"model": (1, 0)}, pos=(760, y), title=title))
             model = (base, 0)
         nodes += [
-            Node(base + 1, "KSampler", {"seed": 42, "steps": steps, "cfg": 7.5, "sampler_name": "euler",
-                                        "scheduler": "normal", "denoise": 1.0},
+            Node(base + 1, "KSampler", {"seed": 42, "steps": steps, "cfg": cfg, "sampler_name": "euler",
+                                        "scheduler": scheduler, "denoise": 1.0},
                  {"model": model, "positive": (2, 0), "negative": (3, 0), "latent_image": (4, 0)},
                  pos=(1120, y), title=f"KSampler ({title})"),
             Node(base + 2, "VAEDecode", {}, {"samples": (base + 1, 0), "vae": (1, 2)}, pos=(1500, y)),
@@ -143,6 +148,8 @@ def _txt2img(checkpoint: str, size: int, steps: int, branches: list[tuple[str, s
 
 SD15 = "v1-5-pruned-emaonly.safetensors"
 SDXL = "sd_xl_base_1.0.safetensors"
+FLUX = "flux1-dev-fp8.safetensors"
+SD35 = "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"
 
 WORKFLOWS = {
     "ca_tome_sd15_txt2img": _txt2img(SD15, 512, 20, [("unpatched", None, {}),
@@ -153,6 +160,10 @@ WORKFLOWS = {
         ("CA-ToMe", "CATome", CA_TOME_DEFAULTS)]),
     "ca_tome_sdxl_auto_levels": _txt2img(SDXL, 1024, 20, [("unpatched", None, {}),
                                                          ("CA-ToMe", "CATome", CA_TOME_DEFAULTS)]),
+    "ca_tome_flux_dev": _txt2img(FLUX, 1024, 20, [("unpatched", None, {}), ("CA-ToMe", "CATome", CA_TOME_DEFAULTS)],
+                                 cfg=1.0, scheduler="simple"),
+    "ca_tome_sd35_medium": _txt2img(SD35, 1024, 28, [("unpatched", None, {}), ("CA-ToMe", "CATome", CA_TOME_DEFAULTS)],
+                                    cfg=4.5, scheduler="sgm_uniform"),
     "ca_tome_stats_sd15": _txt2img(SD15, 512, 20, [("CA-ToMe", "CATome", {**CA_TOME_DEFAULTS, "record_stats": True})]) + [
         Node(20, "CATomeStats", {"filename_prefix": "ca_tome/stats"}, {"model": (10, 0), "samples": (11, 0)},
              pos=(1500, 420)),

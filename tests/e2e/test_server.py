@@ -56,8 +56,9 @@ COMPARISONS = [name for name in WORKFLOWS if name != "ca_tome_stats_sd15"]
 
 @pytest.mark.parametrize("name", COMPARISONS)
 def test_every_comparison_workflow_runs_and_merging_changes_the_image(server, tiny_checkpoint, name):
-    """The SDXL example runs on the tiny SD1.5 checkpoint here (no SDXL weights can be made small);
-    its SDXL behaviour (auto = the 2×-downsampled level) is covered by the host tier."""
+    """The SDXL, Flux and SD3.5 examples run on the tiny SD1.5 checkpoint here (none of those can be
+    made small as a checkpoint file); their own behaviour (SDXL's 2×-downsampled level, the DiT
+    blocks) is covered by the host tier on in-memory models of those families."""
     prompt = api_workflow(name, checkpoint=tiny_checkpoint, size=256, steps=3)
     for node in prompt.values():
         if node["class_type"] == "CATome":

@@ -22,4 +22,5 @@ def test_ui_widgets_match_the_servers_node_definitions(server):
 
 def test_api_twins_name_the_usual_checkpoints():
     names = {json.loads(p.read_text())["1"]["inputs"]["ckpt_name"] for p in API_DIR.glob("*.json")}
-    assert names == {"v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors"}
+    assert names == {"v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors", "flux1-dev-fp8.safetensors",
+                     "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"}
