@@ -36,8 +36,8 @@ class MergePlan:
     ``merged_rows`` [B·r]: the src tokens folded into a kept token at ``merged_slots`` [B·r];
     ``mean_scale`` [B·(N-r), 1]: 1/(1 + merges) per kept token, so each becomes the mean of itself
     and its srcs (dense: scaling only the receivers would need ``torch.unique``, a host sync);
-    ``unmerge_rows`` [B·N]: where every original token
-    finds its value after merging. ``merged_src``/``merged_dst`` [B, r] keep the pairs per item.
+    ``unmerge_rows`` [B·N]: where every original token finds its value after merging.
+    ``merged_src``/``merged_dst`` [B, r] keep the pairs per item.
     ``cutoff`` [B, 1] is the similarity a pair needed to be merged: the threshold, or in ratio
     mode (and for items the "max" batch policy pushed below it) the r-th best similarity.
     All are ``None`` for the identity plan (r = 0), which does no gather or scatter at all.
