@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ca_tome import partition, plan_merge
@@ -193,12 +193,22 @@ def test_grid_must_hold_the_tokens():
     stride=st.sampled_from([(2, 2), (1, 2), (3, 2), (2, 3)]),
     seed=st.integers(0, 2**16),
 )
+@example(batch=2, height=8, width=7, threshold=0.0, stride=(2, 3), seed=8)  # a tie that chunking swaps
 def test_chunked_and_unchunked_matching_give_the_same_plan(batch, height, width, threshold, stride, seed):
+    """Same plan up to ties: a chunk of another size may round a similarity in its last bit, which
+    can swap two (near-)equally similar pairs in a clustered metric, never change what is merged."""
     metric = clustered_metric(batch, height, width, seed=seed)
     whole = plan_merge(metric, height, width, threshold=threshold, stride=stride)
     chunked = plan_merge(metric, height, width, threshold=threshold, stride=stride, chunk_size=3)
     assert whole.merged_count == chunked.merged_count
-    assert torch.equal(whole.pairs, chunked.pairs)
+    if not torch.equal(whole.pairs, chunked.pairs):
+        def pair_similarities(plan):
+            pairs = plan.pairs
+            items = torch.arange(batch).unsqueeze(1)
+            cosine = torch.nn.functional.cosine_similarity(metric[items, pairs[..., 0]], metric[items, pairs[..., 1]], dim=-1)
+            return cosine.sort(dim=-1, descending=True).values
+
+        assert torch.allclose(pair_similarities(whole), pair_similarities(chunked), atol=1e-5)
     merged = whole.merge(metric)
     assert merged.shape == (batch, height * width - whole.merged_count, metric.shape[-1])
     assert whole.unmerge(merged).shape == metric.shape
