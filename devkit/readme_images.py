@@ -19,7 +19,7 @@ from .host import ARTIFACTS, REPO_ROOT, comfyui_path, import_comfy
 
 DOCS = REPO_ROOT / "docs"
 EDITOR_SCREENSHOT = ARTIFACTS / "e2e" / "browser" / "0.33.0" / "ca_tome_sd15_txt2img.png"
-EDITOR_CROP = (470, 420, 1190, 750)  # left, top, right, bottom: the CA-ToMe node and its neighbours
+EDITOR_CROP = (470, 420, 1190, 770)  # left, top, right, bottom: the CA-ToMe node and its neighbours
 
 
 def editor_crop() -> None:
