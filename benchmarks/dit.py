@@ -10,7 +10,8 @@ run's state and, for every merging variant, matches) is reported apart from the 
 - unpatched;
 - fixed ratio 0.5 on the CA-ToMe engine, schedule ``all`` (matching every step);
 - CA-ToMe at the threshold that merges about half the image tokens here (calibrated from the
-  similarity histogram of one recorded step), with CONFIG_3 and with ``auto``;
+  similarity histograms of a whole recorded run: the tokens grow more similar as the run goes),
+  with CONFIG_3 and with ``auto``;
 - free-merge ceiling: fixed ratio 0.5 with schedule ``once`` — after step 0 no matching at all,
   only the blocks on half the image tokens plus merge/unmerge.
 
@@ -61,11 +62,11 @@ def timed(model, latent_size: int, steps: int, seed: int = 0):
     return out, [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-def calibrate_threshold(pack, model, latent_size: int) -> float:
-    """The threshold at which about TARGET_MERGED of the image tokens merge at step 0 (2×2 cells:
-    3 of 4 tokens are src, so the top 2/3 of the srcs' best similarities)."""
+def calibrate_threshold(pack, model, latent_size: int, steps: int) -> float:
+    """The threshold at which about TARGET_MERGED of the image tokens merge over a whole run (2×2
+    cells: 3 of 4 tokens are src, so the top 2/3 of the srcs' best similarities of every step)."""
     patched = pack.nodes.CATome.execute(model, 0.5, "all", "", "auto", 2, "qkv", "min", record_stats=True).result[0]
-    timed(patched, latent_size, 1)
+    timed(patched, latent_size, steps)
     records = pack.ca_tome.comfyui.last_report(patched).stats
     counts = torch.tensor([r.histogram for r in records]).sum(0).double()
     above = counts.flip(0).cumsum(0).flip(0) / counts.sum()  # share of srcs with similarity ≥ each bin's lower edge
@@ -118,7 +119,7 @@ def main() -> None:
     pack = load_pack()
     model = tiny_dit("flux", depth=args.double, depth_single_blocks=args.single, **FULL_WIDTH_FLUX)
     node, ratio_node = pack.nodes.CATome, pack.nodes.CATomeFixedRatio
-    threshold = calibrate_threshold(pack, model, args.latent)
+    threshold = calibrate_threshold(pack, model, args.latent, args.steps)
     variants = {
         "unpatched": model,
         "fixed ratio 0.5, all": ratio_node.execute(model, 0.5, "all", "", "auto", 2, "qkv").result[0],
