@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-from ..cache import PairKey
 from .run import RunState
 
 RUN_KEY = "ca_tome_run"  # transformer_options: the RunState of the sampling call in progress
@@ -58,9 +57,7 @@ def _merge_unet_block(n, context_attn1, value_attn1, extra_options):
     if grid is None or run.max_downsample is None or grid[0] > run.max_downsample:
         return n, context_attn1, value_attn1
     block = (*extra_options.get("block", ("?", 0)), extra_options.get("block_index", 0))
-    key = PairKey(block, grid[1:], (tuple(extra_options.get("cond_or_uncond", ())), n.shape[0]), str(n.device),
-                  tuple(extra_options.get("uuids", ())))
-    plan = run.plan(key, run.step, n, grid[1], grid[2])
+    plan = run.plan(block, extra_options, n, grid[1], grid[2])
     if plan.is_identity:
         return n, context_attn1, value_attn1
 

@@ -20,7 +20,6 @@ import math
 
 import torch
 
-from ..cache import PairKey
 from ..matching import MergePlan
 from .attention import RUN_KEY
 from .run import RunState
@@ -82,9 +81,7 @@ def block_patch(kind: str, index: int, previous, args: dict, extras: dict) -> di
     if x.ndim != 3 or x.shape[1] < start + tokens:
         return run_block(args)
     grid = x[:, start:start + tokens]
-    key = PairKey((kind, index, 0), (height, width), (tuple(options.get("cond_or_uncond", ())), x.shape[0]),
-                  str(x.device), tuple(options.get("uuids", ())))
-    plan = run.plan(key, run.step, grid, height, width)
+    plan = run.plan((kind, index, 0), options, grid, height, width)
     if plan.is_identity:
         return run_block(args)
     merged = torch.cat((x[:, :start], plan.merge(grid), x[:, start + tokens:]), dim=1)

@@ -132,8 +132,13 @@ class RunState:
         """The step in progress: the one after the last the sampler reported finished."""
         return min(self._finished + 1, self.steps - 1)
 
-    def plan(self, key: PairKey, step: int, metric: torch.Tensor, height: int, width: int) -> MergePlan:
-        """The merge plan for ``metric`` [B, N, C] at ``step``: cached, or recomputed per schedule."""
+    def plan(self, block: tuple, options: dict, metric: torch.Tensor, height: int, width: int) -> MergePlan:
+        """The merge plan of ``block`` for ``metric`` [B, N, C] on a ``height × width`` grid in the
+        step in progress: cached, or recomputed per schedule. ``options`` are the call's
+        transformer options, which say which conds the batch holds."""
+        key = PairKey(block, (height, width), (tuple(options.get("cond_or_uncond", ())), metric.shape[0]),
+                      str(metric.device), tuple(options.get("uuids", ())))
+        step = self.step
         config = self.config
 
         def compute() -> MergePlan:
