@@ -63,16 +63,10 @@ def timed(model, latent_size: int, steps: int, seed: int = 0):
 
 
 def calibrate_threshold(pack, model, latent_size: int, steps: int) -> float:
-    """The threshold at which about TARGET_MERGED of the image tokens merge over a whole run (2×2
-    cells: 3 of 4 tokens are src, so the top 2/3 of the srcs' best similarities of every step)."""
+    """The threshold at which about TARGET_MERGED of the image tokens merge over a whole recorded run."""
     patched = pack.nodes.CATome.execute(model, 0.5, "all", "", "auto", 2, "qkv", "min", record_stats=True).result[0]
     timed(patched, latent_size, steps)
-    records = pack.ca_tome.comfyui.last_report(patched).stats
-    counts = torch.tensor([r.histogram for r in records]).sum(0).double()
-    above = counts.flip(0).cumsum(0).flip(0) / counts.sum()  # share of srcs with similarity ≥ each bin's lower edge
-    src_share = TARGET_MERGED / 0.75
-    edges = torch.linspace(-1, 1, counts.numel() + 1)
-    return float(edges[int((above >= src_share).nonzero().max())])
+    return pack.ca_tome.stats.threshold_for_merged_share(pack.ca_tome.comfyui.last_report(patched).stats, TARGET_MERGED)
 
 
 def fidelity(out: torch.Tensor, reference: torch.Tensor) -> dict:

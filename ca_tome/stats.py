@@ -79,3 +79,13 @@ class StatsRecorder:
             jaccard = jaccard_distance(previous[1], codes) if previous and previous[0] == step - 1 else None
             self._previous[key] = (step, codes)
             self._records.append(StepStats(step, key, counts, jaccard, plan.merged_count, plan.token_count, seconds))
+
+
+def threshold_for_merged_share(records, share: float, src_fraction: float = 0.75) -> float:
+    """The histogram edge at which about ``share`` of the tokens would merge over ``records``
+    (recorded steps): the largest t with at least ``share / src_fraction`` of the srcs' best
+    similarities ≥ t (2×2 cells: 3 of 4 tokens are src). Resolution: one histogram bin (0.05)."""
+    counts = torch.tensor([r.histogram for r in records], dtype=torch.float64).sum(0)
+    at_or_above = counts.flip(0).cumsum(0).flip(0) / counts.sum()
+    edges = torch.linspace(-1.0, 1.0, HISTOGRAM_BINS + 1)
+    return float(edges[int((at_or_above >= share / src_fraction).nonzero().max())])

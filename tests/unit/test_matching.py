@@ -9,6 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ca_tome import partition, plan_merge
+from ca_tome.matching import best_matches
 from devkit.host import REPO_ROOT
 from devkit.memory import peak_matching_memory
 
@@ -49,7 +50,7 @@ def test_ratio_mode_matches_tomesd(height, width, r):
     metric = random_metric(2, height, width)
     r = min(r, height * width - (height // 2) * (width // 2))
     merge, unmerge = tomesd_match(metric, width, height, 2, 2, r, no_rand=True)
-    plan = plan_merge(metric, height, width, ratio=(r + 0.5) / (height * width))
+    plan = plan_merge(metric, height, width, ratio=(r + 0.5) / (height * width), rank_dtype=torch.float32)
 
     assert plan.merged_count == r
     torch.testing.assert_close(sorted_rows(plan.merge(metric)), sorted_rows(merge(metric)))
@@ -63,7 +64,7 @@ def test_threshold_max_policy_matches_paper_code(threshold):
     metric = clustered_metric(3, 12, 10)
     cache = {"compute_on": [0], "merge": None, "unmerge": None}
     merge, unmerge = paper.bipartite_soft_matching_random2d(metric, 10, 12, 2, 2, threshold, cache, 0, no_rand=True)
-    plan = plan_merge(metric, 12, 10, threshold=threshold, batch_policy="max")
+    plan = plan_merge(metric, 12, 10, threshold=threshold, batch_policy="max", rank_dtype=torch.float32)
 
     merged = merge(metric)
     assert plan.merged_count == metric.shape[1] - merged.shape[1] > 0
@@ -90,13 +91,28 @@ def test_min_policy_never_merges_below_threshold_while_max_does():
 
 def test_pairs_are_src_to_best_dst_of_the_top_left_partition():
     metric = clustered_metric(1, 6, 6, seed=2)
-    plan = plan_merge(metric, 6, 6, threshold=0.5)
+    plan = plan_merge(metric, 6, 6, threshold=0.5, rank_dtype=torch.float32)
     src, dst = partition(6, 6, (2, 2))
     assert sorted(dst.tolist()) == [r * 6 + c for r in range(0, 6, 2) for c in range(0, 6, 2)]
     unit = torch.nn.functional.normalize(metric[0], dim=-1)
     for s, d in plan.pairs[0].tolist():
         assert s in src.tolist() and d in dst.tolist()
         assert d == dst[(unit[s] @ unit[dst].T).argmax()].item()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bf16_ranking_returns_each_chosen_pair_s_exact_similarity_within_a_near_tie_of_the_best(seed):
+    """The fast path ranks dsts in bf16 but never reports a bf16 similarity: the value is the chosen
+    pair's own float32 cosine, and the chosen dst is at most a bf16 rounding below the best one."""
+    metric = clustered_metric(2, 32, 32, channels=64, seed=seed)
+    src, dst = partition(32, 32, (2, 2))
+    exact, exact_dst = best_matches(metric, src, dst, rank_dtype=torch.float32)
+    fast, fast_dst = best_matches(metric, src, dst, rank_dtype=torch.bfloat16)
+    unit = torch.nn.functional.normalize(metric, dim=-1)
+    chosen = (unit[:, src] * unit.gather(1, dst[fast_dst].unsqueeze(-1).expand(-1, -1, 64))).sum(-1)
+    torch.testing.assert_close(fast, chosen, atol=1e-6, rtol=0)
+    assert (fast <= exact + 1e-6).all() and (exact - fast).max() < 8e-3
+    assert (fast_dst == exact_dst).float().mean() > 0.9
 
 
 def test_leftover_rows_and_columns_are_src():

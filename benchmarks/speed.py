@@ -1,0 +1,241 @@
+"""Speed suite on the full SD1.5 UNet shape (CPU): step timings with spread, and real 20-step runs.
+
+Everything runs through real ComfyUI sampling in-process (CheckpointLoaderSimple → the patch
+nodes → ``comfy.sample.sample``, euler, cfg 7.5, so batch 2 = cond + uncond) on the generated
+full-shape SD1.5 checkpoint; every step is timed by the sampler's callback.
+
+1. Warm-up: every variant samples one step at 256² first (imports, allocator, cached partitions).
+2. Step timings: each variant samples short runs at the suite's size; step 0 of **every** run is
+   dropped (it carries the run's set-up and, for merging variants, the first matching); variants
+   are interleaved (A B C … A B C …) and repeated. Rows: unpatched, ComfyUI's built-in
+   ``TomePatchModel`` (q only), our fixed ratio matching at every step (bf16 ranking, and the
+   float32 ranking it replaced: before/after in the same run), the same with cached pairs, the
+   free-merge and attention-skipped ceilings.
+3. Real runs of the schedules, ``--run-steps`` (20) steps, every step's time saved: fixed ratio
+   0.5 under CONFIG_3 (merged share pinned at 50 %: the ceiling target), CA-ToMe at ``t`` = 0.7
+   and at the threshold that merges about half the tokens (calibrated at 512² from a recorded
+   run) under CONFIG_3, ``auto`` and ``all``; ComfyUI's EasyCache alone and stacked with CA-ToMe.
+   With ``--fidelity`` the unpatched run is sampled too and every run's image is compared with it.
+
+``python -m benchmarks.speed --size 512`` → results/speed_512.json; ``--size 1024`` reads the
+calibrated threshold from speed_512.json and runs the subset named in ``SUITES``.
+``python -m benchmarks.report`` turns the result files into BENCHMARKS.md's tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import date
+from typing import Callable
+
+from devkit.host import REPO_ROOT, comfyui_path, host_version, import_comfy
+
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+TARGET_MERGED = 0.5
+WARM_UP_SIZE = 256
+
+# Which real runs each size samples. 1024² steps take ~30–50 s here: the unpatched 20-step run
+# (~16 min) and the t = 0.7 and EasyCache runs are cut there; fidelity is measured at 512².
+SUITES = {
+    512: ("ratio CONFIG_3", "t0.7 CONFIG_3", "t0.7 auto", "t0.7 all", "t50 CONFIG_3", "t50 auto", "t50 all",
+          "EasyCache", "EasyCache + CA-ToMe t0.7 auto"),
+    1024: ("ratio CONFIG_3", "t50 CONFIG_3", "t50 auto"),
+}
+
+
+@dataclass
+class Variant:
+    name: str
+    build: Callable  # model -> patched model
+    during: Callable = contextlib.nullcontext  # context held while it samples
+
+
+def timed_run(model, positive, negative, latent, steps, seed):
+    """(samples, seconds of every step) of one real sampling run."""
+    import comfy.sample
+
+    stamps = [time.perf_counter()]
+    noise = comfy.sample.prepare_noise(latent, seed)
+    samples = comfy.sample.sample(model, noise, steps, 7.5, "euler", "normal", positive, negative, latent,
+                                  callback=lambda *_: stamps.append(time.perf_counter()), disable_pbar=True, seed=seed)
+    return samples, [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+def spread(values) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def run_summary(report, step_seconds) -> dict:
+    """What a run did and what each of its steps cost; matching seconds per step from its events."""
+    matching = [0.0] * len(step_seconds)
+    for event in report.events if report else ():
+        matching[event.step] += event.seconds
+    return {
+        "step_seconds": step_seconds, "matching_seconds": matching,
+        "checkpoint_steps": sorted(report.recomputed_steps) if report else [],
+        "matchings": sum(e.recomputed for e in report.events) if report else 0,
+        "merged_fraction": report.merged_fraction if report else 0.0,
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=512, choices=sorted(SUITES))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--step-run-steps", type=int, default=None, help="steps per short run (3 at 512², 2 at 1024²)")
+    parser.add_argument("--run-steps", type=int, default=20)
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny checkpoint at 256², 1 repeat, 8-step runs: a regression check (speed_quick.json)")
+    args = parser.parse_args(argv)
+    args.step_run_steps = args.step_run_steps or (3 if args.size == 512 else 2)
+    checkpoint_name = "tiny" if args.quick else "sd15"
+    if args.quick:
+        args.repeats, args.run_steps = 1, 8
+
+    host = import_comfy(comfyui_path())
+    import torch
+
+    import nodes as comfy_nodes
+    from comfy_extras.nodes_easycache import EasyCacheNode
+    from comfy_extras.nodes_tomesd import TomePatchModel
+
+    from devkit.checkpoints import ensure_checkpoint
+    from devkit.sampling import load_pack
+
+    from . import ceilings
+    from .fidelity import compare
+
+    torch.set_grad_enabled(False)
+    pack = load_pack()
+    checkpoint = ensure_checkpoint(host, checkpoint_name)
+    model, clip, vae = comfy_nodes.CheckpointLoaderSimple().load_checkpoint(checkpoint.name)[:3]
+    encode = comfy_nodes.CLIPTextEncode().encode
+    positive = encode(clip, "A high-quality photograph of a red fox.")[0]
+    negative = encode(clip, "")[0]
+    pixels = WARM_UP_SIZE if args.quick else args.size
+    latent = torch.zeros(1, 4, pixels // 8, pixels // 8)
+    out = RESULTS / ("speed_quick.json" if args.quick else f"speed_{args.size}.json")
+
+    def ca_tome(threshold, schedule):
+        return lambda m: pack.nodes.CATome.execute(m, threshold, schedule, "", "auto", 2, "qkv", "min").result[0]
+
+    def ratio(schedule):
+        return lambda m: pack.nodes.CATomeFixedRatio.execute(m, TARGET_MERGED, schedule, "", "auto", 2, "qkv").result[0]
+
+    def easycache(build=lambda m: m):
+        return lambda m: EasyCacheNode.execute(build(m), 0.2, 0.15, 0.95, False).result[0]
+
+    @contextlib.contextmanager
+    def float32_ranking():
+        matching = pack.ca_tome.matching
+        original = matching.rank_dtype_for
+        matching.rank_dtype_for = lambda device: torch.float32
+        try:
+            yield
+        finally:
+            matching.rank_dtype_for = original
+
+    step_variants = [
+        Variant("unpatched", lambda m: m),
+        Variant("builtin Tome r=0.5 (q only)", lambda m: TomePatchModel.execute(m, TARGET_MERGED).result[0]),
+        Variant("ours ratio 0.5, matching every step", ratio("all")),
+        Variant("ours ratio 0.5, matching every step, float32 ranking", ratio("all"), float32_ranking),
+        Variant("ours ratio 0.5, cached steps", ratio("once")),
+        Variant("ceiling: free merge f=0.5", lambda m: ceilings.free_merge(m, TARGET_MERGED)),
+        Variant("ceiling: top-level self-attention skipped", ceilings.skip_attention),
+    ]
+
+    # --- the threshold that merges about half the tokens (recorded once at 512²) ---
+    if args.size == 512 or args.quick:
+        t50 = calibrate_threshold(pack, model, positive, negative, latent, args.run_steps)
+    else:
+        t50 = json.loads((RESULTS / "speed_512.json").read_text())["calibrated_threshold"]
+    print(f"threshold for ~{TARGET_MERGED:.0%} merged: {t50:.3f}", flush=True)
+
+    run_builders = {
+        "ratio CONFIG_3": ratio("CONFIG_3"),
+        **{f"t0.7 {s}": ca_tome(0.7, s) for s in ("CONFIG_3", "auto", "all")},
+        **{f"t50 {s}": ca_tome(t50, s) for s in ("CONFIG_3", "auto", "all")},
+        "EasyCache": easycache(),
+        "EasyCache + CA-ToMe t0.7 auto": easycache(ca_tome(0.7, "auto")),
+    }
+    runs = [Variant(name, run_builders[name]) for name in SUITES[args.size]]
+    fidelity = args.size == 512 or args.quick
+    if fidelity:
+        runs.insert(0, Variant("unpatched", lambda m: m))
+
+    # --- 1. warm-up ---
+    small = torch.zeros(1, 4, WARM_UP_SIZE // 8, WARM_UP_SIZE // 8)
+    for variant in step_variants + runs:
+        with variant.during():
+            timed_run(variant.build(model), positive, negative, small, 1, seed=0)
+
+    # --- 2. step timings: interleaved, repeated, step 0 of every run dropped ---
+    steps_result = {v.name: {"runs": []} for v in step_variants}
+    print(f"steps: {pixels}px, {args.step_run_steps}-step runs, {args.repeats} repeats", flush=True)
+    for repeat in range(args.repeats):
+        for variant in step_variants:
+            patched = variant.build(model)
+            with variant.during():
+                _, seconds = timed_run(patched, positive, negative, latent, args.step_run_steps, seed=repeat)
+            summary = run_summary(pack.ca_tome.comfyui.last_report(patched), seconds)
+            steps_result[variant.name]["runs"].append(summary)
+            print(f"  [{repeat + 1}/{args.repeats}] {variant.name:<54} steps 1..: "
+                  + " ".join(f"{s:.2f}" for s in seconds[1:]), flush=True)
+    for name, row in steps_result.items():
+        later = [s for run in row["runs"] for s in run["step_seconds"][1:]]
+        row["later_steps"] = spread(later)
+        row["repeat_medians"] = [statistics.median(run["step_seconds"][1:]) for run in row["runs"]]
+        shares = [m / s for run in row["runs"] for m, s in zip(run["matching_seconds"][1:], run["step_seconds"][1:])
+                  if m > 0]
+        row["matching_share"] = spread(shares) if shares else None
+        row["merged_fraction"] = row["runs"][0]["merged_fraction"]
+
+    # --- 3. real runs of the schedules ---
+    runs_result, reference = {}, None
+    print(f"runs: {pixels}px, {args.run_steps} steps", flush=True)
+    for variant in runs:
+        patched = variant.build(model)
+        samples, seconds = timed_run(patched, positive, negative, latent, args.run_steps, seed=7)
+        row = run_summary(pack.ca_tome.comfyui.last_report(patched), seconds)
+        row["later_steps_total"] = sum(seconds[1:])
+        if fidelity:
+            image = comfy_nodes.VAEDecode().decode(vae, {"samples": samples})[0][0].clamp(0, 1).numpy()
+            reference = image if reference is None else reference
+            row["fidelity_to_unpatched"] = compare(reference, image)
+        runs_result[variant.name] = row
+        print(f"  {variant.name:<32} steps 1..: {row['later_steps_total']:.1f} s, merged "
+              f"{100 * row['merged_fraction']:.1f} %, matchings {row['matchings']}, checkpoints {row['checkpoint_steps']}",
+              flush=True)
+
+    result = {
+        "what": "full SD1.5 UNet shape (random weights), euler, cfg 7.5, batch 2 (cond + uncond)",
+        "command": "python -m benchmarks.speed " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "quick") + (" --quick" if args.quick else ""),
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip()
+                   + f", {torch.get_num_threads()} CPU threads, no GPU",
+        "torch": torch.__version__, "comfyui": host_version(), "checkpoint": checkpoint.name,
+        "size": pixels, "repeats": args.repeats, "step_run_steps": args.step_run_steps, "run_steps": args.run_steps,
+        "calibrated_threshold": t50, "calibrated_at": 512,
+        "steps": steps_result, "runs": runs_result,
+    }
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out.relative_to(REPO_ROOT)}")
+
+
+def calibrate_threshold(pack, model, positive, negative, latent, steps) -> float:
+    """The threshold at which about TARGET_MERGED of the top-level tokens merge over a whole recorded run."""
+    patched = pack.nodes.CATome.execute(model, 0.5, "all", "", "auto", 2, "qkv", "min", record_stats=True).result[0]
+    timed_run(patched, positive, negative, latent, steps, seed=7)
+    return pack.ca_tome.stats.threshold_for_merged_share(pack.ca_tome.comfyui.last_report(patched).stats, TARGET_MERGED)
+
+
+if __name__ == "__main__":
+    main()
