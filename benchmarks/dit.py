@@ -17,7 +17,7 @@ run's state and, for every merging variant, matches) is reported apart from the 
 
 Fidelity: each variant's final latent against the unpatched one of the same seed (PSNR over the
 latent's range, cosine similarity). ``python -m benchmarks.dit`` writes results/dit_flux.json;
-``python -m benchmarks.dit --table`` prints BENCHMARKS.md's table from that file.
+``python -m benchmarks.report`` writes BENCHMARKS.md's table from that file.
 """
 
 from __future__ import annotations
@@ -76,27 +76,6 @@ def fidelity(out: torch.Tensor, reference: torch.Tensor) -> dict:
             "cosine": float(torch.nn.functional.cosine_similarity(out.flatten(), reference.flatten(), dim=0))}
 
 
-def table(result: dict) -> str:
-    """The markdown table of a result file: whole-run time and speed-up, later-step median with its
-    range, share of the free-merge ceiling's saving (on run time), merged fraction, matchings, fidelity.
-    An adaptive variant's step time follows its merged fraction, which changes over the run, so the
-    whole run is the fair comparison; the step median is there to show that spread."""
-    rows = {row["variant"]: row for row in result["variants"]}
-    base = sum(rows["unpatched"]["step_seconds"])
-    ceiling = sum(next(row for name, row in rows.items() if name.startswith("ceiling"))["step_seconds"])
-    lines = ["| variant | run (s) | speed-up | share of ceiling's saving | s/step, steps 1–n: median (min–max) "
-             "| merged | matchings | PSNR / cosine to unpatched |", "|---|---|---|---|---|---|---|---|"]
-    for name, row in rows.items():
-        total = sum(row["step_seconds"])
-        share = f"{100 * (base - total) / (base - ceiling):.0f} %" if name != "unpatched" else "–"
-        quality = row["fidelity_to_unpatched"]
-        fidelity = "identical" if name == "unpatched" else f"{quality['psnr_db']:.1f} dB / {quality['cosine']:.4f}"
-        lines.append(f"| {name} | {total:.1f} | {base / total:.2f}× | {share} | {row['later_steps_median']:.2f} "
-                     f"({row['later_steps_min']:.2f}–{row['later_steps_max']:.2f}) "
-                     f"| {100 * row['merged_fraction']:.1f} % | {row['matchings']} | {fidelity} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latent", type=int, default=128, help="latent side (128 = a 1024² image)")
@@ -104,11 +83,7 @@ def main() -> None:
     parser.add_argument("--double", type=int, default=1, help="double blocks")
     parser.add_argument("--single", type=int, default=1, help="single blocks")
     parser.add_argument("--quick", action="store_true", help="latent 32, 4 steps: a regression check in seconds")
-    parser.add_argument("--table", action="store_true", help="print the table of the saved result file and stop")
     args = parser.parse_args()
-    if args.table:
-        print(table(json.loads(RESULT.read_text())))
-        return
     if args.quick:
         args.latent, args.steps = 32, 4
     torch.manual_seed(0)
@@ -145,7 +120,7 @@ def main() -> None:
     result = {
         "what": "Flux (ComfyUI's class) at full width, reduced depth, random weights; whole DiT blocks on merged image tokens",
         "command": "python -m benchmarks.dit " + " ".join(f"--{k} {v}" for k, v in vars(args).items()
-                                                           if k not in ("quick", "table"))
+                                                           if k != "quick")
                    + (" --quick" if args.quick else ""),
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, no GPU",
         "torch": torch.__version__, "comfyui": host_version(),

@@ -30,9 +30,10 @@ from datetime import date
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from devkit.host import REPO_ROOT, comfyui_path, import_comfy
+
+from .speed import timed_run
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 PAPER_STEPS = 50
@@ -73,16 +74,6 @@ class PeakRss:
         self.running = False
         self.thread.join()
         self.extra = self.peak - self.start
-
-
-def timed_run(model, positive, negative, latent, steps, seed):
-    import comfy.sample
-
-    stamps = [time.perf_counter()]
-    noise = comfy.sample.prepare_noise(latent, seed)
-    samples = comfy.sample.sample(model, noise, steps, 7.5, "euler", "normal", positive, negative, latent,
-                                  callback=lambda *_: stamps.append(time.perf_counter()), disable_pbar=True, seed=seed)
-    return samples, list(np.diff(stamps))
 
 
 def last_run(pack, model):

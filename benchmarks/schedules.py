@@ -15,7 +15,8 @@ from datetime import date
 
 from devkit.host import comfyui_path, import_comfy
 
-from .run import RESULTS, last_run, timed_run
+from .run import RESULTS, last_run
+from .speed import timed_run
 
 
 def main(argv=None) -> None:

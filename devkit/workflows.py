@@ -29,6 +29,7 @@ OUTPUTS = {
     "CATome": [("MODEL", "MODEL")],
     "CATomeFixedRatio": [("MODEL", "MODEL")],
     "CATomeStats": [("IMAGE", "IMAGE")],
+    "EasyCache": [("MODEL", "MODEL")],
 }
 # Widget names in the order the graph editor stores their values, and linked inputs with types.
 WIDGETS = {
@@ -43,6 +44,7 @@ WIDGETS = {
     "CATomeFixedRatio": ["ratio", "schedule", "custom_steps", "levels", "stride", "merge", "auto_tolerance",
                          "auto_max_interval", "record_stats", "dit_blocks"],
     "CATomeStats": ["filename_prefix"],
+    "EasyCache": ["reuse_threshold", "start_percent", "end_percent", "verbose"],
 }
 LINKED = {
     "CLIPTextEncode": [("clip", "CLIP")],
@@ -52,6 +54,7 @@ LINKED = {
     "CATome": [("model", "MODEL")],
     "CATomeFixedRatio": [("model", "MODEL")],
     "CATomeStats": [("model", "MODEL"), ("samples", "LATENT")],
+    "EasyCache": [("model", "MODEL")],
 }
 _SHARED_DEFAULTS = {"custom_steps": "every 5", "levels": "auto", "stride": 2, "merge": "qkv", "auto_tolerance": 0.1,
                     "auto_max_interval": 10, "record_stats": False}
@@ -59,6 +62,7 @@ WIDTHS = {"VAEDecode": 200, "SaveImage": 300, "CATomeStats": 200}
 CA_TOME_DEFAULTS = {"threshold": 0.7, "schedule": "CONFIG_3", **_SHARED_DEFAULTS, "batch_policy": "min",
                     "dit_blocks": "all"}
 RATIO_DEFAULTS = {"ratio": 0.5, "schedule": "all", **_SHARED_DEFAULTS, "dit_blocks": "all"}
+EASYCACHE_DEFAULTS = {"reuse_threshold": 0.2, "start_percent": 0.15, "end_percent": 0.95, "verbose": False}
 
 
 @dataclass
@@ -114,9 +118,10 @@ def ui_format(nodes: list[Node]) -> dict:
             "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
 
 
-def _txt2img(checkpoint: str, size: int, steps: int, branches: list[tuple[str, str | None, dict]],
+def _txt2img(checkpoint: str, size: int, steps: int, branches: list[tuple[str, list[tuple[str, dict]]]],
              cfg: float = 7.5, scheduler: str = "normal") -> list[Node]:
-    """One checkpoint and prompt, one sampler per branch (title, patch node or None, its widgets).
+    """One checkpoint and prompt, one sampler per branch: (title, the patch nodes chained between
+    the checkpoint and the sampler as (node type, widgets), in order; none for the unpatched branch).
 
     DiT checkpoints (Flux, SD3.5) here are the all-in-one files (model, text encoders, VAE) that
     CheckpointLoaderSimple loads; the empty latent gets the model's channel count from the sampler.
@@ -128,12 +133,14 @@ def _txt2img(checkpoint: str, size: int, steps: int, branches: list[tuple[str, s
         Node(3, "CLIPTextEncode", {"text": "blurry, low quality"}, {"clip": (1, 1)}, pos=(380, 260), title="Negative"),
         Node(4, "EmptyLatentImage", {"width": size, "height": size, "batch_size": 1}, pos=(380, 480)),
     ]
-    for index, (title, patch_type, patch_widgets) in enumerate(branches):
+    for index, (title, patches) in enumerate(branches):
         base, y = 10 * (index + 1), 380 * index
         model = (1, 0)
-        if patch_type:
-            nodes.append(Node(base, patch_type, patch_widgets, {"model": (1, 0)}, pos=(760, y), title=title))
-            model = (base, 0)
+        for order, (patch_type, patch_widgets) in enumerate(patches):
+            node_id = base + (4 + order if order else 0)  # base + 1..3 are the sampler, decoder and saver
+            nodes.append(Node(node_id, patch_type, patch_widgets, {"model": model}, pos=(760, y + 200 * order),
+                              title=title if len(patches) == 1 else patch_type))
+            model = (node_id, 0)
         nodes += [
             Node(base + 1, "KSampler", {"seed": 42, "steps": steps, "cfg": cfg, "sampler_name": "euler",
                                         "scheduler": scheduler, "denoise": 1.0},
@@ -151,25 +158,26 @@ SDXL = "sd_xl_base_1.0.safetensors"
 FLUX = "flux1-dev-fp8.safetensors"
 SD35 = "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"
 
+UNPATCHED = ("unpatched", [])
+CA_TOME = ("CA-ToMe", [("CATome", CA_TOME_DEFAULTS)])
+
 WORKFLOWS = {
-    "ca_tome_sd15_txt2img": _txt2img(SD15, 512, 20, [("unpatched", None, {}),
-                                                    ("CA-ToMe", "CATome", CA_TOME_DEFAULTS)]),
+    "ca_tome_sd15_txt2img": _txt2img(SD15, 512, 20, [UNPATCHED, CA_TOME]),
     "tome_fixed_ratio_vs_ca_tome_sd15": _txt2img(SD15, 512, 20, [
-        ("unpatched", None, {}),
-        ("ToMe ratio 0.5", "CATomeFixedRatio", RATIO_DEFAULTS),
-        ("CA-ToMe", "CATome", CA_TOME_DEFAULTS)]),
-    "ca_tome_sdxl_auto_levels": _txt2img(SDXL, 1024, 20, [("unpatched", None, {}),
-                                                         ("CA-ToMe", "CATome", CA_TOME_DEFAULTS)]),
-    "ca_tome_flux_dev": _txt2img(FLUX, 1024, 20, [("unpatched", None, {}), ("CA-ToMe", "CATome", CA_TOME_DEFAULTS)],
-                                 cfg=1.0, scheduler="simple"),
-    "ca_tome_sd35_medium": _txt2img(SD35, 1024, 28, [("unpatched", None, {}), ("CA-ToMe", "CATome", CA_TOME_DEFAULTS)],
-                                    cfg=4.5, scheduler="sgm_uniform"),
-    "ca_tome_stats_sd15": _txt2img(SD15, 512, 20, [("CA-ToMe", "CATome", {**CA_TOME_DEFAULTS, "record_stats": True})]) + [
+        UNPATCHED, ("ToMe ratio 0.5", [("CATomeFixedRatio", RATIO_DEFAULTS)]), CA_TOME]),
+    "ca_tome_sdxl_auto_levels": _txt2img(SDXL, 1024, 20, [UNPATCHED, CA_TOME]),
+    "ca_tome_flux_dev": _txt2img(FLUX, 1024, 20, [UNPATCHED, CA_TOME], cfg=1.0, scheduler="simple"),
+    "ca_tome_sd35_medium": _txt2img(SD35, 1024, 28, [UNPATCHED, CA_TOME], cfg=4.5, scheduler="sgm_uniform"),
+    "ca_tome_stats_sd15": _txt2img(SD15, 512, 20, [("CA-ToMe", [("CATome", {**CA_TOME_DEFAULTS, "record_stats": True})])]) + [
         Node(20, "CATomeStats", {"filename_prefix": "ca_tome/stats"}, {"model": (10, 0), "samples": (11, 0)},
              pos=(1500, 420)),
         Node(21, "SaveImage", {"filename_prefix": "ca_tome/stats"}, {"images": (20, 0)}, pos=(1740, 420),
              title="Save (stats)"),
     ],
+    # ComfyUI's core EasyCache skips whole steps; CA-ToMe makes the steps that run cheaper.
+    "ca_tome_with_easycache_sd15": _txt2img(SD15, 512, 20, [
+        UNPATCHED, ("EasyCache", [("EasyCache", EASYCACHE_DEFAULTS)]),
+        ("EasyCache + CA-ToMe", [("CATome", {**CA_TOME_DEFAULTS, "schedule": "auto"}), ("EasyCache", EASYCACHE_DEFAULTS)])]),
 }
 
 

@@ -65,8 +65,21 @@ def test_every_comparison_workflow_runs_and_merging_changes_the_image(server, ti
             node["inputs"]["threshold"] = 0.3  # random weights: make sure something merges
     images = server.saved_images(server.run_prompt(prompt))
     baseline = image_by_prefix(images, "unpatched_")
-    others = [image for filename, image in images.items() if not filename.startswith("unpatched_")]
-    assert others and all(not np.array_equal(image, baseline) for image in others)
+    merged = [image_by_prefix(images, prefix) for prefix in merging_branches(prompt)]
+    assert merged and all(not np.array_equal(image, baseline) for image in merged)
+    assert len(images) == sum(node["class_type"] == "SaveImage" for node in prompt.values())
+
+
+def merging_branches(prompt) -> list[str]:
+    """File name prefixes of the SaveImage nodes with one of our merging nodes upstream (a branch
+    with only EasyCache may equal the unpatched image in a 3-step run: it skips no step)."""
+    def upstream(node_id):
+        node = prompt[node_id]
+        linked = [value[0] for value in node["inputs"].values() if isinstance(value, list)]
+        return {node["class_type"]}.union(*(upstream(source) for source in linked))
+
+    return [node["inputs"]["filename_prefix"].split("/")[-1] + "_" for node_id, node in prompt.items()
+            if node["class_type"] == "SaveImage" and upstream(node_id) & {"CATome", "CATomeFixedRatio"}]
 
 
 def test_an_api_prompt_saved_before_dit_blocks_existed_still_runs(server, tiny_checkpoint):

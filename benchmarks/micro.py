@@ -1,0 +1,144 @@
+"""Microbenchmarks of the engine's pieces, saved like everything else (results/micro.json).
+
+At SD1.5's top level (320 channels, batch 2 = cond + uncond) for a 512² and a 1024² image:
+- matching (``plan_merge``, threshold and ratio mode) with the bf16 ranking and the float32
+  ranking it replaced, and its parts: the src × dst product and the max over dsts;
+- merge and unmerge of a plan at 50 % merged, and the ``auto`` schedule's staleness check;
+- peak extra memory of one matching on 2048² px and 4096² px grids (fresh processes);
+- the bf16 ranking's effect on images: CA-ToMe (t = 0.7, CONFIG_3) on the full-shape SD1.5 model,
+  20 steps at 256², with each ranking, against the unpatched image of the same seed.
+Timings are medians over ``--repeats`` calls after one warm-up call, with their min–max.
+``python -m benchmarks.micro``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import date
+
+import torch
+
+from ca_tome import partition, plan_merge, stale_fraction
+from ca_tome.stats import pair_codes
+from devkit.host import REPO_ROOT, comfyui_path, host_version, import_comfy
+from devkit.memory import peak_matching_memory
+
+from .speed import RESULTS, TARGET_MERGED, spread, timed_run
+
+CHANNELS = 320
+GRIDS = {"512px": 64, "1024px": 128}
+RANKINGS = {"bf16 ranking": torch.bfloat16, "float32 ranking": torch.float32}
+
+
+def timings(call, repeats: int) -> dict:
+    """Milliseconds of ``call()``: median, min, max over ``repeats`` calls after a warm-up."""
+    call()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        seconds.append(1000 * (time.perf_counter() - start))
+    return spread(seconds)
+
+
+def smooth_metric(side: int, seed: int = 0) -> torch.Tensor:
+    """Tokens that vary smoothly over the grid plus noise, so similarities spread as in an image."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(2, CHANNELS, side // 8, side // 8, generator=g)
+    smooth = torch.nn.functional.interpolate(coarse, size=(side, side), mode="bilinear").flatten(2).transpose(1, 2)
+    return smooth + 0.3 * torch.randn(2, side * side, CHANNELS, generator=g)
+
+
+def engine_timings(repeats: int) -> dict:
+    out = {}
+    for name, side in GRIDS.items():
+        metric = smooth_metric(side)
+        src, dst = partition(side, side, (2, 2))
+        row = {}
+        for ranking, dtype in RANKINGS.items():
+            row[f"plan_merge ratio 0.5, {ranking}"] = timings(
+                lambda: plan_merge(metric, side, side, ratio=TARGET_MERGED, rank_dtype=dtype), repeats)
+            row[f"plan_merge t=0.7, {ranking}"] = timings(
+                lambda: plan_merge(metric, side, side, threshold=0.7, rank_dtype=dtype), repeats)
+            unit_src = torch.nn.functional.normalize(metric[:, src], dim=-1).to(dtype)
+            unit_dst = torch.nn.functional.normalize(metric[:, dst], dim=-1).to(dtype).transpose(1, 2)
+            chunk = unit_src[:, : 4096]
+            scale = src.numel() / chunk.shape[1]
+            product = timings(lambda: torch.bmm(chunk, unit_dst), repeats)
+            scores = torch.bmm(chunk, unit_dst)
+            reduction = timings(lambda: scores.max(dim=-1), repeats)
+            row[f"src x dst product, {ranking}"] = {k: v * scale if k != "n" else v for k, v in product.items()}
+            row[f"max over dsts, {ranking}"] = {k: v * scale if k != "n" else v for k, v in reduction.items()}
+        plan = plan_merge(metric, side, side, ratio=TARGET_MERGED)
+        merged = plan.merge(metric)
+        row["merge"] = timings(lambda: plan.merge(metric), repeats * 4)
+        row["unmerge"] = timings(lambda: plan.unmerge(merged), repeats * 4)
+        row["staleness check (auto)"] = timings(lambda: stale_fraction(plan, metric), repeats * 4)
+        exact, fast = (plan_merge(metric, side, side, ratio=TARGET_MERGED, rank_dtype=d) for d in RANKINGS.values())
+        row["share of pairs the same, bf16 vs float32 ranking"] = float(
+            torch.isin(pair_codes(exact), pair_codes(fast)).float().mean())
+        out[name] = row
+        print(f"{name}: " + ", ".join(f"{k} {v['median']:.1f} ms" for k, v in row.items() if isinstance(v, dict)), flush=True)
+    return out
+
+
+def ranking_fidelity(steps: int, size: int) -> dict:
+    """Images of CA-ToMe with each ranking against the unpatched image (full-shape SD1.5, same seed)."""
+    host = import_comfy(comfyui_path())
+    import nodes as comfy_nodes
+
+    from devkit.checkpoints import ensure_checkpoint
+    from devkit.sampling import load_pack
+
+    from .fidelity import compare
+
+    torch.set_grad_enabled(False)
+    pack = load_pack()
+    model, clip, vae = comfy_nodes.CheckpointLoaderSimple().load_checkpoint(ensure_checkpoint(host, "sd15").name)[:3]
+    encode = comfy_nodes.CLIPTextEncode().encode
+    positive, negative = encode(clip, "A high-quality photograph of a red fox.")[0], encode(clip, "")[0]
+    latent = torch.zeros(1, 4, size // 8, size // 8)
+    matching = pack.ca_tome.matching
+    automatic = matching.rank_dtype_for
+
+    def image(patched):
+        samples, _ = timed_run(patched, positive, negative, latent, steps, seed=7)
+        return comfy_nodes.VAEDecode().decode(vae, {"samples": samples})[0][0].clamp(0, 1).numpy()
+
+    reference = image(model)
+    out = {}
+    for ranking, dtype in RANKINGS.items():
+        matching.rank_dtype_for = lambda device, dtype=dtype: dtype
+        try:
+            patched = pack.nodes.CATome.execute(model, 0.7, "CONFIG_3", "", "auto", 2, "qkv", "min").result[0]
+            out[ranking] = {**compare(reference, image(patched)),
+                            "merged_fraction": pack.ca_tome.comfyui.last_report(patched).merged_fraction}
+        finally:
+            matching.rank_dtype_for = automatic
+        print(f"{ranking}: {out[ranking]}", flush=True)
+    return {"size": size, "steps": steps, "variant": "CA-ToMe t=0.7 CONFIG_3", "to_unpatched": out}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+    result = {
+        "command": f"python -m benchmarks.micro --repeats {args.repeats}", "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, no GPU", "torch": torch.__version__,
+        "shape": f"batch 2, {CHANNELS} channels, 2x2 stride", "engine_ms": engine_timings(args.repeats),
+        "matching_memory": {f"{side * 8}px grid {side}x{side}": peak_matching_memory(side, side, CHANNELS, batch=1)
+                            for side in (256, 512)},
+    }
+    result["ranking_fidelity"] = ranking_fidelity(steps=20, size=256)
+    result["comfyui"] = host_version()
+    path = RESULTS / "micro.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path.relative_to(REPO_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
