@@ -1,9 +1,11 @@
-"""DiT benchmark: whole-block image-token merging on a full-width, reduced-depth Flux.
+"""DiT benchmark: whole-block image-token merging on a full-width, reduced-depth Flux or SD3.5.
 
-The model is ComfyUI's own Flux class at full width — hidden 3072, 24 heads of 128, RoPE axes
-16/56/56, T5-width text (4096) — with few blocks and random weights, at the token count of a
-1024² image (a 128² latent: 64×64 = 4096 image tokens) plus 512 text tokens, sampled through
-``comfy.sample.sample`` (euler, cfg 1 as Flux runs, so one model call per step). Variants run one
+The model is ComfyUI's own class at full width with few blocks and random weights — Flux: hidden
+3072, 24 heads of 128, RoPE axes 16/56/56, T5-width text (4096), 512 text tokens; SD3.5 large
+(``--family sd3``): MMDiT hidden 2432 (64 × its depth of 38), 38 heads of 64, RMS q/k norm,
+pooled 2048, 333 text tokens (77 CLIP + 256 T5) — at the token count of a 1024² image (a 128²
+latent: 64×64 = 4096 image tokens), sampled through ``comfy.sample.sample`` (euler, cfg 1 — one
+model call per step, as Flux runs; SD3.5's cfg > 1 doubles every variant's batch alike). Variants run one
 after another with every step timed by the sampler's callback; step 0 (which also builds the
 run's state and, for every merging variant, matches) is reported apart from the later steps.
 
@@ -16,7 +18,7 @@ run's state and, for every merging variant, matches) is reported apart from the 
   only the blocks on half the image tokens plus merge/unmerge.
 
 Fidelity: each variant's final latent against the unpatched one of the same seed (PSNR over the
-latent's range, cosine similarity). ``python -m benchmarks.dit`` writes results/dit_flux.json;
+latent's range, cosine similarity). ``python -m benchmarks.dit [--family sd3]`` writes results/dit_<family>.json;
 ``python -m benchmarks.report`` writes BENCHMARKS.md's table from that file.
 """
 
@@ -40,32 +42,39 @@ import comfy.sample  # noqa: E402
 from devkit.dit_models import tiny_dit  # noqa: E402
 from devkit.sampling import load_pack  # noqa: E402
 
-RESULT = REPO_ROOT / "benchmarks" / "results" / "dit_flux.json"
+RESULTS = REPO_ROOT / "benchmarks" / "results"
 FULL_WIDTH_FLUX = dict(hidden_size=3072, num_heads=24, axes_dim=[16, 56, 56], context_in_dim=4096, vec_in_dim=768)
-TEXT_TOKENS = 512
+SD35_LARGE_DEPTH = 38  # MMDiT's width is 64 × depth; num_blocks builds fewer blocks at that width
+FULL_WIDTH_SD35 = dict(depth=SD35_LARGE_DEPTH, adm_in_channels=2048, pos_embed_max_size=192, num_patches=192 * 192,
+                       context_embedder_config={"target": "torch.nn.Linear",
+                                                "params": {"in_features": 4096, "out_features": 64 * SD35_LARGE_DEPTH}})
+# family -> (text tokens, pooled width, extra conditioning)
+TEXT = {"flux": (512, 768, {"guidance": 3.5}), "sd3": (333, 2048, {})}
 TARGET_MERGED = 0.5
+UNUSED = {("joint", "flux"), ("double", "sd3"), ("single", "sd3"), ("family", "flux")}  # kept out of the recorded command
 
 
-def conditioning(seed: int) -> list:
+def conditioning(family: str, seed: int) -> list:
+    tokens, pooled, extra = TEXT[family]
     g = torch.Generator().manual_seed(seed)
-    return [[torch.randn(1, TEXT_TOKENS, 4096, generator=g) * 0.1,
-             {"pooled_output": torch.randn(1, 768, generator=g), "guidance": 3.5}]]
+    return [[torch.randn(1, tokens, 4096, generator=g) * 0.1,
+             {"pooled_output": torch.randn(1, pooled, generator=g), **extra}]]
 
 
-def timed(model, latent_size: int, steps: int, seed: int = 0):
+def timed(model, family: str, latent_size: int, steps: int, seed: int = 0):
     latent = torch.zeros(1, 16, latent_size, latent_size)
     stamps = [time.perf_counter()]
     with torch.no_grad():
         out = comfy.sample.sample(model, comfy.sample.prepare_noise(latent, seed), steps, 1.0, "euler", "simple",
-                                  conditioning(1), conditioning(2), latent, disable_pbar=True, seed=seed,
+                                  conditioning(family, 1), conditioning(family, 2), latent, disable_pbar=True, seed=seed,
                                   callback=lambda *_: stamps.append(time.perf_counter()))
     return out, [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-def calibrate_threshold(pack, model, latent_size: int, steps: int) -> float:
+def calibrate_threshold(pack, model, family: str, latent_size: int, steps: int) -> float:
     """The threshold at which about TARGET_MERGED of the image tokens merge over a whole recorded run."""
     patched = pack.nodes.CATome.execute(model, 0.5, "all", "", "auto", 2, "qkv", "min", record_stats=True).result[0]
-    timed(patched, latent_size, steps)
+    timed(patched, family, latent_size, steps)
     return pack.ca_tome.stats.threshold_for_merged_share(pack.ca_tome.comfyui.last_report(patched).stats, TARGET_MERGED)
 
 
@@ -78,19 +87,25 @@ def fidelity(out: torch.Tensor, reference: torch.Tensor) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="flux", choices=sorted(TEXT))
     parser.add_argument("--latent", type=int, default=128, help="latent side (128 = a 1024² image)")
     parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--double", type=int, default=1, help="double blocks")
-    parser.add_argument("--single", type=int, default=1, help="single blocks")
+    parser.add_argument("--double", type=int, default=1, help="Flux: double blocks")
+    parser.add_argument("--single", type=int, default=1, help="Flux: single blocks")
+    parser.add_argument("--joint", type=int, default=2, help="SD3.5: joint blocks")
     parser.add_argument("--quick", action="store_true", help="latent 32, 4 steps: a regression check in seconds")
     args = parser.parse_args()
     if args.quick:
         args.latent, args.steps = 32, 4
     torch.manual_seed(0)
     pack = load_pack()
-    model = tiny_dit("flux", depth=args.double, depth_single_blocks=args.single, **FULL_WIDTH_FLUX)
+    if args.family == "flux":
+        shape = {**FULL_WIDTH_FLUX, "depth": args.double, "depth_single_blocks": args.single}
+    else:
+        shape = {**FULL_WIDTH_SD35, "num_blocks": args.joint}
+    model = tiny_dit(args.family, **shape)
     node, ratio_node = pack.nodes.CATome, pack.nodes.CATomeFixedRatio
-    threshold = calibrate_threshold(pack, model, args.latent, args.steps)
+    threshold = calibrate_threshold(pack, model, args.family, args.latent, args.steps)
     variants = {
         "unpatched": model,
         "fixed ratio 0.5, all": ratio_node.execute(model, 0.5, "all", "", "auto", 2, "qkv").result[0],
@@ -98,10 +113,10 @@ def main() -> None:
         f"CA-ToMe t={threshold:.3f}, auto": node.execute(model, threshold, "auto", "", "auto", 2, "qkv", "min").result[0],
         "ceiling: free merge 0.5 (ratio, once)": ratio_node.execute(model, 0.5, "once", "", "auto", 2, "qkv").result[0],
     }
-    timed(model, 16, 1)  # warm-up: first-call costs (allocator, kernels) stay out of every variant
+    timed(model, args.family, 16, 1)  # warm-up: first-call costs (allocator, kernels) stay out of every variant
     rows, reference = [], None
     for name, variant in variants.items():
-        out, step_times = timed(variant, args.latent, args.steps)
+        out, step_times = timed(variant, args.family, args.latent, args.steps)
         report = pack.ca_tome.comfyui.last_report(variant)
         reference = out if reference is None else reference
         later = step_times[1:]
@@ -118,17 +133,17 @@ def main() -> None:
               f"({rows[-1]['later_steps_min']:.2f}–{rows[-1]['later_steps_max']:.2f}), step 0 {step_times[0]:.2f} s, "
               f"merged {100 * rows[-1]['merged_fraction']:.1f} %", flush=True)
     result = {
-        "what": "Flux (ComfyUI's class) at full width, reduced depth, random weights; whole DiT blocks on merged image tokens",
+        "what": f"{'Flux' if args.family == 'flux' else 'SD3.5 large'} (ComfyUI's class) at full width, reduced "
+                "depth, random weights; whole DiT blocks on merged image tokens",
         "command": "python -m benchmarks.dit " + " ".join(f"--{k} {v}" for k, v in vars(args).items()
-                                                           if k != "quick")
+                                                           if k != "quick" and (k, args.family) not in UNUSED)
                    + (" --quick" if args.quick else ""),
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, no GPU",
         "torch": torch.__version__, "comfyui": host_version(),
-        "model": {**FULL_WIDTH_FLUX, "double_blocks": args.double, "single_blocks": args.single,
-                  "image_tokens": (args.latent // 2) ** 2, "text_tokens": TEXT_TOKENS},
+        "model": {**shape, "image_tokens": (args.latent // 2) ** 2, "text_tokens": TEXT[args.family][0]},
         "steps": args.steps, "sampler": "euler, cfg 1", "calibrated_threshold": threshold, "variants": rows,
     }
-    path = RESULT.with_name("dit_flux_quick.json") if args.quick else RESULT
+    path = RESULTS / f"dit_{args.family}{'_quick' if args.quick else ''}.json"
     path.write_text(json.dumps(result, indent=1))
     print(f"wrote {path.relative_to(REPO_ROOT)}")
 

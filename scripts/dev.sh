@@ -4,7 +4,7 @@
 #   scripts/dev.sh setup           venv + ComfyUI host + pack link + tiny checkpoint (idempotent)
 #   scripts/dev.sh test [args]     setup, then the whole test suite (pytest args pass through)
 #   scripts/dev.sh demo [args]     setup, then the txt2img demo through the real host
-#   scripts/dev.sh bench [args]    setup, then the benchmark (python -m benchmarks.run ...)
+#   scripts/dev.sh bench [args]    setup, then the speed suite (python -m benchmarks.speed ...)
 #   scripts/dev.sh python [args]   setup, then the venv's python with COMFYUI_PATH exported
 #
 # Environment:
@@ -243,7 +243,7 @@ case "$cmd" in
   setup) setup ;;
   test) setup; ensure_browser; exec "$VENV/bin/python" -m pytest "$@" ;;
   demo) setup; exec "$VENV/bin/python" -m devkit.demo "$@" ;;
-  bench) setup; exec "$VENV/bin/python" -m benchmarks.run "$@" ;;
+  bench) setup; exec "$VENV/bin/python" -m benchmarks.speed "$@" ;;
   python) setup; exec "$VENV/bin/python" "$@" ;;
   *) sed -n '2,17p' "$0"; exit 2 ;;
 esac

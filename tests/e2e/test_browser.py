@@ -69,8 +69,7 @@ def widget_defaults(server, node_type):
             if not (isinstance(spec[0], str) and spec[0] in ("MODEL", "LATENT"))}
 
 
-# Examples that set an input on purpose: record_stats on; the auto schedule beside EasyCache
-# (which may skip a fixed schedule's checkpoint steps).
+# Examples that set an input on purpose: record_stats on; the auto schedule beside EasyCache (as measured).
 NOT_ON_DEFAULTS = {"ca_tome_stats_sd15", "ca_tome_with_easycache_sd15"}
 
 

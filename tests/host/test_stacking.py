@@ -17,8 +17,8 @@ def easycache(model, reuse_threshold=0.2):
     return EasyCacheNode.execute(model, reuse_threshold, 0.15, 0.95, False).result[0]
 
 
-def ca_tome(pack, model, threshold=0.3, record_stats=True):
-    return pack.nodes.CATome.execute(model, threshold, "auto", "", "auto", 2, "qkv", "min",
+def ca_tome(pack, model, threshold=0.3, record_stats=True, schedule="auto"):
+    return pack.nodes.CATome.execute(model, threshold, schedule, "", "auto", 2, "qkv", "min",
                                      record_stats=record_stats).result[0]
 
 
@@ -56,3 +56,15 @@ def test_stacking_leaves_each_patch_s_own_result_unchanged(pack, sd15_model, ord
                    else ca_tome(pack, easycache(sd15_model, reuse_threshold=0.0)))
     assert torch.equal(sample(never_skips, RUN), sample(ca_tome(pack, sd15_model), RUN))
     assert steps_that_ran_the_model(pack, never_skips) == list(range(RUN.steps))
+
+
+def test_a_checkpoint_step_easycache_skips_is_recomputed_at_the_next_step_that_runs(pack, sd15_model):
+    patched = easycache(ca_tome(pack, sd15_model, schedule="CONFIG_3"))
+    sample(patched, RUN)
+    ran = steps_that_ran_the_model(pack, patched)
+    report = pack.ca_tome.comfyui.last_report(patched)
+    skipped_checkpoints = set(report.checkpoints) - set(ran)
+    assert skipped_checkpoints, f"EasyCache skipped no checkpoint step of {sorted(report.checkpoints)}: {ran}"
+    expected = {min(step for step in ran if step >= checkpoint) for checkpoint in report.checkpoints
+                if any(step >= checkpoint for step in ran)}
+    assert sorted(report.recomputed_steps) == sorted(expected)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ca_tome import AutoRefresh, PairCache, PairKey, Schedule, plan_merge, stale_fraction
-from ca_tome.stats import StatsRecorder, jaccard_distance, pair_codes
+from ca_tome.stats import StatsRecorder, jaccard_distance, pair_codes, threshold_for_merged_share
 
 KEY = PairKey(("input", 1, 0), (8, 8), ((1, 0), 2), "cpu")
 
@@ -86,3 +86,17 @@ def test_recorder_measures_drift_between_adjacent_steps_and_histograms_every_src
     assert first.jaccard is None and same.jaccard == 0.0 and moved.jaccard > 0.5
     assert sum(first.histogram) == 2 * 48 and first.merged == 48
     assert pair_codes(plan_merge(metric, 8, 8, threshold=0.9)).numel() == 96
+
+
+def test_threshold_for_a_merged_share_reads_the_recorded_histograms():
+    """Calibrated over every recorded step, the threshold merges about the asked share when applied."""
+    g = torch.Generator().manual_seed(4)
+    centres = torch.randn(6, 16, generator=g)
+    metric = centres[torch.randint(0, 6, (2, 256), generator=g)] + 0.8 * torch.randn(2, 256, 16, generator=g)
+    recorder = StatsRecorder()
+    plan, similarity = plan_merge(metric, 16, 16, threshold=0.0, return_similarity=True)
+    recorder.observe(0, KEY, plan, similarity, 0.0)
+    threshold = threshold_for_merged_share(recorder.records, 0.3)
+    merged = plan_merge(metric, 16, 16, threshold=threshold).merged_count / 256
+    assert 0.3 <= merged < 0.3 + 0.15, (threshold, merged)  # at least the share, within a bin of it
+    assert threshold_for_merged_share(recorder.records, 0.5) < threshold
