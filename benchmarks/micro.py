@@ -23,10 +23,10 @@ import torch
 
 from ca_tome import partition, plan_merge, stale_fraction
 from ca_tome.stats import pair_codes
-from devkit.host import REPO_ROOT, comfyui_path, host_version, import_comfy
+from devkit.host import REPO_ROOT, host_version
 from devkit.memory import peak_matching_memory
 
-from .speed import RESULTS, TARGET_MERGED, spread, timed_run
+from .speed import RESULTS, TARGET_MERGED, load, ranking, spread, timed_run
 
 CHANNELS = 320
 GRIDS = {"512px": 64, "1024px": 128}
@@ -58,10 +58,10 @@ def engine_timings(repeats: int) -> dict:
         metric = smooth_metric(side)
         src, dst = partition(side, side, (2, 2))
         row = {}
-        for ranking, dtype in RANKINGS.items():
-            row[f"plan_merge ratio 0.5, {ranking}"] = timings(
+        for rank, dtype in RANKINGS.items():
+            row[f"plan_merge ratio 0.5, {rank}"] = timings(
                 lambda: plan_merge(metric, side, side, ratio=TARGET_MERGED, rank_dtype=dtype), repeats)
-            row[f"plan_merge t=0.7, {ranking}"] = timings(
+            row[f"plan_merge t=0.7, {rank}"] = timings(
                 lambda: plan_merge(metric, side, side, threshold=0.7, rank_dtype=dtype), repeats)
             unit_src = torch.nn.functional.normalize(metric[:, src], dim=-1).to(dtype)
             unit_dst = torch.nn.functional.normalize(metric[:, dst], dim=-1).to(dtype).transpose(1, 2)
@@ -70,8 +70,8 @@ def engine_timings(repeats: int) -> dict:
             product = timings(lambda: torch.bmm(chunk, unit_dst), repeats)
             scores = torch.bmm(chunk, unit_dst)
             reduction = timings(lambda: scores.max(dim=-1), repeats)
-            row[f"src x dst product, {ranking}"] = {k: v * scale if k != "n" else v for k, v in product.items()}
-            row[f"max over dsts, {ranking}"] = {k: v * scale if k != "n" else v for k, v in reduction.items()}
+            row[f"src x dst product, {rank}"] = {k: v * scale if k != "n" else v for k, v in product.items()}
+            row[f"max over dsts, {rank}"] = {k: v * scale if k != "n" else v for k, v in reduction.items()}
         plan = plan_merge(metric, side, side, ratio=TARGET_MERGED)
         merged = plan.merge(metric)
         row["merge"] = timings(lambda: plan.merge(metric), repeats * 4)
@@ -87,38 +87,22 @@ def engine_timings(repeats: int) -> dict:
 
 def ranking_fidelity(steps: int, size: int) -> dict:
     """Images of CA-ToMe with each ranking against the unpatched image (full-shape SD1.5, same seed)."""
-    host = import_comfy(comfyui_path())
-    import nodes as comfy_nodes
-
-    from devkit.checkpoints import ensure_checkpoint
-    from devkit.sampling import load_pack
-
     from .fidelity import compare
 
-    torch.set_grad_enabled(False)
-    pack = load_pack()
-    model, clip, vae = comfy_nodes.CheckpointLoaderSimple().load_checkpoint(ensure_checkpoint(host, "sd15").name)[:3]
-    encode = comfy_nodes.CLIPTextEncode().encode
-    positive, negative = encode(clip, "A high-quality photograph of a red fox.")[0], encode(clip, "")[0]
+    loaded = load("sd15")
     latent = torch.zeros(1, 4, size // 8, size // 8)
-    matching = pack.ca_tome.matching
-    automatic = matching.rank_dtype_for
 
     def image(patched):
-        samples, _ = timed_run(patched, positive, negative, latent, steps, seed=7)
-        return comfy_nodes.VAEDecode().decode(vae, {"samples": samples})[0][0].clamp(0, 1).numpy()
+        return loaded.image(timed_run(patched, loaded.positive, loaded.negative, latent, steps, seed=7)[0])
 
-    reference = image(model)
+    reference = image(loaded.model)
     out = {}
-    for ranking, dtype in RANKINGS.items():
-        matching.rank_dtype_for = lambda device, dtype=dtype: dtype
-        try:
-            patched = pack.nodes.CATome.execute(model, 0.7, "CONFIG_3", "", "auto", 2, "qkv", "min").result[0]
-            out[ranking] = {**compare(reference, image(patched)),
-                            "merged_fraction": pack.ca_tome.comfyui.last_report(patched).merged_fraction}
-        finally:
-            matching.rank_dtype_for = automatic
-        print(f"{ranking}: {out[ranking]}", flush=True)
+    for name, dtype in RANKINGS.items():
+        with ranking(loaded.pack, dtype):
+            patched = loaded.pack.nodes.CATome.execute(loaded.model, 0.7, "CONFIG_3", "", "auto", 2, "qkv", "min").result[0]
+            out[name] = {**compare(reference, image(patched)),
+                         "merged_fraction": loaded.pack.ca_tome.comfyui.last_report(patched).merged_fraction}
+        print(f"{name}: {out[name]}", flush=True)
     return {"size": size, "steps": steps, "variant": "CA-ToMe t=0.7 CONFIG_3", "to_unpatched": out}
 
 

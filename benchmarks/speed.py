@@ -68,6 +68,52 @@ def timed_run(model, positive, negative, latent, steps, seed):
     return samples, [b - a for a, b in zip(stamps, stamps[1:])]
 
 
+@dataclass
+class Loaded:
+    """The benchmark's model as ComfyUI's nodes load it, with the pack and the two prompts."""
+    pack: object
+    checkpoint: str  # file name
+    model: object
+    vae: object
+    positive: list
+    negative: list
+
+    def image(self, samples):
+        """[H, W, 3] floats in 0..1 decoded by the checkpoint's VAE, for the fidelity metrics."""
+        import nodes as comfy_nodes
+
+        return comfy_nodes.VAEDecode().decode(self.vae, {"samples": samples})[0][0].clamp(0, 1).numpy()
+
+
+def load(checkpoint_name: str) -> Loaded:
+    """Import the host, load the generated checkpoint through CheckpointLoaderSimple, encode the prompts."""
+    host = import_comfy(comfyui_path())
+    import torch
+
+    import nodes as comfy_nodes
+
+    from devkit.checkpoints import ensure_checkpoint
+    from devkit.sampling import load_pack
+
+    torch.set_grad_enabled(False)
+    checkpoint = ensure_checkpoint(host, checkpoint_name).name
+    model, clip, vae = comfy_nodes.CheckpointLoaderSimple().load_checkpoint(checkpoint)[:3]
+    encode = comfy_nodes.CLIPTextEncode().encode
+    return Loaded(load_pack(), checkpoint, model, vae, encode(clip, "A high-quality photograph of a red fox.")[0], encode(clip, "")[0])
+
+
+@contextlib.contextmanager
+def ranking(pack, dtype):
+    """Matching ranks dsts in ``dtype`` while inside (the before/after comparison of the bf16 ranking)."""
+    matching = pack.ca_tome.matching
+    automatic = matching.rank_dtype_for
+    matching.rank_dtype_for = lambda device: dtype
+    try:
+        yield
+    finally:
+        matching.rank_dtype_for = automatic
+
+
 def spread(values) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
@@ -99,26 +145,15 @@ def main(argv=None) -> None:
     if args.quick:
         args.repeats, args.run_steps = 1, 8
 
-    host = import_comfy(comfyui_path())
+    loaded = load(checkpoint_name)
     import torch
-
-    import nodes as comfy_nodes
     from comfy_extras.nodes_easycache import EasyCacheNode
     from comfy_extras.nodes_tomesd import TomePatchModel
-
-    from devkit.checkpoints import ensure_checkpoint
-    from devkit.sampling import load_pack
 
     from . import ceilings
     from .fidelity import compare
 
-    torch.set_grad_enabled(False)
-    pack = load_pack()
-    checkpoint = ensure_checkpoint(host, checkpoint_name)
-    model, clip, vae = comfy_nodes.CheckpointLoaderSimple().load_checkpoint(checkpoint.name)[:3]
-    encode = comfy_nodes.CLIPTextEncode().encode
-    positive = encode(clip, "A high-quality photograph of a red fox.")[0]
-    negative = encode(clip, "")[0]
+    pack, model, positive, negative = loaded.pack, loaded.model, loaded.positive, loaded.negative
     pixels = WARM_UP_SIZE if args.quick else args.size
     latent = torch.zeros(1, 4, pixels // 8, pixels // 8)
     out = RESULTS / ("speed_quick.json" if args.quick else f"speed_{args.size}.json")
@@ -132,21 +167,11 @@ def main(argv=None) -> None:
     def easycache(build=lambda m: m):
         return lambda m: EasyCacheNode.execute(build(m), 0.2, 0.15, 0.95, False).result[0]
 
-    @contextlib.contextmanager
-    def float32_ranking():
-        matching = pack.ca_tome.matching
-        original = matching.rank_dtype_for
-        matching.rank_dtype_for = lambda device: torch.float32
-        try:
-            yield
-        finally:
-            matching.rank_dtype_for = original
-
     step_variants = [
         Variant("unpatched", lambda m: m),
         Variant("builtin Tome r=0.5 (q only)", lambda m: TomePatchModel.execute(m, TARGET_MERGED).result[0]),
         Variant("ours ratio 0.5, matching every step", ratio("all")),
-        Variant("ours ratio 0.5, matching every step, float32 ranking", ratio("all"), float32_ranking),
+        Variant("ours ratio 0.5, matching every step, float32 ranking", ratio("all"), lambda: ranking(pack, torch.float32)),
         Variant("ours ratio 0.5, cached steps", ratio("once")),
         Variant("ceiling: free merge f=0.5", lambda m: ceilings.free_merge(m, TARGET_MERGED)),
         Variant("ceiling: top-level self-attention skipped", ceilings.skip_attention),
@@ -207,7 +232,7 @@ def main(argv=None) -> None:
         row = run_summary(pack.ca_tome.comfyui.last_report(patched), seconds)
         row["later_steps_total"] = sum(seconds[1:])
         if fidelity:
-            image = comfy_nodes.VAEDecode().decode(vae, {"samples": samples})[0][0].clamp(0, 1).numpy()
+            image = loaded.image(samples)
             reference = image if reference is None else reference
             row["fidelity_to_unpatched"] = compare(reference, image)
         runs_result[variant.name] = row
@@ -222,7 +247,7 @@ def main(argv=None) -> None:
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip()
                    + f", {torch.get_num_threads()} CPU threads, no GPU",
-        "torch": torch.__version__, "comfyui": host_version(), "checkpoint": checkpoint.name,
+        "torch": torch.__version__, "comfyui": host_version(), "checkpoint": loaded.checkpoint,
         "size": pixels, "repeats": args.repeats, "step_run_steps": args.step_run_steps, "run_steps": args.run_steps,
         "calibrated_threshold": t50, "calibrated_at": 512,
         "steps": steps_result, "runs": runs_result,
