@@ -13,7 +13,8 @@ run's state and, for every merging variant, matches) is reported apart from the 
 - fixed ratio 0.5 on the CA-ToMe engine, schedule ``all`` (matching every step);
 - CA-ToMe at the threshold that merges about half the image tokens here (calibrated from the
   similarity histograms of a whole recorded run: the tokens grow more similar as the run goes),
-  with CONFIG_3 and with ``auto``;
+  with ``all`` (the threshold rule against the fixed ratio at about the same merged share, no
+  caching), CONFIG_3 and ``auto``; on Flux also ``auto`` with ``dit_blocks`` double or single only;
 - free-merge ceiling: fixed ratio 0.5 with schedule ``once`` — after step 0 no matching at all,
   only the blocks on half the image tokens plus merge/unmerge.
 
@@ -106,13 +107,20 @@ def main() -> None:
     model = tiny_dit(args.family, **shape)
     node, ratio_node = pack.nodes.CATome, pack.nodes.CATomeFixedRatio
     threshold = calibrate_threshold(pack, model, args.family, args.latent, args.steps)
+    def ca_tome(schedule, dit_blocks="all"):
+        return node.execute(model, threshold, schedule, "", "auto", 2, "qkv", "min", dit_blocks=dit_blocks).result[0]
+
     variants = {
         "unpatched": model,
         "fixed ratio 0.5, all": ratio_node.execute(model, 0.5, "all", "", "auto", 2, "qkv").result[0],
-        f"CA-ToMe t={threshold:.3f}, CONFIG_3": node.execute(model, threshold, "CONFIG_3", "", "auto", 2, "qkv", "min").result[0],
-        f"CA-ToMe t={threshold:.3f}, auto": node.execute(model, threshold, "auto", "", "auto", 2, "qkv", "min").result[0],
-        "ceiling: free merge 0.5 (ratio, once)": ratio_node.execute(model, 0.5, "once", "", "auto", 2, "qkv").result[0],
+        f"CA-ToMe t={threshold:.3f}, all": ca_tome("all"),
+        f"CA-ToMe t={threshold:.3f}, CONFIG_3": ca_tome("CONFIG_3"),
+        f"CA-ToMe t={threshold:.3f}, auto": ca_tome("auto"),
     }
+    if args.family == "flux":  # which blocks to merge: the dit_blocks default is chosen from these rows
+        for blocks in ("double", "single"):
+            variants[f"CA-ToMe t={threshold:.3f}, auto, {blocks} blocks only"] = ca_tome("auto", blocks)
+    variants["ceiling: free merge 0.5 (ratio, once)"] = ratio_node.execute(model, 0.5, "once", "", "auto", 2, "qkv").result[0]
     timed(model, args.family, 16, 1)  # warm-up: first-call costs (allocator, kernels) stay out of every variant
     rows, reference = [], None
     for name, variant in variants.items():

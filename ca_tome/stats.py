@@ -82,10 +82,19 @@ class StatsRecorder:
 
 
 def threshold_for_merged_share(records, share: float, src_fraction: float = 0.75) -> float:
-    """The histogram edge at which about ``share`` of the tokens would merge over ``records``
-    (recorded steps): the largest t with at least ``share / src_fraction`` of the srcs' best
-    similarities ≥ t (2×2 cells: 3 of 4 tokens are src). Resolution: one histogram bin (0.05)."""
+    """The t at which about ``share`` of the tokens would merge over ``records`` (recorded steps).
+
+    The histograms give, at each bin edge, the fraction of the srcs' best similarities ≥ that edge
+    (2×2 cells: 3 of 4 tokens are src, so ``share / src_fraction`` of them must merge); between two
+    edges t is interpolated linearly, so equal-share comparisons are not off by up to a bin (0.05).
+    """
     counts = torch.tensor([r.histogram for r in records], dtype=torch.float64).sum(0)
-    at_or_above = counts.flip(0).cumsum(0).flip(0) / counts.sum()
-    edges = torch.linspace(-1.0, 1.0, HISTOGRAM_BINS + 1)
-    return float(edges[int((at_or_above >= share / src_fraction).nonzero().max())])
+    at_or_above = torch.cat((counts.flip(0).cumsum(0).flip(0) / counts.sum(), torch.zeros(1, dtype=torch.float64)))
+    edges = torch.linspace(-1.0, 1.0, HISTOGRAM_BINS + 1, dtype=torch.float64)
+    target = share / src_fraction
+    low = int((at_or_above >= target).nonzero().max())  # at_or_above[0] = 1: there always is one
+    if low == HISTOGRAM_BINS:
+        return 1.0
+    above_low, above_high = float(at_or_above[low]), float(at_or_above[low + 1])
+    within = (above_low - target) / (above_low - above_high)
+    return float(edges[low] + within * (edges[low + 1] - edges[low]))
