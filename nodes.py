@@ -37,8 +37,8 @@ TOOLTIPS = {
                     "'20-25', fractions of the run '0.16', or 'every 5'. The first step always recomputes.",
     "levels": "Which UNet levels to merge. 'auto' = the highest-resolution level that has self-attention "
               "(D1/U1 on SD1.x/SD2.x, the 2×-downsampled level on SDXL). A number = every level downsampled at "
-              "most that much (1 = full latent resolution only). Ignored on DiTs (Flux, SD3): see dit_blocks.",
-    "dit_blocks": "DiT models (Flux, SD3/SD3.5): which blocks run on merged image tokens (text tokens are never "
+              "most that much (1 = full latent resolution only). Ignored on DiTs (Flux.1, Flux 2, SD3): see dit_blocks.",
+    "dit_blocks": "DiT models (Flux.1, Flux 2, SD3/SD3.5): which blocks run on merged image tokens (text tokens are never "
                   "merged). 'all' = every block, fastest; 'double' = Flux's double-stream blocks (every SD3 "
                   "block), the image stream only; 'single' = Flux's single-stream blocks only. Fewer blocks = "
                   "closer to the unmerged image, less speed-up. Ignored on UNets.",
@@ -128,7 +128,7 @@ class CATome(io.ComfyNode):
             node_id="CATome",
             display_name="CA-ToMe (Cached Adaptive Token Merging)",
             category="model_patches/unet",
-            description="Speeds up UNet self-attention (SD1.x, SDXL) and DiT blocks (Flux, SD3) by merging similar "
+            description="Speeds up UNet self-attention (SD1.x, SDXL) and DiT blocks (Flux.1, Flux 2, SD3) by merging similar "
                         "tokens; pairs are cached between checkpoint steps.",
             inputs=[
                 io.Model.Input("model", tooltip=TOOLTIPS["model"]),

@@ -13,8 +13,10 @@ run's state and, for every merging variant, matches) is reported apart from the 
 - fixed ratio 0.5 on the CA-ToMe engine, schedule ``all`` (matching every step);
 - CA-ToMe at the threshold that merges about half the image tokens here (calibrated from the
   similarity histograms of a whole recorded run: the tokens grow more similar as the run goes),
-  with ``all`` (the threshold rule against the fixed ratio at about the same merged share, no
-  caching), CONFIG_3 and ``auto``; on Flux also ``auto`` with ``dit_blocks`` double or single only;
+  with ``all`` (no caching), CONFIG_3 and ``auto``; on Flux also ``auto`` with ``dit_blocks``
+  double or single only;
+- fixed ratio at exactly the share CA-ToMe ``all`` merged, schedule ``all``: the threshold rule
+  against the fixed ratio at equal merged fraction, both matching every step;
 - free-merge ceiling: fixed ratio 0.5 with schedule ``once`` — after step 0 no matching at all,
   only the blocks on half the image tokens plus merge/unmerge.
 
@@ -43,6 +45,9 @@ import comfy.sample  # noqa: E402
 from devkit.dit_models import tiny_dit  # noqa: E402
 from devkit.sampling import load_pack  # noqa: E402
 
+from .report import DIT_CEILING, DIT_RATIO, DIT_RATIO_AT_THRESHOLD_SHARE  # noqa: E402
+from .speed import TARGET_MERGED  # noqa: E402
+
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 FULL_WIDTH_FLUX = dict(hidden_size=3072, num_heads=24, axes_dim=[16, 56, 56], context_in_dim=4096, vec_in_dim=768)
 SD35_LARGE_DEPTH = 38  # MMDiT's width is 64 × depth; num_blocks builds fewer blocks at that width
@@ -51,7 +56,6 @@ FULL_WIDTH_SD35 = dict(depth=SD35_LARGE_DEPTH, adm_in_channels=2048, pos_embed_m
                                                 "params": {"in_features": 4096, "out_features": 64 * SD35_LARGE_DEPTH}})
 # family -> (text tokens, pooled width, extra conditioning)
 TEXT = {"flux": (512, 768, {"guidance": 3.5}), "sd3": (333, 2048, {})}
-TARGET_MERGED = 0.5
 UNUSED = {("joint", "flux"), ("double", "sd3"), ("single", "sd3"), ("family", "flux")}  # kept out of the recorded command
 
 
@@ -72,11 +76,20 @@ def timed(model, family: str, latent_size: int, steps: int, seed: int = 0):
     return out, [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-def calibrate_threshold(pack, model, family: str, latent_size: int, steps: int) -> float:
-    """The threshold at which about TARGET_MERGED of the image tokens merge over a whole recorded run."""
-    patched = pack.nodes.CATome.execute(model, 0.5, "all", "", "auto", 2, "qkv", "min", record_stats=True).result[0]
-    timed(patched, family, latent_size, steps)
-    return pack.ca_tome.stats.threshold_for_merged_share(pack.ca_tome.comfyui.last_report(patched).stats, TARGET_MERGED)
+def calibrate_threshold(pack, model, family: str, latent_size: int, steps: int, passes: int = 2) -> list[float]:
+    """The threshold at which about TARGET_MERGED of the image tokens merge over a whole recorded run.
+
+    Merging changes the run's trajectory and with it the similarities, so each pass records a run
+    at the previous pass's threshold (the first at 0.5) and calibrates again; returns every pass's t.
+    """
+    thresholds = [0.5]
+    for _ in range(passes):
+        patched = pack.nodes.CATome.execute(model, thresholds[-1], "all", "", "auto", 2, "qkv", "min",
+                                            record_stats=True).result[0]
+        timed(patched, family, latent_size, steps)
+        stats = pack.ca_tome.comfyui.last_report(patched).stats
+        thresholds.append(pack.ca_tome.stats.threshold_for_merged_share(stats, TARGET_MERGED))
+    return thresholds[1:]
 
 
 def fidelity(out: torch.Tensor, reference: torch.Tensor) -> dict:
@@ -106,24 +119,36 @@ def main() -> None:
         shape = {**FULL_WIDTH_SD35, "num_blocks": args.joint}
     model = tiny_dit(args.family, **shape)
     node, ratio_node = pack.nodes.CATome, pack.nodes.CATomeFixedRatio
-    threshold = calibrate_threshold(pack, model, args.family, args.latent, args.steps)
-    def ca_tome(schedule, dit_blocks="all"):
-        return node.execute(model, threshold, schedule, "", "auto", 2, "qkv", "min", dit_blocks=dit_blocks).result[0]
+    calibration = calibrate_threshold(pack, model, args.family, args.latent, args.steps)
+    threshold = calibration[-1]
 
+    def ca_tome(schedule, dit_blocks="all"):
+        return lambda rows: node.execute(model, threshold, schedule, "", "auto", 2, "qkv", "min",
+                                         dit_blocks=dit_blocks).result[0]
+
+    def fixed_ratio(ratio, schedule):
+        return lambda rows: ratio_node.execute(model, ratio, schedule, "", "auto", 2, "qkv").result[0]
+
+    def at_threshold_share(rows):  # the fixed ratio merging exactly what the threshold rule merged
+        return fixed_ratio(rows[f"CA-ToMe t={threshold:.3f}, all"]["merged_fraction"], "all")(rows)
+
+    # name -> the patched model, built from the rows measured before it
     variants = {
-        "unpatched": model,
-        "fixed ratio 0.5, all": ratio_node.execute(model, 0.5, "all", "", "auto", 2, "qkv").result[0],
+        "unpatched": lambda rows: model,
+        DIT_RATIO: fixed_ratio(TARGET_MERGED, "all"),
         f"CA-ToMe t={threshold:.3f}, all": ca_tome("all"),
+        DIT_RATIO_AT_THRESHOLD_SHARE: at_threshold_share,
         f"CA-ToMe t={threshold:.3f}, CONFIG_3": ca_tome("CONFIG_3"),
         f"CA-ToMe t={threshold:.3f}, auto": ca_tome("auto"),
     }
     if args.family == "flux":  # which blocks to merge: the dit_blocks default is chosen from these rows
         for blocks in ("double", "single"):
             variants[f"CA-ToMe t={threshold:.3f}, auto, {blocks} blocks only"] = ca_tome("auto", blocks)
-    variants["ceiling: free merge 0.5 (ratio, once)"] = ratio_node.execute(model, 0.5, "once", "", "auto", 2, "qkv").result[0]
+    variants[DIT_CEILING] = fixed_ratio(TARGET_MERGED, "once")
     timed(model, args.family, 16, 1)  # warm-up: first-call costs (allocator, kernels) stay out of every variant
     rows, reference = [], None
-    for name, variant in variants.items():
+    for name, build in variants.items():
+        variant = build({row["variant"]: row for row in rows})
         out, step_times = timed(variant, args.family, args.latent, args.steps)
         report = pack.ca_tome.comfyui.last_report(variant)
         reference = out if reference is None else reference
@@ -149,7 +174,8 @@ def main() -> None:
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, no GPU",
         "torch": torch.__version__, "comfyui": host_version(),
         "model": {**shape, "image_tokens": (args.latent // 2) ** 2, "text_tokens": TEXT[args.family][0]},
-        "steps": args.steps, "sampler": "euler, cfg 1", "calibrated_threshold": threshold, "variants": rows,
+        "steps": args.steps, "sampler": "euler, cfg 1", "calibrated_threshold": threshold,
+        "calibration_passes": calibration, "variants": rows,
     }
     path = RESULTS / f"dit_{args.family}{'_quick' if args.quick else ''}.json"
     path.write_text(json.dumps(result, indent=1))

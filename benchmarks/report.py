@@ -203,7 +203,15 @@ def ranking_table() -> str:
     return table([f"{study['variant']}, {study['size']}², {study['steps']} steps", "merged", "PSNR", "SSIM", "FLIP"], rows)
 
 
-# --- earlier studies ---
+# --- DiT blocks (benchmarks.dit) ---
+
+DIT_FILES = {"Flux": "dit_flux.json", "SD3.5 large width": "dit_sd3.json"}
+DIT_CEILING = "ceiling: free merge 0.5 (ratio, once)"  # variant names, also used by benchmarks.dit
+DIT_RATIO = "fixed ratio 0.5, all"
+DIT_RATIO_AT_THRESHOLD_SHARE = "fixed ratio at CA-ToMe's share, all"
+DIT_SPEEDUP_TARGET, DIT_CEILING_TARGET = 1.5, 0.9
+EQUAL_SHARE = 0.03  # merged fractions this close count as "about the same share"
+
 
 def dit_table(file: str) -> str:
     """Whole-run time and speed-up, later-step median with its range, share of the free-merge
@@ -212,11 +220,10 @@ def dit_table(file: str) -> str:
     fair comparison; the step median is there to show that spread."""
     result = load(file)
     rows = {row["variant"]: row for row in result["variants"]}
-    base = sum(rows["unpatched"]["step_seconds"])
-    ceiling = sum(next(row for name, row in rows.items() if name.startswith("ceiling"))["step_seconds"])
+    base, ceiling = dit_run_seconds(rows["unpatched"]), dit_run_seconds(rows[DIT_CEILING])
     out = []
     for name, row in rows.items():
-        total = sum(row["step_seconds"])
+        total = dit_run_seconds(row)
         quality = row["fidelity_to_unpatched"]
         out.append([name, f"{total:.1f}", f"{base / total:.2f}×",
                     f"{100 * (base - total) / (base - ceiling):.0f} %" if name != "unpatched" else "–",
@@ -226,6 +233,72 @@ def dit_table(file: str) -> str:
     return table(["variant", "run (s)", "speed-up", "share of ceiling's saving", "s/step, steps 1–n: median (min–max)",
                   "merged", "matchings", "PSNR / cosine to unpatched"], out)
 
+
+def dit_variant(result: dict, name: str) -> dict:
+    """The variant called ``name``; ``{t}`` stands for the calibrated threshold CA-ToMe's names carry."""
+    name = name.format(t=f"{result['calibrated_threshold']:.3f}")
+    return next(row for row in result["variants"] if row["variant"] == name)
+
+
+def dit_run_seconds(row: dict) -> float:
+    return sum(row["step_seconds"])
+
+
+def dit_targets_table() -> str:
+    """The DiT issue's targets for every DiT result file: speed-up and share of the free-merge
+    ceiling's saving (at 50 %) of the cached variants, and the threshold rule's fidelity against the
+    fixed ratio at the same merged share (both matching every step). A variant that merged less
+    than half the image tokens can only save less, so a target it meets counts; one that merged
+    more is not compared."""
+    rows = []
+    for family, file in DIT_FILES.items():
+        result = load(file)
+        base = dit_run_seconds(dit_variant(result, "unpatched"))
+        ceiling = dit_run_seconds(dit_variant(result, DIT_CEILING))
+        for schedule in ("CONFIG_3", "auto"):
+            row = dit_variant(result, f"CA-ToMe t={{t}}, {schedule}")
+            seconds, merged = dit_run_seconds(row), row["merged_fraction"]
+            share = (base - seconds) / (base - ceiling)
+            met = base / seconds >= DIT_SPEEDUP_TARGET and share >= DIT_CEILING_TARGET
+            if merged > TARGET_MERGED + EQUAL_SHARE:
+                verdict = "merged more than 50 %: not compared"
+            elif merged < TARGET_MERGED - EQUAL_SHARE:
+                verdict = "met at a lower share" if met else "not met (at a lower share than 50 %)"
+            else:
+                verdict = "met" if met else "not met"
+            rows.append([f"{family}: CA-ToMe `{schedule}` ≥ {DIT_SPEEDUP_TARGET}× and ≥ {DIT_CEILING_TARGET:.0%} of the "
+                         "free-merge ceiling's saving at 50 % merged",
+                         f"{base / seconds:.2f}×, {100 * share:.0f} % of the ceiling's saving, {percent(merged)} merged",
+                         verdict])
+        ratio, threshold = dit_variant(result, DIT_RATIO_AT_THRESHOLD_SHARE), dit_variant(result, "CA-ToMe t={t}, all")
+        ratio_db, threshold_db = (row["fidelity_to_unpatched"]["psnr_db"] for row in (ratio, threshold))
+        rows.append([f"{family}: fidelity to unpatched, threshold ≥ fixed ratio at the same share (both matching every step)",
+                     f"{threshold_db:.1f} vs {ratio_db:.1f} dB at {percent(threshold['merged_fraction'])} merged",
+                     "met" if threshold_db >= ratio_db else "not met"])
+    return table(["target (random weights, 1024² token count)", "measured", "verdict"], rows)
+
+
+def readme_dit_table() -> str:
+    columns = {family: load(file) for family, file in DIT_FILES.items()}
+    names = {"unpatched": "unpatched", DIT_RATIO: "fixed ratio 0.5, matching every step",
+             "CA-ToMe t={t}, all": "CA-ToMe, matching every step",
+             DIT_RATIO_AT_THRESHOLD_SHARE: "fixed ratio at CA-ToMe's share, matching every step",
+             "CA-ToMe t={t}, auto": "CA-ToMe `auto`", DIT_CEILING: "ceiling: free merge at 50 %"}
+    rows = []
+    for name, label in names.items():
+        cells = [label]
+        for result in columns.values():
+            base = dit_run_seconds(dit_variant(result, "unpatched"))
+            row = dit_variant(result, name)
+            quality = row["fidelity_to_unpatched"]["psnr_db"]
+            cells.append(f"{base / dit_run_seconds(row):.2f}×" + ("" if name == "unpatched" else
+                         f", {percent(row['merged_fraction'], 0)}, {quality:.1f} dB"))
+        rows.append(cells)
+    return table(["run speed-up, merged, PSNR to unpatched"] + [f"{family} (t = {result['calibrated_threshold']:.2f})"
+                                                                  for family, result in columns.items()], rows)
+
+
+# --- earlier studies ---
 
 def fidelity_table() -> str:
     rows = []
@@ -255,7 +328,10 @@ GENERATORS = {
     "easycache": easycache_table,
     "micro": micro_table,
     "ranking": ranking_table,
-    "dit-flux": lambda: dit_table("dit_flux.json"),
+    "dit-flux": lambda: dit_table(DIT_FILES["Flux"]),
+    "dit-sd3": lambda: dit_table(DIT_FILES["SD3.5 large width"]),
+    "dit-targets": dit_targets_table,
+    "readme-dit": readme_dit_table,
     "fidelity-256": fidelity_table,
     "schedules": schedules_table,
     "readme-measured": readme_table,

@@ -1,4 +1,4 @@
-"""Tiny in-memory DiT models in ComfyUI's own classes: Flux, SD3 (MMDiT) and Wan 2.1 text-to-video.
+"""Tiny in-memory DiT models in ComfyUI's own classes: Flux, Flux 2, SD3 (MMDiT) and Wan 2.1 text-to-video.
 
 The host-tier counterpart of :func:`devkit.sampling.tiny_model` for the transformer families: each
 builder makes the real ``comfy.model_base`` model from the real ``comfy.supported_models`` config,
@@ -12,6 +12,9 @@ argument, the builder looks at the class (never at the version string) before pa
     from devkit.dit_models import tiny_dit, dit_conditioning, dit_latent, sample_dit
     model = tiny_dit("flux")
     latent = sample_dit(model, "flux", Sampling(steps=2, cfg=1.0))
+
+Sizes are given as image-token grids (:func:`latent_size` turns one into latent pixels), since the
+families patchify differently: 2×2 latent pixels per token, except Flux 2 (1×1, 128 channels).
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ import comfy.supported_models  # noqa: E402
 CONTEXT_DIM = 32
 POOLED_DIM = 32
 TEXT_TOKENS = 16
-# The default latent: 16×16 latent pixels = an 8×8 token grid after the 2×2 patchify (as the UNet tests' 8×8 grid).
-LATENT_SIZE = (16, 16)
+# The default image-token grid, as the UNet tests' 8×8 grid.
+GRID = (8, 8)
 
 # Flux dev layout (guidance embedding, 2×2 patches, 16 latent channels, RoPE over (index, h, w)),
 # hidden 128 with 2 heads of 64 (axes_dim sums to the head dim), 2 double + 2 single blocks.
@@ -42,6 +45,16 @@ FLUX_CONFIG = {
     "context_in_dim": CONTEXT_DIM, "hidden_size": 128, "mlp_ratio": 4.0, "num_heads": 2, "depth": 2,
     "depth_single_blocks": 2, "axes_dim": [16, 24, 24], "theta": 10000, "patch_size": 2, "qkv_bias": True,
     "guidance_embed": True,
+}
+# Flux 2 layout (as model detection writes it: global modulation, SiLU-gated MLP ratio 3, no biases,
+# 1×1 patches over a 128-channel latent, RoPE over 4 axes with text positions on the last one,
+# reference images indexed), hidden 128 with 2 heads of 64, 2 double + 2 single blocks, no pooled vector.
+FLUX2_CONFIG = {
+    "image_model": "flux2", "in_channels": 128, "out_channels": 128, "vec_in_dim": None,
+    "context_in_dim": CONTEXT_DIM, "hidden_size": 128, "mlp_ratio": 3.0, "num_heads": 2, "depth": 2,
+    "depth_single_blocks": 2, "axes_dim": [16, 16, 16, 16], "theta": 2000, "patch_size": 1, "qkv_bias": False,
+    "guidance_embed": True, "global_modulation": True, "mlp_silu_act": True, "ops_bias": False,
+    "default_ref_method": "index", "ref_index_scale": 10.0,
 }
 # SD3.5 layout (RMS q/k norm, 2×2 patches, learned-size pos_embed table, pooled vector, context Linear).
 # MMDiT fixes the width from the depth: hidden 64·depth with `depth` heads of 64 → 2 blocks, 128 wide,
@@ -61,22 +74,27 @@ WAN21_CONFIG = {
     "num_layers": 2, "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6,
 }
 
-FAMILIES = ("flux", "sd3", "wan21")
+FAMILIES = ("flux", "flux2", "sd3", "wan21")
+LATENT_CHANNELS = {"flux": 16, "flux2": 128, "sd3": 16, "wan21": 16}
+PATCH = {"flux": 2, "flux2": 1, "sd3": 2, "wan21": 2}  # latent pixels per image token, each side
+# Text tokens the blocks see: Flux 2 pads the prompt to 512 (comfy.model_base.Flux2.extra_conds).
+BLOCK_TEXT_TOKENS = {"flux": TEXT_TOKENS, "flux2": 512, "sd3": TEXT_TOKENS}
 
 
-def _flux_config() -> dict:
-    config = dict(FLUX_CONFIG)
-    # Newer hosts' FluxParams has a required `txt_ids_dims` (which txt_ids axes carry positions;
-    # Flux 1 uses none, as their model detection writes). Older hosts reject the keyword.
-    fields = {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
-    if "txt_ids_dims" in fields:
-        config["txt_ids_dims"] = []
-    return config
+def _flux_config(config: dict, text_position_axes: list[int]):
+    def build() -> dict:
+        # Newer hosts' FluxParams has a required `txt_ids_dims` (which txt_ids axes carry positions:
+        # none on Flux 1, the last on Flux 2, as their model detection writes). Older hosts reject
+        # the keyword and hard-code Flux 2's.
+        fields = {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
+        return {**config, "txt_ids_dims": text_position_axes} if "txt_ids_dims" in fields else dict(config)
+    return build
 
 
 # family -> (ComfyUI model class name, supported_models config class name, unet config factory)
 _FAMILY_CLASSES = {
-    "flux": ("Flux", "Flux", _flux_config),
+    "flux": ("Flux", "Flux", _flux_config(FLUX_CONFIG, [])),
+    "flux2": ("Flux2", "Flux2", _flux_config(FLUX2_CONFIG, [3])),
     "sd3": ("SD3", "SD3", lambda: dict(SD3_CONFIG)),
     "wan21": ("WAN21", "WAN21_T2V", lambda: dict(WAN21_CONFIG)),
 }
@@ -131,12 +149,11 @@ def dit_random_weights(module: torch.nn.Module, generator: torch.Generator) -> d
 
 
 def tiny_dit(family: str, seed: int = 0, dtype=torch.float32, **overrides) -> comfy.model_patcher.ModelPatcher:
-    """A real ComfyUI model of ``family`` ("flux", "sd3", "wan21"), tiny, random, on the CPU.
+    """A real ComfyUI model of ``family`` (one of FAMILIES), tiny, random, on the CPU.
 
     ``overrides`` replace entries of the family's model config (e.g. a full-width Flux for benchmarks).
     """
-    if family not in _FAMILY_CLASSES:
-        raise ValueError(f"unknown DiT family {family!r}; expected one of {FAMILIES}")
+    _check(family)
     missing = missing_classes(family)
     if missing:
         raise AttributeError(f"this ComfyUI host has no {', '.join(missing)}")
@@ -152,40 +169,52 @@ def tiny_dit(family: str, seed: int = 0, dtype=torch.float32, **overrides) -> co
 def dit_conditioning(family: str, seed: int, batch: int = 1, tokens: int = TEXT_TOKENS, **extra) -> list:
     """ComfyUI conditioning for a :func:`tiny_dit` model: what its ``extra_conds`` read.
 
-    Flux and SD3 take the text tokens plus a ``pooled_output`` vector (SD3 fails without it; Flux
-    also gets ``guidance`` 3.5, the FluxGuidance default); Wan 2.1 text-to-video takes the tokens only.
+    Flux, Flux 2 and SD3 take the text tokens plus a ``pooled_output`` vector (their ``encode_adm``
+    reads it even where the model has no vector input, as Flux 2); Flux and Flux 2 also get
+    ``guidance`` 3.5, the FluxGuidance default; Wan 2.1 text-to-video takes the tokens only.
     """
-    if family not in _FAMILY_CLASSES:
-        raise ValueError(f"unknown DiT family {family!r}; expected one of {FAMILIES}")
+    _check(family)
     g = torch.Generator().manual_seed(seed)
     text = torch.randn(batch, tokens, CONTEXT_DIM, generator=g)
     options = {}
-    if family in ("flux", "sd3"):
+    if family in ("flux", "flux2", "sd3"):
         options["pooled_output"] = torch.randn(batch, POOLED_DIM, generator=g)
-    if family == "flux":
+    if family in ("flux", "flux2"):
         options["guidance"] = 3.5
     options.update(extra)
     return [[text, options]]
 
 
-def dit_latent(family: str, batch: int = 1, size: tuple[int, int] = LATENT_SIZE, frames: int = 1) -> torch.Tensor:
-    """An empty latent of ``family``'s shape: [B, 16, H, W], or [B, 16, frames, H, W] for Wan (video)."""
-    if family not in _FAMILY_CLASSES:
-        raise ValueError(f"unknown DiT family {family!r}; expected one of {FAMILIES}")
+def latent_size(family: str, grid: tuple[int, int] = GRID) -> tuple[int, int]:
+    """The latent's height and width (latent pixels) that patchify to ``grid`` image tokens."""
+    _check(family)
+    return grid[0] * PATCH[family], grid[1] * PATCH[family]
+
+
+def dit_latent(family: str, batch: int = 1, grid: tuple[int, int] = GRID, frames: int = 1) -> torch.Tensor:
+    """An empty latent of ``family``'s shape for a ``grid`` of image tokens: [B, C, H, W], or
+    [B, C, frames, H, W] for Wan (video)."""
+    size = latent_size(family, grid)
     if family == "wan21":
-        return torch.zeros(batch, 16, frames, *size)
-    return torch.zeros(batch, 16, *size)
+        return torch.zeros(batch, LATENT_CHANNELS[family], frames, *size)
+    return torch.zeros(batch, LATENT_CHANNELS[family], *size)
 
 
-def sample_dit(model, family: str, run: Sampling | None = None, positive=None, negative=None, frames: int = 1):
+def sample_dit(model, family: str, run: Sampling | None = None, positive=None, negative=None, frames: int = 1,
+               grid: tuple[int, int] = GRID):
     """:func:`devkit.sampling.sample` for a :func:`tiny_dit` model: its latent and its conditioning.
 
-    ``run.size`` and ``run.batch`` give the latent (``run.latent`` wins when set); the default
-    conditioning is seeds 1 (positive) and 2 (negative), as for the UNets.
+    ``grid`` and ``run.batch`` give the latent (``run.latent`` wins when set; ``run.size`` is
+    ignored); the default conditioning is seeds 1 (positive) and 2 (negative), as for the UNets.
     """
-    run = dataclasses.replace(run) if run is not None else Sampling(steps=2, size=LATENT_SIZE)
+    run = dataclasses.replace(run) if run is not None else Sampling(steps=2)
     if run.latent is None:
-        run.latent = dit_latent(family, run.batch, run.size, frames)
+        run.latent = dit_latent(family, run.batch, grid, frames)
     return sample(model, run,
                   positive if positive is not None else dit_conditioning(family, 1),
                   negative if negative is not None else dit_conditioning(family, 2))
+
+
+def _check(family: str) -> None:
+    if family not in _FAMILY_CLASSES:
+        raise ValueError(f"unknown DiT family {family!r}; expected one of {FAMILIES}")

@@ -21,8 +21,13 @@ API_DIR = WORKFLOW_DIR / "api"
 # Output sockets of the node types the examples use: (name, type) in order.
 OUTPUTS = {
     "CheckpointLoaderSimple": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
+    "UNETLoader": [("MODEL", "MODEL")],
+    "CLIPLoader": [("CLIP", "CLIP")],
+    "VAELoader": [("VAE", "VAE")],
     "CLIPTextEncode": [("CONDITIONING", "CONDITIONING")],
+    "FluxGuidance": [("CONDITIONING", "CONDITIONING")],
     "EmptyLatentImage": [("LATENT", "LATENT")],
+    "EmptyFlux2LatentImage": [("LATENT", "LATENT")],
     "KSampler": [("LATENT", "LATENT")],
     "VAEDecode": [("IMAGE", "IMAGE")],
     "SaveImage": [],
@@ -34,8 +39,13 @@ OUTPUTS = {
 # Widget names in the order the graph editor stores their values, and linked inputs with types.
 WIDGETS = {
     "CheckpointLoaderSimple": ["ckpt_name"],
+    "UNETLoader": ["unet_name", "weight_dtype"],
+    "CLIPLoader": ["clip_name", "type", "device"],
+    "VAELoader": ["vae_name"],
     "CLIPTextEncode": ["text"],
+    "FluxGuidance": ["guidance"],
     "EmptyLatentImage": ["width", "height", "batch_size"],
+    "EmptyFlux2LatentImage": ["width", "height", "batch_size"],
     "KSampler": ["seed", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
     "VAEDecode": [],
     "SaveImage": ["filename_prefix"],
@@ -48,6 +58,7 @@ WIDGETS = {
 }
 LINKED = {
     "CLIPTextEncode": [("clip", "CLIP")],
+    "FluxGuidance": [("conditioning", "CONDITIONING")],
     "KSampler": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent_image", "LATENT")],
     "VAEDecode": [("samples", "LATENT"), ("vae", "VAE")],
     "SaveImage": [("images", "IMAGE")],
@@ -118,35 +129,60 @@ def ui_format(nodes: list[Node]) -> dict:
             "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
 
 
-def _txt2img(checkpoint: str, size: int, steps: int, branches: list[tuple[str, list[tuple[str, dict]]]],
-             cfg: float = 7.5, scheduler: str = "normal") -> list[Node]:
-    """One checkpoint and prompt, one sampler per branch: (title, the patch nodes chained between
-    the checkpoint and the sampler as (node type, widgets), in order; none for the unpatched branch).
+@dataclass(frozen=True)
+class SplitFiles:
+    """A model shipped as separate files (Flux 2): diffusion model, text encoder (with the
+    CLIPLoader type that reads it) and VAE, plus the empty-latent node and the guidance it takes."""
+    unet: str
+    text_encoder: str
+    text_encoder_type: str
+    vae: str
+    latent_node: str
+    guidance: float
 
-    DiT checkpoints (Flux, SD3.5) here are the all-in-one files (model, text encoders, VAE) that
-    CheckpointLoaderSimple loads; the empty latent gets the model's channel count from the sampler.
+
+def _txt2img(checkpoint: str | SplitFiles, size: int, steps: int, branches: list[tuple[str, list[tuple[str, dict]]]],
+             cfg: float = 7.5, scheduler: str = "normal") -> list[Node]:
+    """One model and prompt, one sampler per branch: (title, the patch nodes chained between
+    the model and the sampler as (node type, widgets), in order; none for the unpatched branch).
+
+    Flux.1 and SD3.5 come as the all-in-one files (model, text encoders, VAE) that
+    CheckpointLoaderSimple loads; the empty latent gets the model's channel count from the
+    sampler. Flux 2 comes as :class:`SplitFiles`.
     """
-    nodes = [
-        Node(1, "CheckpointLoaderSimple", {"ckpt_name": checkpoint}, pos=(0, 200)),
-        Node(2, "CLIPTextEncode", {"text": "a high-quality photograph of a red fox in a snowy forest"},
-             {"clip": (1, 1)}, pos=(380, 0), title="Positive"),
-        Node(3, "CLIPTextEncode", {"text": "blurry, low quality"}, {"clip": (1, 1)}, pos=(380, 260), title="Negative"),
-        Node(4, "EmptyLatentImage", {"width": size, "height": size, "batch_size": 1}, pos=(380, 480)),
+    prompt = {"text": "a high-quality photograph of a red fox in a snowy forest"}
+    if isinstance(checkpoint, SplitFiles):
+        model, clip, vae, positive, latent_node = (1, 0), (5, 0), (6, 0), (7, 0), checkpoint.latent_node
+        nodes = [
+            Node(1, "UNETLoader", {"unet_name": checkpoint.unet, "weight_dtype": "default"}, pos=(0, 200)),
+            Node(5, "CLIPLoader", {"clip_name": checkpoint.text_encoder, "type": checkpoint.text_encoder_type,
+                                   "device": "default"}, pos=(0, 380)),
+            Node(6, "VAELoader", {"vae_name": checkpoint.vae}, pos=(0, 560)),
+        ]
+    else:
+        model, clip, vae, positive, latent_node = (1, 0), (1, 1), (1, 2), (2, 0), "EmptyLatentImage"
+        nodes = [Node(1, "CheckpointLoaderSimple", {"ckpt_name": checkpoint}, pos=(0, 200))]
+    nodes += [
+        Node(2, "CLIPTextEncode", prompt, {"clip": clip}, pos=(380, 0), title="Positive"),
+        Node(3, "CLIPTextEncode", {"text": "blurry, low quality"}, {"clip": clip}, pos=(380, 260), title="Negative"),
+        Node(4, latent_node, {"width": size, "height": size, "batch_size": 1}, pos=(380, 480)),
     ]
+    if isinstance(checkpoint, SplitFiles):
+        nodes.append(Node(7, "FluxGuidance", {"guidance": checkpoint.guidance}, {"conditioning": (2, 0)}, pos=(760, -200)))
     for index, (title, patches) in enumerate(branches):
         base, y = 10 * (index + 1), 380 * index
-        model = (1, 0)
+        branch_model = model
         for order, (patch_type, patch_widgets) in enumerate(patches):
             node_id = base + (4 + order if order else 0)  # base + 1..3 are the sampler, decoder and saver
-            nodes.append(Node(node_id, patch_type, patch_widgets, {"model": model}, pos=(760, y + 200 * order),
+            nodes.append(Node(node_id, patch_type, patch_widgets, {"model": branch_model}, pos=(760, y + 200 * order),
                               title=title if len(patches) == 1 else patch_type))
-            model = (node_id, 0)
+            branch_model = (node_id, 0)
         nodes += [
             Node(base + 1, "KSampler", {"seed": 42, "steps": steps, "cfg": cfg, "sampler_name": "euler",
                                         "scheduler": scheduler, "denoise": 1.0},
-                 {"model": model, "positive": (2, 0), "negative": (3, 0), "latent_image": (4, 0)},
+                 {"model": branch_model, "positive": positive, "negative": (3, 0), "latent_image": (4, 0)},
                  pos=(1120, y), title=f"KSampler ({title})"),
-            Node(base + 2, "VAEDecode", {}, {"samples": (base + 1, 0), "vae": (1, 2)}, pos=(1500, y)),
+            Node(base + 2, "VAEDecode", {}, {"samples": (base + 1, 0), "vae": vae}, pos=(1500, y)),
             Node(base + 3, "SaveImage", {"filename_prefix": f"ca_tome/{title.lower().replace(' ', '_')}"},
                  {"images": (base + 2, 0)}, pos=(1740, y), title=f"Save ({title})"),
         ]
@@ -157,6 +193,9 @@ SD15 = "v1-5-pruned-emaonly.safetensors"
 SDXL = "sd_xl_base_1.0.safetensors"
 FLUX = "flux1-dev-fp8.safetensors"
 SD35 = "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"
+# The files ComfyUI's Flux 2 dev template loads.
+FLUX2 = SplitFiles("flux2_dev_fp8mixed.safetensors", "mistral_3_small_flux2_bf16.safetensors", "flux2",
+                   "flux2-vae.safetensors", "EmptyFlux2LatentImage", guidance=4.0)
 
 UNPATCHED = ("unpatched", [])
 CA_TOME = ("CA-ToMe", [("CATome", CA_TOME_DEFAULTS)])
@@ -167,6 +206,7 @@ WORKFLOWS = {
         UNPATCHED, ("ToMe ratio 0.5", [("CATomeFixedRatio", RATIO_DEFAULTS)]), CA_TOME]),
     "ca_tome_sdxl_auto_levels": _txt2img(SDXL, 1024, 20, [UNPATCHED, CA_TOME]),
     "ca_tome_flux_dev": _txt2img(FLUX, 1024, 20, [UNPATCHED, CA_TOME], cfg=1.0, scheduler="simple"),
+    "ca_tome_flux2_dev": _txt2img(FLUX2, 1024, 20, [UNPATCHED, CA_TOME], cfg=1.0, scheduler="simple"),
     "ca_tome_sd35_medium": _txt2img(SD35, 1024, 28, [UNPATCHED, CA_TOME], cfg=4.5, scheduler="sgm_uniform"),
     "ca_tome_stats_sd15": _txt2img(SD15, 512, 20, [("CA-ToMe", [("CATome", {**CA_TOME_DEFAULTS, "record_stats": True})])]) + [
         Node(20, "CATomeStats", {"filename_prefix": "ca_tome/stats"}, {"model": (10, 0), "samples": (11, 0)},
@@ -179,6 +219,12 @@ WORKFLOWS = {
         UNPATCHED, ("EasyCache", [("EasyCache", EASYCACHE_DEFAULTS)]),
         ("EasyCache + CA-ToMe", [("CATome", {**CA_TOME_DEFAULTS, "schedule": "auto"}), ("EasyCache", EASYCACHE_DEFAULTS)])]),
 }
+
+
+# The examples the tests run on the tiny SD1.5 checkpoint (an all-in-one file stands in for any
+# other); the split-file ones (Flux 2) need a text encoder that cannot be generated small here.
+ON_TINY_CHECKPOINT = [name for name, nodes in WORKFLOWS.items() if any(n.type == "CheckpointLoaderSimple" for n in nodes)]
+MODEL_FILE_INPUTS = ("ckpt_name", "unet_name", "clip_name", "vae_name")
 
 
 def api_workflow(name: str, checkpoint: str | None = None, size: int | None = None, steps: int | None = None) -> dict:

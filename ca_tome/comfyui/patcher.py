@@ -58,7 +58,7 @@ def apply_token_merging(model, config: TokenMerging):
     if top is None and blocks is None:
         raise UnsupportedModel(
             f"CA-ToMe cannot merge {type(model.model).__name__} models yet ({type(diffusion_model).__name__}); "
-            "supported: SD1.x/SD2.x and SDXL UNets, Flux, SD3/SD3.5. Remove the node for this model.")
+            "supported: SD1.x/SD2.x and SDXL UNets, Flux.1 and Flux 2, SD3/SD3.5. Remove the node for this model.")
     patched = model.clone()
     options = patched.model_options.setdefault("transformer_options", {})
     already_patched = isinstance(options.get(OPTIONS_KEY), MergingPatch)

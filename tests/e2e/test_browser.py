@@ -11,7 +11,7 @@ import time
 import pytest
 
 from devkit.host import ARTIFACTS, host_version
-from devkit.workflows import WORKFLOW_DIR, WORKFLOWS
+from devkit.workflows import ON_TINY_CHECKPOINT, WORKFLOW_DIR, WORKFLOWS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -103,11 +103,12 @@ def test_example_workflow_in_the_graph_editor(server, browser, tiny_checkpoint, 
             if name not in NOT_ON_DEFAULTS:
                 assert widgets == defaults, f"{node['type']} in {name} should show the node's defaults"
 
-        before = set(server.get("/history"))
-        page.evaluate(QUEUE_SMALL, tiny_checkpoint)
-        entry = wait_for_new_history_entry(server, before)
-        images = server.saved_images(entry)
-        assert len(images) == sum(node["type"] == "SaveImage" for node in workflow["nodes"])
+        if name in ON_TINY_CHECKPOINT:  # the split-file ones are validated by the server tests
+            before = set(server.get("/history"))
+            page.evaluate(QUEUE_SMALL, tiny_checkpoint)
+            entry = wait_for_new_history_entry(server, before)
+            images = server.saved_images(entry)
+            assert len(images) == sum(node["type"] == "SaveImage" for node in workflow["nodes"])
         assert errors == [], errors
     finally:
         page.close()

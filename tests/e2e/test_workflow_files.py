@@ -2,7 +2,7 @@
 
 import json
 
-from devkit.workflows import API_DIR, WIDGETS, rendered
+from devkit.workflows import API_DIR, MODEL_FILE_INPUTS, WIDGETS, rendered
 
 
 def test_committed_workflows_are_up_to_date():
@@ -20,7 +20,9 @@ def test_ui_widgets_match_the_servers_node_definitions(server):
         assert server_widgets == widgets, node_type
 
 
-def test_api_twins_name_the_usual_checkpoints():
-    names = {json.loads(p.read_text())["1"]["inputs"]["ckpt_name"] for p in API_DIR.glob("*.json")}
+def test_api_twins_name_the_usual_model_files():
+    names = {value for path in API_DIR.glob("*.json") for node in json.loads(path.read_text()).values()
+             for name, value in node["inputs"].items() if name in MODEL_FILE_INPUTS}
     assert names == {"v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors", "flux1-dev-fp8.safetensors",
-                     "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"}
+                     "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors", "flux2_dev_fp8mixed.safetensors",
+                     "mistral_3_small_flux2_bf16.safetensors", "flux2-vae.safetensors"}

@@ -1,7 +1,8 @@
 """The transformer families on real ComfyUI sampling (tiny in-memory DiTs in ComfyUI's own classes).
 
-Flux and SD3 run whole blocks on merged image tokens; the text stream, the RoPE rows of the kept
-tokens and the residual stream are checked here. Wan is not merged yet: the node refuses it with
+Flux, Flux 2 and SD3 run whole blocks on merged image tokens; the text stream, the RoPE rows of
+the kept tokens and the residual stream are checked here. Sizes are image-token grids (Flux 2
+patchifies 1×1, the others 2×2). Wan is not merged yet: the node refuses it with
 a clear message. (Newer hosts also call ``attn1_patch`` from Flux's and Wan's blocks with other
 signatures; the attention patch answers those calls in kind.)
 """
@@ -9,13 +10,13 @@ signatures; the attention patch answers those calls in kind.)
 import pytest
 import torch
 
-from devkit.dit_models import FAMILIES, dit_latent, missing_classes, sample_dit, tiny_dit
+from devkit.dit_models import BLOCK_TEXT_TOKENS, FAMILIES, dit_latent, missing_classes, sample_dit, tiny_dit
 from devkit.sampling import Sampling, load_pack
 
 STEPS = 3
-MERGED_FAMILIES = ("flux", "sd3")
-BLOCKS = {"flux": {("double_block", 0), ("double_block", 1), ("single_block", 0), ("single_block", 1)},
-          "sd3": {("double_block", 0), ("double_block", 1)}}
+MERGED_FAMILIES = ("flux", "flux2", "sd3")
+FLUX_BLOCKS = {("double_block", 0), ("double_block", 1), ("single_block", 0), ("single_block", 1)}
+BLOCKS = {"flux": FLUX_BLOCKS, "flux2": FLUX_BLOCKS, "sd3": {("double_block", 0), ("double_block", 1)}}
 
 
 def available(family):
@@ -44,8 +45,8 @@ def report(patched):
     return load_pack().ca_tome.comfyui.last_report(patched)
 
 
-def run(family, model, **sampling):
-    return sample_dit(model, family, Sampling(**{"steps": STEPS, "size": (16, 16), **sampling}))
+def run(family, model, grid=(8, 8), **sampling):
+    return sample_dit(model, family, Sampling(**{"steps": STEPS, **sampling}), grid=grid)
 
 
 @pytest.mark.parametrize("cfg", [1.0, 3.5])
@@ -73,16 +74,15 @@ def test_dit_blocks_selects_the_blocks(pack, family, dit_model, blocks, expected
     assert {e.key.block[0] for e in report(patched).events} == {expected}
 
 
-@pytest.mark.parametrize("case", [dict(size=(18, 14)), dict(batch=2), dict(denoise=0.5)], ids=["odd-grid", "batch2", "img2img"])
+@pytest.mark.parametrize("case", [dict(grid=(9, 7)), dict(batch=2), dict(denoise=0.5)], ids=["odd-grid", "batch2", "img2img"])
 def test_odd_grids_batches_and_img2img(pack, family, dit_model, case):
     if "denoise" in case:
-        case = {**case, "latent": torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(4))}
+        case = {**case, "latent": torch.randn(dit_latent(family).shape, generator=torch.Generator().manual_seed(4))}
     patched = patch(pack, dit_model, schedule="CONFIG_3")
     out = run(family, patched, **case)
-    expected = (case.get("batch", 1), 16, *case.get("size", (16, 16)))
-    assert out.shape == expected and torch.isfinite(out).all()
+    grid = case.get("grid", (8, 8))
+    assert out.shape == dit_latent(family, case.get("batch", 1), grid).shape and torch.isfinite(out).all()
     events = report(patched).events
-    grid = tuple((s + 1) // 2 for s in case.get("size", (16, 16)))
     assert {e.key.grid for e in events} == {grid} and sum(e.merged for e in events) > 0
     checkpoints = report(patched).checkpoints
     assert all(e.recomputed == (e.step in checkpoints) for e in events), "cached steps run no matching"
@@ -96,18 +96,19 @@ def recording(calls):
     return replacement
 
 
-def test_flux_text_stays_whole_and_kept_tokens_keep_their_own_rope_rows(pack):
-    available("flux")
-    model = tiny_dit("flux")
+@pytest.mark.parametrize("flux", ["flux", "flux2"])
+def test_flux_text_stays_whole_and_kept_tokens_keep_their_own_rope_rows(pack, flux):
+    available(flux)
+    model = tiny_dit(flux)
     unmerged_calls, merged_calls = [], []
     plain, wrapped = model.clone(), model.clone()
     plain.set_model_patch_replace(recording(unmerged_calls), "dit", "single_block", 0)
     wrapped.set_model_patch_replace(recording(merged_calls), "dit", "single_block", 0)
     patched = patch(pack, wrapped, threshold=0.0, schedule="once")
-    run("flux", plain, steps=1, cfg=1.0)
-    run("flux", patched, steps=1, cfg=1.0)
+    run(flux, plain, steps=1, cfg=1.0)
+    run(flux, patched, steps=1, cfg=1.0)
     (before,), (after,) = unmerged_calls, merged_calls
-    text = 16
+    text = BLOCK_TEXT_TOKENS[flux]
     assert after["img"].shape[1] == text + 16 and before["img"].shape[1] == text + 64, "the other pack's patch ran, on 16 kept tokens"
     assert torch.equal(after["pe"][:, :, :text], before["pe"][:, :, :text]), "text RoPE rows untouched"
     rows_before = before["pe"][0, 0, text:].flatten(1)
@@ -129,15 +130,15 @@ def test_another_packs_block_replacement_is_wrapped_not_dropped(pack):
 
 def test_a_family_the_node_cannot_merge_is_refused_with_a_clear_message(pack):
     available("wan21")
-    with pytest.raises(ValueError, match=r"cannot merge WAN21 models yet .*supported: SD1\.x/SD2\.x and SDXL UNets, Flux, SD3"):
+    with pytest.raises(ValueError, match=r"cannot merge WAN21 models yet .*supported: SD1\.x/SD2\.x and SDXL UNets, Flux\.1 and Flux 2, SD3"):
         patch(pack, tiny_dit("wan21"))
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_every_family_samples_unpatched(name):
     available(name)
-    latent = sample_dit(tiny_dit(name), name, Sampling(steps=2, size=(16, 16)))
-    assert latent.shape == dit_latent(name, 1, (16, 16)).shape and torch.isfinite(latent).all()
+    latent = sample_dit(tiny_dit(name), name, Sampling(steps=2))
+    assert latent.shape == dit_latent(name).shape and torch.isfinite(latent).all()
 
 
 
