@@ -39,9 +39,10 @@ TOOLTIPS = {
               "(D1/U1 on SD1.x/SD2.x, the 2×-downsampled level on SDXL). A number = every level downsampled at "
               "most that much (1 = full latent resolution only). Ignored on DiTs (Flux.1, Flux 2, SD3): see dit_blocks.",
     "dit_blocks": "DiT models (Flux.1, Flux 2, SD3/SD3.5): which blocks run on merged image tokens (text tokens are never "
-                  "merged). 'all' = every block, fastest; 'double' = Flux's double-stream blocks (every SD3 "
-                  "block), the image stream only; 'single' = Flux's single-stream blocks only. Fewer blocks = "
-                  "closer to the unmerged image, less speed-up. Ignored on UNets.",
+                  "merged). 'all' (default) = every block: by far the fastest; 'single' = Flux's single-stream "
+                  "blocks only: much closer to the unmerged image, a smaller saving; 'double' = Flux's "
+                  "double-stream blocks (every SD3 block), image stream only: on Flux the smallest saving at "
+                  "about the same closeness as 'single'. Measured trade-offs: BENCHMARKS.md. Ignored on UNets.",
     "stride": "Cell size in tokens (stride × stride); one destination token per cell (top-left), the rest "
               "may merge into a destination. 2 is the paper's.",
     "merge": "What is merged. 'qkv' (the paper): the attention input, so q, k and v all shrink — fastest. "

@@ -230,8 +230,13 @@ def dit_table(file: str) -> str:
                     f"{row['later_steps_median']:.2f} ({row['later_steps_min']:.2f}–{row['later_steps_max']:.2f})",
                     percent(row["merged_fraction"]), str(row["matchings"]),
                     "identical" if name == "unpatched" else f"{quality['psnr_db']:.1f} dB / {quality['cosine']:.4f}"])
-    return table(["variant", "run (s)", "speed-up", "share of ceiling's saving", "s/step, steps 1–n: median (min–max)",
-                  "merged", "matchings", "PSNR / cosine to unpatched"], out)
+    model = result["model"]
+    passes = " → ".join(f"{t:.3f}" for t in result.get("calibration_passes", [result["calibrated_threshold"]]))
+    return (source(result, file) + f"; {result['what']}; {model['image_tokens']} image + {model['text_tokens']} text "
+            f"tokens, {result['steps']} steps, {result['sampler']}, one run per variant; t calibrated for 50 % merged: "
+            f"{passes}\n\n"
+            + table(["variant", "run (s)", "speed-up", "share of ceiling's saving", "s/step, steps 1–n: median (min–max)",
+                     "merged", "matchings", "PSNR / cosine to unpatched"], out))
 
 
 def dit_variant(result: dict, name: str) -> dict:

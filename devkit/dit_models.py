@@ -13,8 +13,8 @@ argument, the builder looks at the class (never at the version string) before pa
     model = tiny_dit("flux")
     latent = sample_dit(model, "flux", Sampling(steps=2, cfg=1.0))
 
-Sizes are given as image-token grids (:func:`latent_size` turns one into latent pixels), since the
-families patchify differently: 2×2 latent pixels per token, except Flux 2 (1×1, 128 channels).
+Sizes are given as image-token grids, since the families patchify differently: 2×2 latent
+pixels per token, except Flux 2 (1×1, 128 channels).
 """
 
 from __future__ import annotations
@@ -185,16 +185,11 @@ def dit_conditioning(family: str, seed: int, batch: int = 1, tokens: int = TEXT_
     return [[text, options]]
 
 
-def latent_size(family: str, grid: tuple[int, int] = GRID) -> tuple[int, int]:
-    """The latent's height and width (latent pixels) that patchify to ``grid`` image tokens."""
-    _check(family)
-    return grid[0] * PATCH[family], grid[1] * PATCH[family]
-
-
 def dit_latent(family: str, batch: int = 1, grid: tuple[int, int] = GRID, frames: int = 1) -> torch.Tensor:
-    """An empty latent of ``family``'s shape for a ``grid`` of image tokens: [B, C, H, W], or
-    [B, C, frames, H, W] for Wan (video)."""
-    size = latent_size(family, grid)
+    """An empty latent of ``family``'s shape that patchifies to a ``grid`` of image tokens:
+    [B, C, H, W], or [B, C, frames, H, W] for Wan (video)."""
+    _check(family)
+    size = (grid[0] * PATCH[family], grid[1] * PATCH[family])
     if family == "wan21":
         return torch.zeros(batch, LATENT_CHANNELS[family], frames, *size)
     return torch.zeros(batch, LATENT_CHANNELS[family], *size)

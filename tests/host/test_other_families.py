@@ -10,7 +10,8 @@ signatures; the attention patch answers those calls in kind.)
 import pytest
 import torch
 
-from devkit.dit_models import BLOCK_TEXT_TOKENS, FAMILIES, dit_latent, missing_classes, sample_dit, tiny_dit
+from devkit.dit_models import (BLOCK_TEXT_TOKENS, FAMILIES, dit_conditioning, dit_latent, missing_classes, sample_dit,
+                               tiny_dit)
 from devkit.sampling import Sampling, load_pack
 
 STEPS = 3
@@ -116,6 +117,30 @@ def test_flux_text_stays_whole_and_kept_tokens_keep_their_own_rope_rows(pack, fl
     positions = [int(torch.nonzero((rows_before == row).all(-1))[0]) for row in rows_after]
     assert positions == sorted(positions) and positions == [r * 8 + c for r in range(0, 8, 2) for c in range(0, 8, 2)], \
         "each kept token keeps its own RoPE row: the top-left of every cell, in order"
+
+
+@pytest.mark.parametrize("flux", ["flux", "flux2"])
+def test_reference_image_tokens_pass_unmerged(pack, flux):
+    """Kontext / Flux 2 edit: the reference latent's tokens follow the image grid in ``img``; only
+    the grid is merged, the reference reaches every block whole and unchanged."""
+    available(flux)
+    model = tiny_dit(flux)
+    reference = torch.randn(dit_latent(flux, grid=(4, 4)).shape, generator=torch.Generator().manual_seed(5))
+    positive = dit_conditioning(flux, 1, reference_latents=[reference])
+    steps = Sampling(steps=1, cfg=1.0)
+    unmerged_calls, merged_calls = [], []
+    plain, wrapped = model.clone(), model.clone()
+    plain.set_model_patch_replace(recording(unmerged_calls), "dit", "double_block", 0)
+    wrapped.set_model_patch_replace(recording(merged_calls), "dit", "double_block", 0)
+    baseline = sample_dit(plain, flux, steps, positive=positive)
+    (before,) = unmerged_calls
+    assert torch.equal(sample_dit(patch(pack, plain, threshold=1.0), flux, steps, positive=positive), baseline)
+    patched = patch(pack, wrapped, threshold=0.0)
+    assert torch.isfinite(sample_dit(patched, flux, steps, positive=positive)).all()
+    (after,) = merged_calls
+    assert before["img"].shape[1] == 64 + 16 and after["img"].shape[1] == 16 + 16, "16 kept grid tokens, then the reference"
+    assert torch.equal(after["img"][:, 16:], before["img"][:, 64:]), "the reference tokens reach the block unchanged"
+    assert {(e.key.grid, e.tokens) for e in report(patched).events} == {((8, 8), 64)}
 
 
 def test_another_packs_block_replacement_is_wrapped_not_dropped(pack):
