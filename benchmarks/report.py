@@ -288,7 +288,8 @@ def readme_dit_table() -> str:
     names = {"unpatched": "unpatched", DIT_RATIO: "fixed ratio 0.5, matching every step",
              "CA-ToMe t={t}, all": "CA-ToMe, matching every step",
              DIT_RATIO_AT_THRESHOLD_SHARE: "fixed ratio at CA-ToMe's share, matching every step",
-             "CA-ToMe t={t}, auto": "CA-ToMe `auto`", DIT_CEILING: "ceiling: free merge at 50 %"}
+             "CA-ToMe t={t}, CONFIG_3": "CA-ToMe CONFIG_3", "CA-ToMe t={t}, auto": "CA-ToMe `auto`",
+             DIT_CEILING: "ceiling: free merge at 50 %"}
     rows = []
     for name, label in names.items():
         cells = [label]

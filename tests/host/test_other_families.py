@@ -92,7 +92,8 @@ def test_odd_grids_batches_and_img2img(pack, family, dit_model, case):
 def recording(calls):
     """Another pack's block replacement, which CA-ToMe must wrap: records what each block receives."""
     def replacement(args, extras):
-        calls.append({name: args.get(name) for name in ("img", "txt", "pe")})
+        # copies: Flux's blocks add their updates to ``img`` in place
+        calls.append({name: None if args.get(name) is None else args[name].clone() for name in ("img", "txt", "pe")})
         return extras["original_block"](args)
     return replacement
 
