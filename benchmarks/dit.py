@@ -45,7 +45,7 @@ import comfy.sample  # noqa: E402
 from devkit.dit_models import tiny_dit  # noqa: E402
 from devkit.sampling import load_pack  # noqa: E402
 
-from .report import DIT_CEILING, DIT_RATIO, DIT_RATIO_AT_THRESHOLD_SHARE  # noqa: E402
+from .report import DIT_CEILING, DIT_RATIO, DIT_RATIO_AT_THRESHOLD_SHARE, ca_tome_variant  # noqa: E402
 from .speed import TARGET_MERGED  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -130,20 +130,20 @@ def main() -> None:
         return lambda rows: ratio_node.execute(model, ratio, schedule, "", "auto", 2, "qkv").result[0]
 
     def at_threshold_share(rows):  # the fixed ratio merging exactly what the threshold rule merged
-        return fixed_ratio(rows[f"CA-ToMe t={threshold:.3f}, all"]["merged_fraction"], "all")(rows)
+        return fixed_ratio(rows[ca_tome_variant(threshold, "all")]["merged_fraction"], "all")(rows)
 
     # name -> the patched model, built from the rows measured before it
     variants = {
         "unpatched": lambda rows: model,
         DIT_RATIO: fixed_ratio(TARGET_MERGED, "all"),
-        f"CA-ToMe t={threshold:.3f}, all": ca_tome("all"),
+        ca_tome_variant(threshold, "all"): ca_tome("all"),
         DIT_RATIO_AT_THRESHOLD_SHARE: at_threshold_share,
-        f"CA-ToMe t={threshold:.3f}, CONFIG_3": ca_tome("CONFIG_3"),
-        f"CA-ToMe t={threshold:.3f}, auto": ca_tome("auto"),
+        ca_tome_variant(threshold, "CONFIG_3"): ca_tome("CONFIG_3"),
+        ca_tome_variant(threshold, "auto"): ca_tome("auto"),
     }
     if args.family == "flux":  # which blocks to merge: the dit_blocks default is chosen from these rows
         for blocks in ("double", "single"):
-            variants[f"CA-ToMe t={threshold:.3f}, auto, {blocks} blocks only"] = ca_tome("auto", blocks)
+            variants[ca_tome_variant(threshold, f"auto, {blocks} blocks only")] = ca_tome("auto", blocks)
     variants[DIT_CEILING] = fixed_ratio(TARGET_MERGED, "once")
     timed(model, args.family, 16, 1)  # warm-up: first-call costs (allocator, kernels) stay out of every variant
     rows, reference = [], None

@@ -10,8 +10,8 @@ signatures; the attention patch answers those calls in kind.)
 import pytest
 import torch
 
-from devkit.dit_models import (BLOCK_TEXT_TOKENS, FAMILIES, dit_conditioning, dit_latent, missing_classes, sample_dit,
-                               tiny_dit)
+from devkit.dit_models import (BLOCK_TEXT_TOKENS, FAMILIES, GRID, dit_conditioning, dit_latent, missing_classes,
+                               sample_dit, tiny_dit)
 from devkit.sampling import Sampling, load_pack
 
 STEPS = 3
@@ -46,7 +46,7 @@ def report(patched):
     return load_pack().ca_tome.comfyui.last_report(patched)
 
 
-def run(family, model, grid=(8, 8), **sampling):
+def run(family, model, grid=GRID, **sampling):
     return sample_dit(model, family, Sampling(**{"steps": STEPS, **sampling}), grid=grid)
 
 
@@ -81,7 +81,7 @@ def test_odd_grids_batches_and_img2img(pack, family, dit_model, case):
         case = {**case, "latent": torch.randn(dit_latent(family).shape, generator=torch.Generator().manual_seed(4))}
     patched = patch(pack, dit_model, schedule="CONFIG_3")
     out = run(family, patched, **case)
-    grid = case.get("grid", (8, 8))
+    grid = case.get("grid", GRID)
     assert out.shape == dit_latent(family, case.get("batch", 1), grid).shape and torch.isfinite(out).all()
     events = report(patched).events
     assert {e.key.grid for e in events} == {grid} and sum(e.merged for e in events) > 0
@@ -98,14 +98,19 @@ def recording(calls):
     return replacement
 
 
+def recorded_clones(model, kind, index):
+    """Two clones of ``model`` whose block (kind, index) records its inputs, and their two call lists."""
+    unmerged_calls, merged_calls = [], []
+    plain, wrapped = model.clone(), model.clone()
+    plain.set_model_patch_replace(recording(unmerged_calls), "dit", kind, index)
+    wrapped.set_model_patch_replace(recording(merged_calls), "dit", kind, index)
+    return plain, wrapped, unmerged_calls, merged_calls
+
+
 @pytest.mark.parametrize("flux", ["flux", "flux2"])
 def test_flux_text_stays_whole_and_kept_tokens_keep_their_own_rope_rows(pack, flux):
     available(flux)
-    model = tiny_dit(flux)
-    unmerged_calls, merged_calls = [], []
-    plain, wrapped = model.clone(), model.clone()
-    plain.set_model_patch_replace(recording(unmerged_calls), "dit", "single_block", 0)
-    wrapped.set_model_patch_replace(recording(merged_calls), "dit", "single_block", 0)
+    plain, wrapped, unmerged_calls, merged_calls = recorded_clones(tiny_dit(flux), "single_block", 0)
     patched = patch(pack, wrapped, threshold=0.0, schedule="once")
     run(flux, plain, steps=1, cfg=1.0)
     run(flux, patched, steps=1, cfg=1.0)
@@ -125,14 +130,10 @@ def test_reference_image_tokens_pass_unmerged(pack, flux):
     """Kontext / Flux 2 edit: the reference latent's tokens follow the image grid in ``img``; only
     the grid is merged, the reference reaches every block whole and unchanged."""
     available(flux)
-    model = tiny_dit(flux)
     reference = torch.randn(dit_latent(flux, grid=(4, 4)).shape, generator=torch.Generator().manual_seed(5))
     positive = dit_conditioning(flux, 1, reference_latents=[reference])
     steps = Sampling(steps=1, cfg=1.0)
-    unmerged_calls, merged_calls = [], []
-    plain, wrapped = model.clone(), model.clone()
-    plain.set_model_patch_replace(recording(unmerged_calls), "dit", "double_block", 0)
-    wrapped.set_model_patch_replace(recording(merged_calls), "dit", "double_block", 0)
+    plain, wrapped, unmerged_calls, merged_calls = recorded_clones(tiny_dit(flux), "double_block", 0)
     baseline = sample_dit(plain, flux, steps, positive=positive)
     (before,) = unmerged_calls
     assert torch.equal(sample_dit(patch(pack, plain, threshold=1.0), flux, steps, positive=positive), baseline)
