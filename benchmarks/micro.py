@@ -2,9 +2,12 @@
 
 At SD1.5's top level (320 channels, batch 2 = cond + uncond) for a 512² and a 1024² image:
 - matching (``plan_merge``, threshold and ratio mode) with the bf16 ranking and the float32
-  ranking it replaced, and its parts: the src × dst product and the max over dsts;
+  ranking it replaced, and its parts: the src × dst product and the max over dsts, timed on the
+  first ``PRODUCT_CHUNK_SRCS`` srcs (one chunk's rows) and scaled to all srcs (at 1024², 4096 of
+  12288: ×3);
 - merge and unmerge of a plan at 50 % merged, and the ``auto`` schedule's staleness check;
-- peak extra memory of one matching on 2048² px and 4096² px grids (fresh processes);
+- peak extra memory of one matching on 2048² px and 4096² px grids (fresh processes) at batch
+  ``MEMORY_BATCH`` (1, not the timings' 2);
 - the bf16 ranking's effect on images: CA-ToMe (t = 0.7, CONFIG_3) on the full-shape SD1.5 model,
   20 steps at 256², with each ranking, against the unpatched image of the same seed.
 Timings are medians over ``--repeats`` calls after one warm-up call, with their min–max.
@@ -31,6 +34,8 @@ from .speed import RESULTS, TARGET_MERGED, load, ranking, spread, timed_run
 CHANNELS = 320
 GRIDS = {"512px": 64, "1024px": 128}
 RANKINGS = {"bf16 ranking": torch.bfloat16, "float32 ranking": torch.float32}
+PRODUCT_CHUNK_SRCS = 4096  # the product and max rows time this many srcs at most, scaled to all srcs
+MEMORY_BATCH = 1
 
 
 def timings(call, repeats: int) -> dict:
@@ -65,7 +70,7 @@ def engine_timings(repeats: int) -> dict:
                 lambda: plan_merge(metric, side, side, threshold=0.7, rank_dtype=dtype), repeats)
             unit_src = torch.nn.functional.normalize(metric[:, src], dim=-1).to(dtype)
             unit_dst = torch.nn.functional.normalize(metric[:, dst], dim=-1).to(dtype).transpose(1, 2)
-            chunk = unit_src[:, : 4096]
+            chunk = unit_src[:, :PRODUCT_CHUNK_SRCS]
             scale = src.numel() / chunk.shape[1]
             product = timings(lambda: torch.bmm(chunk, unit_dst), repeats)
             scores = torch.bmm(chunk, unit_dst)
@@ -114,7 +119,8 @@ def main(argv=None) -> None:
         "command": f"python -m benchmarks.micro --repeats {args.repeats}", "date": date.today().isoformat(),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, no GPU", "torch": torch.__version__,
         "shape": f"batch 2, {CHANNELS} channels, 2x2 stride", "engine_ms": engine_timings(args.repeats),
-        "matching_memory": {f"{side * 8}px grid {side}x{side}": peak_matching_memory(side, side, CHANNELS, batch=1)
+        "product_chunk_srcs": PRODUCT_CHUNK_SRCS, "memory_batch": MEMORY_BATCH,
+        "matching_memory": {f"{side * 8}px grid {side}x{side}": peak_matching_memory(side, side, CHANNELS, batch=MEMORY_BATCH)
                             for side in (256, 512)},
     }
     result["ranking_fidelity"] = ranking_fidelity(steps=20, size=256)
