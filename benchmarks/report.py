@@ -620,6 +620,31 @@ def schedules_table() -> str:
     return table(["steps", "schedule", "matchings (steps)", "merged", "PSNR", "SSIM", "FLIP"], rows)
 
 
+def dit_similarity_table() -> str:
+    """Per DiT family and similarity candidate: how much injected massive channels move the merged
+    share, and the latent fidelity at the calibrated threshold with and without them."""
+    result = load("dit_similarity.json")
+    massive = result["fidelity_massive"]
+    header = ["model", "similarity", "largest change of the merged share by massive channels",
+              "calibrated t", "without: merged, latent PSNR",
+              f"with {massive['channels']} {'smooth' if massive['smooth'] else 'constant'} channels at "
+              f"{massive['scale']}×: merged, latent PSNR", "fixed ratio at the share merged without: latent PSNR"]
+    rows = []
+    for family, data in result["families"].items():
+        for row in data["fidelity"]:
+            name = row["similarity"]
+            shares = [r for r in data["shares"] if r["similarity"] == name]
+            base = {r["channels"]: r["merged_fraction"] for r in shares if r["scale"] == 0}
+            shift = max(abs(a - b) for r in shares if r["scale"]
+                        for a, b in zip(r["merged_fraction"], base[r["channels"]]))
+            rows.append([{"flux": "Flux", "sd3": "SD3"}[family],
+                         f"`{name}`" + (" (chosen)" if name == result["chosen"] else ""),
+                         f"{100 * shift:.1f} points", f"{row['threshold']:.3f}",
+                         *(f"{percent(row[k]['merged_fraction'])}, {row[k]['psnr_db']:.1f} dB" for k in ("without", "with")),
+                         f"{row['fixed_ratio_at_that_share']['psnr_db']:.1f} dB"])
+    return table(header, rows)
+
+
 GENERATORS = {
     "speed-512-source": lambda: speed_source(512),
     "speed-512-steps": lambda: steps_table(load("speed_512.json")),
@@ -647,6 +672,7 @@ GENERATORS = {
     "dit-sd3-gap": lambda: dit_gap("SD3.5 large width"),
     "readme-dit-notes": readme_dit_notes,
     "readme-requirements": readme_requirements,
+    "dit-similarity": dit_similarity_table,
 }
 
 

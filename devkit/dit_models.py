@@ -213,3 +213,97 @@ def sample_dit(model, family: str, run: Sampling | None = None, positive=None, n
 def _check(family: str) -> None:
     if family not in _FAMILY_CLASSES:
         raise ValueError(f"unknown DiT family {family!r}; expected one of {FAMILIES}")
+
+
+class _WithField(torch.nn.Module):
+    """An embedder whose image-grid tokens get a field added to a few channels (see with_massive_channels)."""
+
+    def __init__(self, embedder: torch.nn.Module, channels: list[int], scale: float, smooth: bool,
+                 grid: tuple[int, int]):
+        super().__init__()
+        self.embedder, self.channels, self.scale, self.smooth, self.grid = embedder, channels, scale, smooth, grid
+
+    def __getattr__(self, name):  # the model reads the embedder's attributes (SD3: patch_size)
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("embedder"), name)
+
+    def forward(self, *args, **kwargs):
+        out = self.embedder(*args, **kwargs)
+        height, width = self.grid
+        if self.scale == 0 or out.ndim != 3 or out.shape[1] < height * width:
+            return out
+        amplitude = self.scale * out.detach().abs().median()
+        field = torch.ones(height, width, len(self.channels))
+        if self.smooth:  # a slow wave per channel over the image: ±50 % around the amplitude
+            y = torch.linspace(0, 1, height).view(-1, 1, 1)
+            x = torch.linspace(0, 1, width).view(1, -1, 1)
+            phase = torch.arange(len(self.channels)).view(1, 1, -1) * 0.7
+            field = 1 + 0.5 * torch.sin(torch.pi * (y + phase)) * torch.cos(torch.pi * (x - phase))
+        out = out.clone()
+        out[:, :height * width, self.channels] += (amplitude * field.reshape(height * width, -1)).to(out)
+        return out
+
+
+class _WithoutChannels(torch.nn.Module):
+    """A layer that sees the given channels of its first input as zero."""
+
+    def __init__(self, layer: torch.nn.Module, channels: list[int]):
+        super().__init__()
+        self.layer, self.channels = layer, channels
+
+    def forward(self, x, *args, **kwargs):
+        x = x.clone()
+        x[..., self.channels] = 0
+        return self.layer(x, *args, **kwargs)
+
+
+def _carried_unseen(channels: list[int]):
+    """A DiT block replacement: the block sees ``channels`` as zero and leaves them as they were."""
+    def replacement(args, extras):
+        img = args["img"]
+        kept = img[..., channels].clone()
+        blind = img.clone()
+        blind[..., channels] = 0
+        out = extras["original_block"]({**args, "img": blind})
+        out_img = out["img"].clone()
+        out_img[..., channels] = kept
+        return {**out, "img": out_img}
+    return replacement
+
+
+EMBEDDER = {"flux": "img_in", "flux2": "img_in", "sd3": "x_embedder"}
+
+
+def with_massive_channels(model, family: str, channels: int = 4, scale: float = 100.0, smooth: bool = False,
+                          grid: tuple[int, int] = GRID):
+    """A clone of a :func:`tiny_dit` model whose residual stream carries *massive activations*:
+    ``channels`` channels of every image token ``scale`` × the median channel magnitude larger
+    (constant, or with ``smooth`` a slow wave over the image), as real SD3/Flux/Wan carry.
+
+    Random weights would let such channels swamp every LayerNorm and change what the model
+    computes; here the blocks and the final layer see those channels as zero and carry them
+    unchanged, so the model computes exactly what the same clone with ``scale=0`` computes and
+    only a token-similarity measure can tell the two apart. Install it before CA-ToMe (whose
+    block patches then wrap these).
+    """
+    if family not in EMBEDDER:
+        raise ValueError(f"massive channels are injected for {sorted(EMBEDDER)}, not {family!r}")
+    def original(name):  # a loaded clone's object patches may still sit on the shared model
+        layer = model.get_model_object(name)
+        return getattr(layer, "embedder", None) or getattr(layer, "layer", None) or layer
+
+    width = original("diffusion_model.final_layer").linear.in_features
+    picked = torch.randperm(width, generator=torch.Generator().manual_seed(channels))[:channels].tolist()
+    patched = model.clone()
+    embedder = f"diffusion_model.{EMBEDDER[family]}"
+    patched.add_object_patch(embedder, _WithField(original(embedder), picked, scale, smooth, grid))
+    patched.add_object_patch("diffusion_model.final_layer",
+                             _WithoutChannels(original("diffusion_model.final_layer"), picked))
+    blocks = {"flux": ("double_blocks", "single_blocks"), "flux2": ("double_blocks", "single_blocks"),
+              "sd3": ("joint_blocks",)}[family]
+    for attribute, kind in zip(blocks, ("double_block", "single_block")):
+        for index in range(len(model.get_model_object(f"diffusion_model.{attribute}"))):
+            patched.set_model_patch_replace(_carried_unseen(picked), "dit", kind, index)
+    return patched

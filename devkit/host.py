@@ -55,6 +55,30 @@ def host_version(path: Path | None = None) -> str:
     return "unknown"
 
 
+def run_metadata() -> dict:
+    """Where and when a result was measured: commit (``+dirty`` with uncommitted changes), machine,
+    CPU model, torch and host versions, a UTC timestamp. Every benchmark result file records it."""
+    import datetime
+    import platform
+
+    import torch
+
+    def git(*args) -> str:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+        cpu = found.group(1) if found else cpu
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else ""),
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, " + (gpu or "no GPU"),
+        "cpu": cpu, "torch": torch.__version__, "comfyui": host_version(),
+    }
+
+
 def import_comfy(path: Path | None = None, cpu: bool = True) -> Path:
     """Make ComfyUI importable in this process (on the CPU unless ``cpu=False``). Idempotent."""
     path = path or comfyui_path()

@@ -12,6 +12,8 @@ src token is ever overwritten. Text tokens are never merged. Where the image tok
 - SD3 joint block: ``img`` = the image grid (positions were added at the input; no ``pe``).
 Only the main image's grid is merged; reference-image tokens (Kontext) and text pass as they are.
 The grid (h, w) and the text length come from an APPLY_MODEL wrapper that sees the latent.
+Pairs are matched on the grid's tokens standardised per channel (:data:`ca_tome.metric.DIT`), so
+the massive activations of real DiTs do not make every pair look alike.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import math
 
 import torch
 
+from .. import metric
 from ..matching import MergePlan
 from .attention import RUN_KEY
 from .run import RunState
@@ -46,23 +49,42 @@ def _patch_size(diffusion_model) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size[-2:])
 
 
+# Flux's reference-image mode that modulates reference tokens with timestep 0: the blocks get the
+# token ranges of each modulation from a closure, computed on the unmerged sequence.
+TIMESTEP_ZERO_REFERENCES = "index_timestep_zero"
+
+
 def apply_model_wrapper(executor, *args, **kwargs):
     """Give this model call's blocks the image-token grid and the text length (a per-call copy)."""
     x, c_crossattn = args[0], args[3] if len(args) > 3 else kwargs.get("c_crossattn")
     options_at = 5 if len(args) > 5 else None
     options = args[options_at] if options_at is not None else kwargs.get("transformer_options", {})
+    diffusion_model = executor.class_obj.diffusion_model
     layout = None
-    # Edit models that modulate reference tokens with timestep 0 index image tokens by position.
-    if RUN_KEY in options and x.ndim == 4 and kwargs.get("ref_latents_method") != "index_timestep_zero":
-        patch_h, patch_w = _patch_size(executor.class_obj.diffusion_model)
-        text = c_crossattn.shape[1] if c_crossattn is not None else 0
-        layout = (math.ceil(x.shape[-2] / patch_h), math.ceil(x.shape[-1] / patch_w), text)
+    run = options.get(RUN_KEY)
+    if isinstance(run, RunState) and x.ndim == 4:
+        if _modulates_references_by_position(diffusion_model, kwargs):
+            run.note_once("CA-ToMe: this Flux model modulates its reference-image tokens by position "
+                          f"('{TIMESTEP_ZERO_REFERENCES}', e.g. set by the Flux KV Cache node); the ranges are "
+                          "fixed for the unmerged sequence, so these calls run unmerged.")
+        else:
+            patch_h, patch_w = _patch_size(diffusion_model)
+            text = c_crossattn.shape[1] if c_crossattn is not None else 0
+            layout = (math.ceil(x.shape[-2] / patch_h), math.ceil(x.shape[-1] / patch_w), text)
     options = {**options, LAYOUT_KEY: layout}
     if options_at is not None:
         args = (*args[:options_at], options, *args[options_at + 1:])
     else:
         kwargs = {**kwargs, "transformer_options": options}
     return executor(*args, **kwargs)
+
+
+def _modulates_references_by_position(diffusion_model, kwargs: dict) -> bool:
+    """Flux reads the method from the conditioning, else from the model's default (object-patchable)."""
+    if not kwargs.get("ref_latents"):
+        return False
+    params = getattr(diffusion_model, "params", diffusion_model)
+    return kwargs.get("ref_latents_method", getattr(params, "default_ref_method", None)) == TIMESTEP_ZERO_REFERENCES
 
 
 def block_patch(kind: str, index: int, previous, args: dict, extras: dict) -> dict:
@@ -81,7 +103,7 @@ def block_patch(kind: str, index: int, previous, args: dict, extras: dict) -> di
     if x.ndim != 3 or x.shape[1] < start + tokens:
         return run_block(args)
     grid = x[:, start:start + tokens]
-    plan = run.plan((kind, index, 0), options, grid, height, width)
+    plan = run.plan((kind, index, 0), options, metric.DIT(grid), height, width)
     if plan.is_identity:
         return run_block(args)
     merged = torch.cat((x[:, :start], plan.merge(grid), x[:, start + tokens:]), dim=1)

@@ -8,6 +8,7 @@ evaluate cond batches of one step in parallel.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -19,6 +20,8 @@ from ..cache import PairCache, PairKey
 from ..matching import MergePlan, plan_merge, stale_fraction
 from ..schedule import Schedule
 from ..stats import StatsRecorder
+
+log = logging.getLogger("ca_tome")
 
 LEVELS_AUTO = "auto"
 TARGETS = ("qkv", "q", "kv")
@@ -121,6 +124,16 @@ class RunState:
         self.recorder = StatsRecorder() if config.record_stats else None
         self._finished = -1
         self._steps_reported = 0
+        self._notes: set[str] = set()
+        self._notes_lock = threading.Lock()
+
+    def note_once(self, message: str) -> None:
+        """Log ``message`` the first time this run meets it (model calls repeat every step)."""
+        with self._notes_lock:
+            if message in self._notes:
+                return
+            self._notes.add(message)
+        log.info(message)
 
     def step_done(self, step: int) -> None:
         """The sampler's callback: ``step`` is finished, later evaluations belong to later steps."""

@@ -197,3 +197,64 @@ def test_the_block_update_survives_merging_and_the_error_grows_with_what_is_merg
         errors.append(float((run(family, patched, cfg=1.0) - baseline).abs().mean()))
     assert errors[0] < errors[1] < errors[2], errors
     assert errors[0] < 0.2 * float(baseline.abs().mean()), errors
+
+
+# 2 to 8 channels, 10× to 1000× the median channel magnitude, constant or varying over the image.
+MASSIVE_CASES = [dict(channels=2, scale=10, smooth=False), dict(channels=2, scale=1000, smooth=True),
+                 dict(channels=8, scale=1000, smooth=False), dict(channels=8, scale=10, smooth=True)]
+
+
+@pytest.mark.parametrize("massive", MASSIVE_CASES, ids=lambda m: f"{m['channels']}ch-{m['scale']}x-{'smooth' if m['smooth'] else 'constant'}")
+def test_massive_activations_do_not_decide_what_merges(pack, family, dit_model, massive):
+    """Real DiTs carry a few channels far larger than the rest in every image token. The model here
+    computes the same with and without them (its blocks carry them unseen), so the merged share at
+    a fixed threshold must stay where it is without them: on the raw residual stream it goes to
+    the 75 % cap. Threshold 1 stays bit-identical to the unpatched model that has them."""
+    from devkit.dit_models import with_massive_channels
+
+    grid = (12, 12)
+    without = with_massive_channels(dit_model, family, **{**massive, "scale": 0}, grid=grid)
+    with_them = with_massive_channels(dit_model, family, **massive, grid=grid)
+    baseline = run(family, with_them, grid=grid, cfg=1.0)
+    assert torch.equal(run(family, without, grid=grid, cfg=1.0), baseline), "the injected channels change nothing else"
+    assert torch.equal(run(family, patch(pack, with_them, threshold=1.0), grid=grid, cfg=1.0), baseline)
+    shares = []
+    for model in (without, with_them):
+        patched = patch(pack, model, threshold=0.3)
+        run(family, patched, grid=grid, cfg=1.0)
+        shares.append(report(patched).merged_fraction)
+    assert 0.1 < shares[0] < 0.7, f"the threshold sits inside the range it can move in: {shares}"
+    assert abs(shares[1] - shares[0]) <= 0.05, f"merged share without / with massive channels: {shares}"
+
+
+def test_reference_tokens_modulated_at_timestep_zero_run_unmerged(pack, caplog):
+    """Flux 2's ``index_timestep_zero`` (set by the core Flux KV Cache node, or by the conditioning)
+    modulates reference tokens through token ranges fixed for the unmerged sequence: those calls
+    run unmerged, as the model without CA-ToMe, and the log says why."""
+    import inspect
+    import logging
+
+    import comfy.ldm.flux.model
+
+    available("flux2")
+    if "index_timestep_zero" not in inspect.getsource(comfy.ldm.flux.model):
+        pytest.skip("this ComfyUI host's Flux has no index_timestep_zero reference mode")
+    reference = torch.randn(dit_latent("flux2", grid=(4, 4)).shape, generator=torch.Generator().manual_seed(5))
+    steps = Sampling(steps=2, cfg=1.0)
+    model = tiny_dit("flux2")
+    kv_cache = getattr(pytest.importorskip("comfy_extras.nodes_flux"), "FluxKVCache", None)
+    positive = dit_conditioning("flux2", 1, reference_latents=[reference])
+    by_conditioning = dit_conditioning("flux2", 1, reference_latents=[reference],
+                                       reference_latents_method="index_timestep_zero")
+    cases = [(model, by_conditioning)] + ([(kv_cache.execute(model).result[0], positive)] if kv_cache else [])
+    for source, conditioning in cases:
+        baseline = sample_dit(source, "flux2", steps, positive=conditioning)
+        patched = patch(pack, source, threshold=0.0)
+        with caplog.at_level(logging.INFO, logger="ca_tome"):
+            assert torch.equal(sample_dit(patched, "flux2", steps, positive=conditioning), baseline)
+        assert report(patched).events == ()
+        assert caplog.text.count("modulates its reference-image tokens by position") == 1, "once per run"
+        caplog.clear()
+    merged = patch(pack, model, threshold=0.0)
+    sample_dit(merged, "flux2", steps, positive=positive)
+    assert report(merged).events, "the default reference mode ('offset' / 'index') still merges"
