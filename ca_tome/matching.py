@@ -101,38 +101,45 @@ def identity_plan(token_count: int, batch_size: int) -> MergePlan:
     return MergePlan(token_count=token_count, merged_count=0, batch_size=batch_size)
 
 
-def partition(height: int, width: int, stride: tuple[int, int], dst_offsets: torch.Tensor | None = None):
+def partition(height: int, width: int, stride: tuple[int, int], dst_offsets: torch.Tensor | None = None,
+              device: torch.device | str | None = None):
     """(src, dst) token indices of a ``height × width`` grid split into ``sx × sy`` cells.
 
     One dst per full cell: the top-left token, or ``dst_offsets[cell]`` (0 .. sx·sy-1, row-major
     inside the cell) for random dst. Rows/columns left over when the grid is not divisible by the
     stride hold no dst: all their tokens are src (as tomesd, which crashed on such sizes before).
+    The indices are built on ``device`` (default: that of ``dst_offsets``, else the CPU) without
+    a host sync, so a matching never copies them from the host; the top-left partition is cached
+    per (grid, stride, device) — callers must not write into it.
     """
+    if device is None:
+        device = dst_offsets.device if dst_offsets is not None else torch.device("cpu")
+    device = torch.device(device)
     if dst_offsets is None:
-        return _top_left_partition(height, width, stride)
-    return _partition(height, width, stride, dst_offsets)
+        return _top_left_partition(height, width, stride, device)
+    return _partition(height, width, stride, dst_offsets, device)
 
 
 @functools.lru_cache(maxsize=64)
-def _top_left_partition(height: int, width: int, stride: tuple[int, int]):
-    return _partition(height, width, stride, None)
+def _top_left_partition(height: int, width: int, stride: tuple[int, int], device: torch.device):
+    return _partition(height, width, stride, None, device)
 
 
-def _partition(height, width, stride, dst_offsets):
+def _partition(height, width, stride, dst_offsets, device):
     sx, sy = stride
     cells_y, cells_x = height // sy, width // sx
-    if dst_offsets is None:
-        off_y = torch.zeros(cells_y, cells_x, dtype=torch.long)
-        off_x = torch.zeros(cells_y, cells_x, dtype=torch.long)
-    else:
-        offsets = dst_offsets.reshape(cells_y, cells_x).long().cpu()
-        off_y, off_x = offsets // sx, offsets % sx
-    rows = torch.arange(cells_y).unsqueeze(1) * sy + off_y
-    cols = torch.arange(cells_x).unsqueeze(0) * sx + off_x
+    rows = torch.arange(cells_y, device=device).unsqueeze(1) * sy
+    cols = torch.arange(cells_x, device=device).unsqueeze(0) * sx
+    if dst_offsets is not None:
+        # A generator on another device than the metric's costs this one copy (plan_merge's own is on it).
+        offsets = dst_offsets.reshape(cells_y, cells_x).long().to(device)
+        rows, cols = rows + offsets // sx, cols + offsets % sx
     dst = (rows * width + cols).flatten()
-    is_dst = torch.zeros(height * width, dtype=torch.bool)
-    is_dst[dst] = True
-    src = torch.nonzero(~is_dst).flatten()
+    is_dst = torch.zeros(height * width, dtype=torch.int8, device=device)
+    is_dst[dst] = 1
+    # The src are the other tokens in order: a stable sort puts them first, and their count is
+    # known on the host (nonzero would read it back from the device).
+    src = torch.argsort(is_dst, stable=True)[: height * width - dst.numel()]
     return src, dst
 
 
@@ -149,13 +156,14 @@ def best_matches(metric: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, chu
     within ~4e-3 of the best one (a near tie); the similarity returned is that pair's own.
     Zero-norm and non-finite tokens get similarity 0 to everything instead of NaN, so a bad token
     cannot poison the matching of the rest (or of other batch items).
+    ``src`` and ``dst`` belong on the metric's device (``partition(..., device=metric.device)``):
+    indices from elsewhere would be copied at every use.
     Returns ``(similarity [B, S] float32, dst position [B, S] long)``.
     """
     batch, _, channels = metric.shape
     rank_dtype = rank_dtype or rank_dtype_for(metric.device)
-    dst_unit = _unit(metric[:, dst.to(metric.device)])
+    dst_unit = _unit(metric[:, dst])
     dst_ranked = dst_unit.to(rank_dtype).transpose(1, 2)
-    src = src.to(metric.device)
     num_src, num_dst = src.numel(), dst.numel()
     if chunk_size is None:
         itemsize = torch.finfo(SIMILARITY_DTYPE).bits // 8
@@ -219,10 +227,11 @@ def plan_merge(
       * ``ratio`` (ToMe-SD): r = int(ratio·N), capped at the number of src tokens.
     Each item merges its r most similar src tokens. ``stride`` is (sx, sy) in tokens; the dst of
     a cell is its top-left token unless ``random_dst``, which draws from ``generator`` only (a
-    fresh one seeded 0 if none is given), never from the global RNG.
+    fresh one seeded 0 on the metric's device if none is given), never from the global RNG.
     ``chunk_size`` and ``rank_dtype`` are passed to :func:`best_matches`.
-    Costs at most one device→host sync (reading r in threshold mode), none in ratio mode;
-    r = 0 gives the identity plan.
+    Costs at most one device→host sync (reading r in threshold mode), none in ratio mode, and
+    no host→device copy (every index is built on the metric's device; with ``random_dst``, a
+    ``generator`` on another device costs one); r = 0 gives the identity plan.
     ``return_similarity=True`` also returns every src's best similarity [B, S] (None when no
     matching ran), for statistics.
     """
@@ -250,10 +259,10 @@ def plan_merge(
         return result(identity_plan(tokens, batch))
     dst_offsets = None
     if random_dst:
-        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        generator = generator if generator is not None else torch.Generator(metric.device).manual_seed(0)
         cells = (height // sy) * (width // sx)
         dst_offsets = torch.randint(sx * sy, (cells,), generator=generator, device=generator.device)
-    src, dst = partition(height, width, (sx, sy), dst_offsets)
+    src, dst = partition(height, width, (sx, sy), dst_offsets, device=metric.device)
     if src.numel() == 0 or dst.numel() == 0:
         return result(identity_plan(tokens, batch))
 
@@ -270,7 +279,7 @@ def plan_merge(
         cutoff = best.values[:, -1:]
         if threshold is not None:
             cutoff = cutoff.clamp(max=threshold)
-        plan = _build_plan(best.indices, dst_pos, src.to(metric.device), dst.to(metric.device), tokens, cutoff)
+        plan = _build_plan(best.indices, dst_pos, src, dst, tokens, cutoff)
         return result(plan, similarity)
 
 

@@ -1,14 +1,11 @@
-"""The attn1 patch pair, for every form in which the hosts call it.
+"""The attn1 patch pair of the UNet's self-attention.
 
-ComfyUI calls ``attn1_patch`` in three forms, and a patch must answer each in kind or the
-sampler crashes:
-- UNet ``BasicTransformerBlock``: ``p(n, context, value, extra_options)`` → ``(n, context, value)``;
-- Flux, Qwen-Image, Krea, Cosmos (ComfyUI ≥ 0.4): ``p(q, k, v, pe=, attn_mask=, extra_options=)``
-  → a dict of what changed;
-- Wan (ComfyUI ≥ 0.4), after attention: ``p({"x", "q", "k", "transformer_options"})`` → ``x``.
-Only the UNet form is merged; the others pass through unchanged. ``attn1_output_patch`` is
-``p(out, extra_options)`` everywhere. The plan that the merge hands to the unmerge travels in
-that block call's own ``extra_options`` (a fresh dict per call), never in shared state.
+Only UNets (SD1.x/2.x, SDXL) get this pair (DiTs merge whole blocks, see ``dit.py``), and their
+``BasicTransformerBlock`` calls ``attn1_patch`` as ``p(n, context, value, extra_options)`` →
+``(n, context, value)`` and ``attn1_output_patch`` as ``p(out, extra_options)`` → ``out``. A call
+in any other form is refused with a TypeError that names it. The plan that the merge hands to
+the unmerge travels in that block call's own ``extra_options`` (a fresh dict per call), never in
+shared state.
 """
 
 from __future__ import annotations
@@ -38,13 +35,9 @@ def token_grid(tokens: int, original_shape) -> tuple[int, int, int] | None:
 
 
 def merge_patch(*args, **kwargs):
-    """attn1_patch: merge the self-attention input of the selected UNet blocks; pass others through."""
+    """attn1_patch: merge the self-attention input of the selected UNet blocks; other blocks pass unchanged."""
     if len(args) == 4 and not kwargs:
         return _merge_unet_block(*args)
-    if "extra_options" in kwargs:
-        return {}  # DiT keyword form: callers keep every tensor the dict does not name
-    if len(args) == 1 and not kwargs and isinstance(args[0], dict) and "x" in args[0]:
-        return args[0]["x"]  # Wan form, after attention
     raise TypeError(f"CA-ToMe: attn1_patch called in a form this version does not know ({len(args)} positional "
                     f"arguments, keywords {sorted(kwargs)}); please report it with your ComfyUI version")
 

@@ -66,24 +66,42 @@ def test_steps_beyond_the_run_are_dropped(pack, sd15_model):
 
 
 def test_an_interrupted_run_leaves_nothing_behind(pack, sd15_model):
+    """The run state lives in the sampling call's own copy of transformer_options (the host copies
+    them before the OUTER_SAMPLE wrappers run), so that copy is what an interrupt must leave clean:
+    a wrapper of the test's own captures it."""
+    import comfy.patcher_extension
+
+    run_key = pack.ca_tome.comfyui.attention.RUN_KEY
     patched = patch(pack, sd15_model)
-    options = patched.model_options["transformer_options"]
+    seen = []  # the transformer_options of each sampling call, as CA-ToMe's wrapper wrote into them
+
+    def capture(executor, *args, **kwargs):
+        seen.append(executor.class_obj.model_options["transformer_options"])
+        return executor(*args, **kwargs)
+
+    watched = patched.clone()
+    watched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, "test_capture", capture)
+    during = []
 
     def interrupt_at_step_two(step, *_):
+        during.append(run_key in seen[-1])
         if step == 2:
             comfy.model_management.interrupt_current_processing(True)
 
     with pytest.raises(comfy.model_management.InterruptProcessingException):
         latent = torch.zeros(1, 4, 8, 8)
-        comfy.sample.sample(patched, comfy.sample.prepare_noise(latent, 0), 6, 5.0, "euler", "normal",
+        comfy.sample.sample(watched, comfy.sample.prepare_noise(latent, 0), 6, 5.0, "euler", "normal",
                             conditioning(1), conditioning(2), latent, callback=interrupt_at_step_two, disable_pbar=True)
     comfy.model_management.interrupt_current_processing(False)
-    assert "ca_tome_run" not in options, "the run state lived in the sampling call's own options only"
-    assert report(patched) is None, "an interrupted run produced no latent, so it files no report"
-    fresh = sample(patched, Sampling(steps=6, size=(8, 16)))
-    assert torch.isfinite(fresh).all() and report(patched).steps == 6
-    assert {e.key.grid for e in report(patched).events} == {(8, 16)}
-    assert report(patched).events[0].recomputed
+    assert len(seen) == 1 and during == [True] * 3, "the captured options are those that held the run"
+    assert run_key not in seen[0], "the interrupted call's options still hold its run state"
+    assert run_key not in watched.model_options["transformer_options"]
+    assert report(watched) is None, "an interrupted run produced no latent, so it files no report"
+    fresh = sample(watched, Sampling(steps=6, size=(8, 16)))
+    assert len(seen) == 2 and run_key not in seen[1]
+    assert torch.isfinite(fresh).all() and report(watched).steps == 6
+    assert {e.key.grid for e in report(watched).events} == {(8, 16)}
+    assert report(watched).events[0].recomputed
 
 
 def test_masked_conditioning(pack, sd15_model):

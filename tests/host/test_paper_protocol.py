@@ -31,7 +31,9 @@ def test_paper_protocol_runs_end_to_end_and_resumes(tmp_path, real_images):
     rows = json.loads((out / "results.json").read_text())
     assert [r["method"] for r in rows] == ["baseline", "tome", "ca_tome"]
     assert all(r["images"] == 2 and np.isfinite(r["fid"]) and np.isfinite(r["kid"]) for r in rows)
-    assert rows[0]["ssim"] == 1.0 and rows[1]["ssim"] < 1.0
+    merged = {r["method"]: r for r in rows[1:]}
+    for method, row in merged.items():  # the same seeds as the baseline: only merging can change an image
+        assert row["ssim"] < 1.0 and np.isfinite(row["psnr"]), f"{method} produced the baseline's images"
     table = (out / "table.md").read_text()
     assert "| Method | t/r | Cache Setting |" in table and "| ca_tome | 0.7 | CONFIG_3 |" in table
 

@@ -175,3 +175,16 @@ def test_other_patches_and_weight_patches_keep_working(pack, sd15_model):
     assert torch.isfinite(out).all() and not torch.equal(out, reference)
     patches = merged.model_options["transformer_options"]["patches"]
     assert patches["attn1_patch"][0] is other_attn1 and patches["attn2_patch"] == [other_attn2]
+
+
+def test_the_attention_patch_answers_only_the_unet_call_form(pack):
+    """Only UNets get the attn1 pair (a DiT runs whole blocks on merged tokens), so a call in
+    another form — newer hosts' DiT keyword form, Wan's dict — is a bug to report, not to pass."""
+    merge_patch = pack.ca_tome.comfyui.attention.merge_patch
+    q = torch.zeros(1, 4, 8)
+    with pytest.raises(TypeError, match=r"3 positional arguments, keywords \['attn_mask', 'extra_options', 'pe'\]"):
+        merge_patch(q, q, q, pe=None, attn_mask=None, extra_options={})
+    with pytest.raises(TypeError, match=r"1 positional arguments, keywords \[\]"):
+        merge_patch({"x": q, "q": q, "k": q, "transformer_options": {}})
+    n = torch.zeros(1, 64, 8)
+    assert all(a is b for a, b in zip(merge_patch(n, n, n, {}), (n, n, n))), "outside a run: unchanged"

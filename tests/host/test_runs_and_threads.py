@@ -1,9 +1,12 @@
 """Correctness of the glue on the real host: steps under every sampler, conds in separate calls,
-worker threads, run isolation, one report per run, device→host reads per step."""
+worker threads, run isolation, one report per run, host syncs per step (device→host reads and
+host→device copies)."""
 
+import collections
 import contextlib
 import json
 import threading
+import time
 from pathlib import Path
 
 import comfy.sample
@@ -97,45 +100,68 @@ def test_conds_evaluated_in_separate_calls_get_their_own_pairs(pack, sd15_model)
     assert len(events) == steps * TOP_BLOCKS * 2
 
 
-def test_two_threads_through_the_real_transformer_block_match_one_thread(pack, sd15_model):
+def test_threads_racing_on_one_key_from_a_cold_cache_match_it_once(pack, sd15_model, monkeypatch):
     """As ComfyUI ≥ 0.4 does with several devices: cond batches of one step run in worker threads
-    that share the run state; each block call must unmerge with its own plan."""
+    that share the run state. Here several threads per key enter the real transformer block at
+    once (a barrier), at the same step, from a cold cache: each key must be matched exactly once
+    (the other threads wait for its plan), and every call must unmerge with its own plan, so all
+    outputs equal those of a single-threaded run."""
+    run_module = pack.ca_tome.comfyui.run
+    original = run_module.plan_merge
+
+    def slow_matching(*args, **kwargs):
+        # The tiny block matches in well under a millisecond; a slow matching makes sure that the
+        # other threads of its key reach the cache while it runs (without its lock, each matches).
+        time.sleep(0.05)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "plan_merge", slow_matching)
     patched = patch(pack, sd15_model, threshold=0.2)
     patches = patched.model_options["transformer_options"]["patches"]
     merging = pack.ca_tome.comfyui.merging_patch(patched)
     block = sd15_model.model.diffusion_model.input_blocks[1][1].transformer_blocks[0]
-    run = merging.new_run(steps=2)
     generator = torch.Generator().manual_seed(0)
 
     def job(batch, chunks):
         x = torch.randn(batch, 64, 32, generator=generator)
         context = torch.randn(batch, 77, 32, generator=generator)
-        options = {"patches": patches, "ca_tome_run": run, "original_shape": [batch, 4, 8, 8],
-                   "block": ("input", 1), "block_index": 0, "cond_or_uncond": chunks,
-                   "uuids": [f"cond-{c}" for c in chunks]}
+        options = {"patches": patches, "original_shape": [batch, 4, 8, 8], "block": ("input", 1), "block_index": 0,
+                   "cond_or_uncond": chunks, "uuids": [f"cond-{c}" for c in chunks]}
         return x, context, options
 
+    def call(run, index):
+        x, context, options = jobs[index]
+        return block(x, context, transformer_options={**options, "ca_tome_run": run})
+
     jobs = [job(2, [1, 0]), job(1, [0]), job(3, [1, 0, 0])]
+    threads_per_key, calls_per_thread = 4, 10
+    work = [index for index in range(len(jobs)) for _ in range(threads_per_key)]
     with torch.no_grad():
-        expected = [block(x, context, transformer_options=dict(options)) for x, context, options in jobs]
+        alone = merging.new_run(steps=2)
+        expected = [call(alone, index) for index in range(len(jobs))]
+        run = merging.new_run(steps=2)  # a cold cache, shared by every thread
+        start = threading.Barrier(len(work), timeout=60)
         results, errors = {}, []
 
-        def worker(index):
-            x, context, options = jobs[index]
+        def worker(thread, index):
             try:
-                results[index] = [block(x, context, transformer_options=dict(options)) for _ in range(60)]
+                start.wait()
+                results[thread] = [call(run, index) for _ in range(calls_per_thread)]
             except Exception as error:  # noqa: BLE001  (reported below with the thread's job)
-                errors.append((index, error))
+                errors.append((thread, index, error))
 
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(jobs))]
+        threads = [threading.Thread(target=worker, args=(thread, index)) for thread, index in enumerate(work)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-    assert errors == []
-    for index, outputs in results.items():
-        assert all(torch.equal(out, expected[index]) for out in outputs), f"job {index}"
-    assert sum(e.recomputed for e in run.report().events) == len(jobs), "one matching per key, however many threads"
+    assert errors == [] and len(results) == len(work)
+    assert all(torch.equal(out, expected[work[thread]]) for thread, outputs in results.items() for out in outputs)
+    events = run.report().events
+    assert len(events) == len(work) * calls_per_thread and all(e.step == 0 for e in events)
+    matched = collections.Counter(e.key for e in events if e.recomputed)
+    assert len({e.key for e in events}) == len(jobs)
+    assert sorted(matched.values()) == [1] * len(jobs), "one matching per key, however many threads race for it"
 
 
 def test_a_second_run_matches_its_own_tokens_and_cached_steps_run_no_matching(pack, sd15_model, monkeypatch):
@@ -177,48 +203,75 @@ def test_the_stats_node_reads_the_run_that_produced_its_latent(pack, sd15_model,
 
 
 READS = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__bool__", "__index__")
+# Host→device copies (on a GPU each waits for the device too). On a CPU-only machine source and
+# target are both the CPU, so what is counted is every call that *asks* for a device or copies
+# into one: Tensor.to with a device (or a tensor whose device it takes), .cuda, .copy_,
+# .new_tensor, and torch.tensor / as_tensor / asarray with a device.
+COPIES = ("to", "cuda", "copy_", "new_tensor")
+FACTORIES = ("tensor", "as_tensor", "asarray")
+READ, COPY = "device→host read", "host→device copy"
+
+
+def requests_device(name, args, kwargs):
+    if name in ("cuda", "copy_", "new_tensor"):
+        return True
+    if kwargs.get("device") is not None:
+        return True
+    if name == "to":  # to(device), to(other), to("cuda:0"), to(0); to(dtype) asks for no device
+        return any(isinstance(a, (torch.device, str, torch.Tensor)) or (isinstance(a, int) and not isinstance(a, bool))
+                   for a in args[1:])
+    return name == "as_tensor" and len(args) > 2 and args[2] is not None  # as_tensor(data, dtype, device)
 
 
 @contextlib.contextmanager
-def device_to_host_reads(counter: list):
-    """Count the calls that read a tensor's values on the host (a sync on a GPU) made from the
-    pack's engine and glue, and any torch.unique (its output size needs one)."""
+def host_syncs(counter: list):
+    """Count, as (kind, call, file:line), the calls made from the pack's engine and glue that
+    read a tensor's values on the host, or copy host data to a device (each a sync on a GPU),
+    and any torch.unique (its output size needs a read)."""
     import sys
 
-    saved = {name: getattr(torch.Tensor, name) for name in READS}
-    saved_unique = torch.unique
+    saved = {name: getattr(torch.Tensor, name) for name in (*READS, *COPIES)}
+    saved_torch = {name: getattr(torch, name) for name in (*FACTORIES, "unique")}
 
-    def counted(name, function):
-        def read(*args, **kwargs):
-            if sys._getframe(1).f_code.co_filename.startswith(PACK_ENGINE):
-                counter.append(name)
+    def counted(name, function, kind):
+        def call(*args, **kwargs):
+            caller = sys._getframe(1).f_code
+            if caller.co_filename.startswith(PACK_ENGINE) and (kind == READ or requests_device(name, args, kwargs)):
+                where = f"{Path(caller.co_filename).name}:{sys._getframe(1).f_lineno}"
+                counter.append((kind, name, where))
             return function(*args, **kwargs)
-        return read
+        return call
 
     for name, function in saved.items():
-        setattr(torch.Tensor, name, counted(name, function))
-    torch.unique = counted("unique", saved_unique)
+        setattr(torch.Tensor, name, counted(name, function, READ if name in READS else COPY))
+    for name, function in saved_torch.items():
+        setattr(torch, name, counted(name, function, READ if name == "unique" else COPY))
     try:
         yield counter
     finally:
         for name, function in saved.items():
             setattr(torch.Tensor, name, function)
-        torch.unique = saved_unique
+        for name, function in saved_torch.items():
+            setattr(torch, name, function)
 
 
 @pytest.mark.parametrize("schedule", ["CONFIG_3", "auto"])
-def test_device_to_host_reads_per_step(pack, sd15_model, schedule):
-    """Per run 1 (the latent's signature for the run log); per recomputed plan 1 (the merged
-    count); with 'auto' 1 per staleness check. Cached steps of a fixed schedule: none."""
+def test_host_syncs_per_step(pack, sd15_model, schedule):
+    """Device→host reads: per run 1 (the latent's signature for the run log); per recomputed
+    plan 1 (the merged count); with 'auto' 1 per staleness check; cached steps of a fixed
+    schedule: none. Host→device copies: none at all — the partition and every index of a plan
+    are built on the metric's device."""
     steps = 10
     patched = patch(pack, sd15_model, schedule=schedule)
-    reads = []
-    with device_to_host_reads(reads):
+    syncs = []
+    with host_syncs(syncs):
         sample(patched, Sampling(steps=steps))  # euler, cond+uncond in one call: one model call per step
     events = report(patched).events
     recomputed = sum(e.recomputed for e in events)
     checked = sum(e.stale is not None for e in events)
-    assert "unique" not in reads
-    assert len(reads) == 1 + recomputed + checked, reads
+    assert recomputed > 0 and [s for s in syncs if s[1] == "unique"] == []
+    copies = collections.Counter(s[1:] for s in syncs if s[0] == COPY)
+    assert not copies, f"host→device copies: 0 per run, per recomputation and per check; got {dict(copies)}"
+    assert len([s for s in syncs if s[0] == READ]) == 1 + recomputed + checked, syncs
     if schedule == "CONFIG_3":
         assert recomputed < len(events) and checked == 0

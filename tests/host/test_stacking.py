@@ -4,13 +4,17 @@ EasyCache skips whole steps (it reuses the model's last output change); CA-ToMe 
 that do run cheaper. They must compose in either wiring order without changing each other.
 """
 
+import collections
+
+import comfy.sample
 import pytest
 import torch
 from comfy_extras.nodes_easycache import EasyCacheNode
 
-from devkit.sampling import Sampling, sample
+from devkit.sampling import Sampling, conditioning, sample
 
 RUN = Sampling(steps=20, size=(16, 16), cfg=5.0)
+TOP_BLOCKS = 5  # the tiny SD1.5 layout has five transformer blocks at full resolution
 
 
 def easycache(model, reuse_threshold=0.2):
@@ -32,17 +36,49 @@ def steps_that_ran_the_model(pack, patched):
     return sorted({record.step for record in pack.ca_tome.comfyui.last_report(patched).stats})
 
 
+def sample_watching_the_unet(model, run=RUN):
+    """``sample(model, run)``, and the steps at which the UNet really ran: a forward hook on its
+    first convolution (EasyCache's skip returns before it) files each call under the step after
+    the last one the sampler reported finished — a witness independent of CA-ToMe's records."""
+    finished, ran = [-1], set()
+    unet = model.get_model_object("diffusion_model")
+    hook = unet.input_blocks[0][0].register_forward_pre_hook(lambda *_: ran.add(finished[0] + 1))
+
+    def step_finished(step, *_):
+        finished[0] = max(finished[0], step)
+
+    latent = torch.zeros(run.batch, 4, *run.size)
+    try:
+        out = comfy.sample.sample(model, comfy.sample.prepare_noise(latent, run.seed), run.steps, run.cfg, run.sampler,
+                                  run.scheduler, conditioning(1), conditioning(2), latent, denoise=run.denoise,
+                                  callback=step_finished, disable_pbar=True, seed=run.seed)
+    finally:
+        hook.remove()
+    return out, sorted(ran)
+
+
 @pytest.mark.parametrize("order", ["CA-ToMe first", "EasyCache first"])
 def test_easycache_skips_steps_and_ca_tome_merges_the_steps_that_run(pack, sd15_model, order):
+    """The steps EasyCache skips ask CA-ToMe for no plan; every step that runs asks once per
+    block, filed under that very step; the first step matches every block, and the auto
+    schedule's max interval holds across the skipped steps; merging changes EasyCache's output."""
     patched = stacked(pack, sd15_model, order)
-    out = sample(patched, RUN)
-    ran = steps_that_ran_the_model(pack, patched)
+    out, ran = sample_watching_the_unet(patched)
     report = pack.ca_tome.comfyui.last_report(patched)
-    assert 0 < len(ran) < RUN.steps, f"EasyCache skipped no step or every step: {ran}"
-    assert ran[0] == 0 and report.steps == RUN.steps, "CA-ToMe counts the sampler's steps, skipped or not"
-    assert report.merged_fraction > 0
-    assert set(report.recomputed_steps) <= set(ran), "pairs are only computed on steps where the model ran"
-    assert torch.isfinite(out).all()
+    assert 0 < len(ran) < RUN.steps and ran[0] == 0, f"EasyCache skipped no step or every step: {ran}"
+    per_step = collections.Counter(e.step for e in report.events)
+    assert per_step == {step: TOP_BLOCKS for step in ran}, "plan requests at the steps the UNet ran, one per block"
+    keys = {e.key for e in report.events}
+    assert len(keys) == TOP_BLOCKS and {e.key for e in report.events if e.step == 0 and e.recomputed} == keys
+    max_interval = pack.ca_tome.comfyui.merging_patch(patched).config.schedule.auto.max_interval
+    for key in keys:
+        last = None
+        for event in (e for e in report.events if e.key == key):
+            if event.recomputed:
+                last = event.step
+            else:
+                assert event.step - last < max_interval, f"{key.block} reused pairs {event.step - last} steps old"
+    assert report.merged_fraction > 0 and torch.isfinite(out).all()
     assert not torch.equal(out, sample(easycache(sd15_model), RUN)), "merging changed nothing"
 
 

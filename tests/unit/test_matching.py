@@ -121,6 +121,18 @@ def test_leftover_rows_and_columns_are_src():
     assert sorted(src.tolist() + dst.tolist()) == list(range(15))
 
 
+def test_the_partition_is_built_and_cached_on_the_device_asked_for():
+    """A matching copies no index from the host (on a GPU each copy is a sync): the partition is
+    built on the metric's device, once per grid, stride and device. ('meta' stands in for a GPU.)"""
+    src, dst = partition(6, 6, (2, 2), device="meta")
+    assert src.device.type == dst.device.type == "meta" and (src.numel(), dst.numel()) == (27, 9)
+    assert partition(6, 6, (2, 2), device="meta")[0] is src and partition(6, 6, (2, 2))[0] is not src
+    offsets = torch.randint(4, (9,), generator=torch.Generator().manual_seed(0))
+    assert partition(6, 6, (2, 2), offsets, device="meta")[1].device.type == "meta"
+    cpu_src, cpu_dst = partition(6, 6, (2, 2), offsets)
+    assert sorted(cpu_src.tolist() + cpu_dst.tolist()) == list(range(36))
+
+
 def test_merge_then_unmerge_is_exact_for_identical_pairs():
     metric = random_metric(2, 8, 8)
     grid = metric.view(2, 8, 8, -1)
