@@ -20,11 +20,16 @@ LEVEL_CHOICES = [LEVELS_AUTO, "1", "2", "4", "8"]
 TOOLTIPS = {
     "model": "The model to patch. It is cloned: the input model stays unmerged.",
     "threshold": "Merge every token pair whose cosine similarity is at least this (the paper's t). "
-                 "Lower = more tokens merged = faster, less faithful. 0.7 is the paper's choice; 1.0 merges nothing.",
+                 "Lower = more tokens merged = faster, less faithful. 0.7 is the paper's choice (UNets); 1.0 "
+                 "merges nothing. On DiTs (Flux, SD3) the similarity is taken on the image tokens with every "
+                 "channel standardised over the image, so the few huge channels real DiTs carry in every token "
+                 "count no more than any other; the same t merges less there than on a UNet: check the merged "
+                 "share with the Stats node.",
     "ratio": "Fraction of the tokens to merge at every step, whatever their similarity (ToMe-SD's r; capped "
              "at 75% with a 2×2 stride).",
     "schedule": "Steps at which merge pairs are recomputed; between them the pairs are reused. CONFIG_1..CONFIG_FIVE "
-                "are the paper's 50-step lists, rescaled to your step count (CONFIG_3 was best). 'all' = every step "
+                "are the paper's 50-step lists (CONFIG_3 was best), placed by each step's place in the whole "
+                "denoising, so a run split over several samplers recomputes where one run would. 'all' = every step "
                 "(no caching), 'once' = first step only, 'auto' = whenever the cached pairs go stale (any step "
                 "count), 'custom' = the custom_steps text.",
     "auto_tolerance": "With schedule 'auto': recompute a block's pairs when more than this share of them has fallen "
@@ -33,8 +38,9 @@ TOOLTIPS = {
     "record_stats": "Record per-step statistics for the CA-ToMe Stats node: fresh pairs are matched at every step "
                     "(for the Jaccard distance and similarity histogram) without changing what is merged. "
                     "Costs one matching per step; off by default.",
-    "custom_steps": "Used when schedule is 'custom'. Comma-separated: steps '0,8,11' (0 = first step), ranges "
-                    "'20-25', fractions of the run '0.16', or 'every 5'. The first step always recomputes.",
+    "custom_steps": "Used when schedule is 'custom'. Comma-separated: steps of this sampler '0,8,11' (0 = its "
+                    "first step), ranges '20-25', 'every 5', or fractions of the whole denoising '0.16' (placed as "
+                    "the presets are). The first step always recomputes.",
     "levels": "Which UNet levels to merge. 'auto' = the highest-resolution level that has self-attention "
               "(D1/U1 on SD1.x/SD2.x, the 2×-downsampled level on SDXL). A number = every level downsampled at "
               "most that much (1 = full latent resolution only). Ignored on DiTs (Flux.1, Flux 2, SD3): see dit_blocks.",

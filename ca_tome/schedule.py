@@ -2,14 +2,21 @@
 
 Steps are **0-based** here: step 0 is the first sampling step of a run. (The paper's code counted
 from 1 inside its pipeline, so a configured 0 never fired there.) The presets are the paper's
-Table II lists for 50 steps; for a run of n steps each preset step c maps to round(c·n/50)
-(halves round up), entries ≥ n are dropped, and step 0 is always a checkpoint.
+Table II lists for 50 evenly spaced steps, so preset step c is the point c/50 of the way through
+the denoising. A run knows where each of its steps lies in the model's whole denoising (its
+*positions*, from the sigmas: 0 = pure noise, 1 = clean), and a step recomputes when such a point
+is nearer to it than to its neighbours. On a full run with evenly spaced steps that is step
+round(c·n/50); a run split into parts (KSamplerAdvanced 0–10 then 10–20, refiners, img2img's
+tail of a longer schedule) recomputes where the single run would, plus each part's first step,
+which has no pairs yet. Fractions of a custom schedule are points the same way; its step
+numbers, ranges and "every k" count the steps of the run itself. Step 0 is always a checkpoint.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 PAPER_STEPS = 50
@@ -118,18 +125,57 @@ class Schedule:
         return cls(name=f"custom({text.strip()})", steps=tuple(steps), ranges=tuple(ranges),
                    fractions=tuple(fractions), every=every)
 
+    @property
+    def uses_positions(self) -> bool:
+        """Whether the checkpoints depend on where the run's steps lie in the denoising."""
+        return self.rescale_from is not None or bool(self.fractions)
+
     def for_steps(self, n: int) -> frozenset[int]:
-        """The checkpoint steps of a run of ``n`` sampling steps (always includes 0)."""
+        """The checkpoint steps of a full run of ``n`` evenly spaced steps (always includes 0)."""
         if n < 1:
             raise ValueError(f"a run has at least one step, got {n}")
-        if self.rescale_from is not None:
-            chosen = {math.floor(step * n / self.rescale_from + 0.5) for step in self.steps}
-        else:
-            chosen = set(self.steps)
+        return self.for_positions([i / n for i in range(n + 1)])
+
+    def for_positions(self, positions: Sequence[float]) -> frozenset[int]:
+        """The checkpoint steps of a run whose step i starts at ``positions[i]`` of the whole
+        denoising and which ends at ``positions[-1]`` (0 = pure noise, 1 = clean; always includes 0).
+
+        Step i covers the points nearer to it than to its neighbours: from the midpoint with the
+        step before to the midpoint with the next (the run's end after its last step). The first
+        step takes every point before it too: it always recomputes.
+        """
+        n = len(positions) - 1
+        if n < 1:
+            raise ValueError(f"a run has at least one step, got {n}")
+        chosen = set(self.steps) if self.rescale_from is None else set()
         for first, last in self.ranges:  # clipped to the run: '0-200000000' costs what the run has
             chosen.update(range(first, min(last, n - 1) + 1))
-        chosen.update(math.floor(f * n + 0.5) for f in self.fractions)
         if self.every:
             chosen.update(range(0, n, self.every))
+        points = [step / self.rescale_from for step in self.steps] if self.rescale_from is not None else []
+        points += self.fractions
+        borders = [-math.inf] + [(positions[i] + positions[i + 1]) / 2 for i in range(n)]
+        for point in points:
+            point += _TIE  # a point halfway between two steps goes to the later one
+            chosen.update(i for i in range(n) if borders[i] <= point < borders[i + 1])
         chosen.add(0)
         return frozenset(step for step in chosen if step < n)
+
+
+# Points exactly halfway between two steps belong to the later step, whatever the rounding of
+# the positions (round(c·n/50) rounds halves up).
+_TIE = 1e-9
+
+
+def position_of(sigma: float, percent_to_sigma: Callable[[float], float], iterations: int = 30) -> float:
+    """Where ``sigma`` lies in a model's denoising, as the percent ``p`` with
+    ``percent_to_sigma(p) == sigma`` (decreasing from pure noise at 0 to clean at 1), by bisection
+    (hosts offer the map one way only); to 1e-9 with the default iterations."""
+    low, high = 0.0, 1.0
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        if percent_to_sigma(middle) > sigma:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2

@@ -10,6 +10,10 @@ so every run writes the same bytes.
   context, conv projections), and it keeps all of SD1.5's block ids and transformer blocks, which
   are what CA-ToMe patches. It is just much cheaper to run on a CPU.
 * ``sd15`` (``ca_tome_sd15.safetensors``): the full 860M-parameter SD1.5 UNet, for realistic timings.
+* ``sd3_tiny`` (``ca_tome_sd3_tiny.safetensors``): an SD3.5-layout MMDiT (RMS q/k norm, 2×2 patches,
+  16 latent channels) two blocks deep. SD3's detection reads the width from the weights
+  (64 × depth = 128), so the loader takes it as SD3; with CLIP-L as its only text encoder and a
+  16-channel TAESD as its VAE, it runs the SD3.5 example workflow end to end.
 
 Both ship every key of the CLIP-L text encoder. ComfyUI always builds the whole encoder, and any
 key missing from the checkpoint is left uninitialised, which makes the conditioning NaN. The VAE
@@ -32,7 +36,13 @@ TINY_NAME = "ca_tome_tiny.safetensors"
 SD15_NAME = "ca_tome_sd15.safetensors"
 # kind -> (file name, UNet channel_mult, seed). The VAE is drawn last, so both VAE variants of a
 # kind share the same UNet and CLIP weights.
-KINDS = {"tiny": (TINY_NAME, [1, 1, 1, 1], 0), "sd15": (SD15_NAME, [1, 2, 4, 4], 1)}
+KINDS = {"tiny": (TINY_NAME, [1, 1, 1, 1], 0), "sd15": (SD15_NAME, [1, 2, 4, 4], 1),
+         "sd3_tiny": ("ca_tome_sd3_tiny.safetensors", None, 2)}
+# The tiny SD3: MMDiT two blocks deep (hidden 128 = 64 × depth), SD3's text widths (T5 4096 for the
+# context, CLIP-L + CLIP-G pooled 2048), positions for grids up to 32×32 tokens (a 512² image).
+SD3_TINY = {"in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": 2, "adm_in_channels": 2048,
+            "pos_embed_max_size": 32, "num_patches": 32 * 32, "qk_norm": "rms", "pos_embed_scaling_factor": None,
+            "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 128}}}
 VAES = ("taesd", "kl")
 
 # SD1.5's UNet as ComfyUI's model detection describes it (comfy/model_detection.py), minus channel_mult.
@@ -88,6 +98,8 @@ def ensure_checkpoint(host: Path, kind: str = "tiny", vae: str = "taesd", force:
 
 def _state_dict(host: Path, kind: str, vae: str) -> dict:
     """The whole checkpoint in fp16, under the original SD1.5 key prefixes that ComfyUI's loader maps."""
+    if kind == "sd3_tiny":
+        return _sd3_state_dict(host)
     import_comfy(host)
     import torch
     import comfy.model_detection
@@ -119,7 +131,43 @@ def _state_dict(host: Path, kind: str, vae: str) -> dict:
     return tensors
 
 
-def random_weights(module, prefix: str, generator, fixed: dict[str, float] | None = None) -> dict:
+def _sd3_state_dict(host: Path) -> dict:
+    """The tiny SD3 in fp16 under the prefixes of an SD3 all-in-one checkpoint (model.diffusion_model.,
+    text_encoders.clip_l.transformer., first_stage_model.taesd_*)."""
+    import_comfy(host)
+    import torch
+    import comfy.latent_formats
+    import comfy.model_detection
+    import comfy.ops
+    import comfy.supported_models
+    from comfy.clip_model import CLIPTextModel
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT, get_2d_sincos_pos_embed
+    from comfy.taesd.taesd import TAESD
+
+    ops = comfy.ops.disable_weight_init
+    latent = comfy.latent_formats.SD3()
+    clip_config = json.loads((host / "comfy" / "sd1_clip_config.json").read_text())
+    with torch.device("meta"):
+        mmdit = MMDiT(**SD3_TINY, operations=ops)
+        clip = CLIPTextModel(clip_config, None, None, ops)
+        autoencoder = TAESD(latent_channels=latent.latent_channels)
+    generator = torch.Generator().manual_seed(KINDS["sd3_tiny"][2])
+    positions = get_2d_sincos_pos_embed(mmdit.hidden_size, SD3_TINY["pos_embed_max_size"])
+    tensors = {
+        **random_weights(mmdit, "model.diffusion_model.", generator, buffers={
+            "pos_embed": torch.as_tensor(positions, dtype=torch.float32).unsqueeze(0)}),
+        **random_weights(clip, "text_encoders.clip_l.transformer.", generator),
+        **random_weights(autoencoder, "first_stage_model.", generator,
+                          fixed={"vae_scale": latent.scale_factor, "vae_shift": latent.shift_factor}),
+    }
+    detected = comfy.model_detection.model_config_from_unet(tensors, "model.diffusion_model.")
+    if type(detected) is not comfy.supported_models.SD3:
+        raise RuntimeError(f"ComfyUI detects the generated SD3 as {type(detected).__name__}, not SD3")
+    return tensors
+
+
+def random_weights(module, prefix: str, generator, fixed: dict[str, float] | None = None,
+                   buffers: dict | None = None) -> dict:
     """Sane random values for every entry of ``module``'s state dict, drawn in fp32 and stored in fp16.
 
     Norm scales 1 and biases 0 (as trained models start), embeddings N(0, 0.02) (as CLIP's), and
@@ -140,15 +188,16 @@ def random_weights(module, prefix: str, generator, fixed: dict[str, float] | Non
                 value = torch.randn(shape, generator=generator) * 0.02
             elif name == "bias":
                 value = torch.zeros(shape)
-            elif isinstance(child, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
-                value = torch.ones(shape)
+            elif isinstance(child, (torch.nn.GroupNorm, torch.nn.LayerNorm)) or (parameter.ndim == 1 and name == "weight"):
+                value = torch.ones(shape)  # norm scales (GroupNorm, LayerNorm, RMSNorm)
             elif parameter.ndim >= 2:
                 value = torch.randn(shape, generator=generator) * (shape.numel() // shape[0]) ** -0.5
             else:
                 raise TypeError(f"no initialisation rule for {type(child).__name__} parameter {key} {tuple(shape)}")
             tensors[prefix + key] = value.half()
+    tensors.update({prefix + key: value.half() for key, value in (buffers or {}).items()})
     missing = {prefix + key for key in module.state_dict()} - tensors.keys()
-    if missing:  # buffers would need a rule of their own
+    if missing:  # buffers need a value of their own (``buffers``)
         raise TypeError(f"no initialisation rule for {sorted(missing)}")
     return tensors
 

@@ -221,9 +221,18 @@ WORKFLOWS = {
 }
 
 
-# The examples the tests run on the tiny SD1.5 checkpoint (an all-in-one file stands in for any
-# other); the split-file ones (Flux 2) need a text encoder that cannot be generated small here.
+# The examples the tests run on a generated all-in-one checkpoint: SD3.5 on the tiny SD3, the others
+# on the tiny SD1.5 (it stands in for SDXL and Flux: Flux's loader takes only a full-width model,
+# with T5-XXL and CLIP-L, which cannot be made small). The split-file ones (Flux 2) need a text
+# encoder that cannot be generated small here.
 ON_TINY_CHECKPOINT = [name for name, nodes in WORKFLOWS.items() if any(n.type == "CheckpointLoaderSimple" for n in nodes)]
+TINY_STAND_INS = {SD35: "sd3_tiny"}  # the checkpoint a workflow names -> the devkit.checkpoints kind it runs on
+
+
+def tiny_checkpoint_kind(name: str) -> str:
+    """The generated checkpoint (a devkit.checkpoints kind) that example ``name`` runs on in the tests."""
+    (loader,) = [n for n in WORKFLOWS[name] if n.type == "CheckpointLoaderSimple"]
+    return TINY_STAND_INS.get(loader.widgets["ckpt_name"], "tiny")
 MODEL_FILE_INPUTS = ("ckpt_name", "unet_name", "clip_name", "vae_name")
 
 

@@ -113,17 +113,24 @@ def block_patch(kind: str, index: int, previous, args: dict, extras: dict) -> di
     if args.get("attn_mask") is not None:
         merged_args["attn_mask"] = _keep_mask(args["attn_mask"], text, tokens, plan)
     out = run_block(merged_args)
-    update = out["img"] - merged
-    kept = tokens - plan.merged_count
+    return {**out, "img": unmerged_output(x, merged, out["img"], plan, start)}
+
+
+def unmerged_output(x: torch.Tensor, merged: torch.Tensor, output: torch.Tensor, plan: MergePlan,
+                    start: int) -> torch.Tensor:
+    """The block's output over the full sequence ``x``: every token gets the update of the token it
+    was merged into, x + unmerge(block(x') − x'), so no token loses its own residual stream."""
+    update = output - merged
+    kept = plan.token_count - plan.merged_count
     grid_update = plan.unmerge(update[:, start:start + kept])
-    return {**out, "img": x + torch.cat((update[:, :start], grid_update, update[:, start + kept:]), dim=1)}
+    return x + torch.cat((update[:, :start], grid_update, update[:, start + kept:]), dim=1)
 
 
 def _keep_tokens(t: torch.Tensor, dim: int, start: int, tokens: int, plan: MergePlan) -> torch.Tensor:
     """``t`` with the grid's kept tokens only along ``dim`` (per batch item; a batch of 1 is expanded)."""
     t = t.expand(plan.batch_size, *t.shape[1:]) if t.shape[0] == 1 else t
     grid = t.narrow(dim, start, tokens)
-    index = plan.kept_tokens.to(t.device)
+    index = plan.kept_tokens
     shape = [plan.batch_size] + [1] * (t.ndim - 1)
     shape[dim] = index.shape[1]
     index = index.view(shape).expand(*[index.shape[1] if i == dim else s for i, s in enumerate(grid.shape)])

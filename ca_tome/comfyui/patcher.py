@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 
+from ..schedule import position_of
 from .attention import RUN_KEY, merge_patch, unmerge_patch
 from .dit import DOUBLE, SINGLE, apply_model_wrapper, block_patch, dit_blocks
 from .run import LEVELS_AUTO, MergingPatch, RunLog, RunReport, RunState, TokenMerging
@@ -109,7 +110,8 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     options = guider.model_options["transformer_options"]  # this call's own copy
     patch: MergingPatch = options[OPTIONS_KEY]
     sigmas = args[3] if len(args) > 3 else kwargs["sigmas"]
-    run = patch.new_run(len(sigmas) - 1)
+    positions = denoising_positions(guider.model_patcher, sigmas) if patch.config.schedule.uses_positions else None
+    run = patch.new_run(len(sigmas) - 1, positions)
     args, kwargs = _with_step_callback(run, args, kwargs)
     options[RUN_KEY] = run
     try:
@@ -120,6 +122,17 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     patch.log.add(output, report)
     _log_run(report)
     return output
+
+
+def denoising_positions(model, sigmas) -> list[float] | None:
+    """Where each sigma of a run lies in the model's whole denoising, as ComfyUI's percent (the
+    scale of start/end percent: 0 = pure noise, 1 = clean), so that the parts of a split run
+    place checkpoints where one run would. None when the model's sampling has no percent scale.
+    One read of the sigmas per run (KSampler's are on the host already)."""
+    percent_to_sigma = getattr(model.get_model_object("model_sampling"), "percent_to_sigma", None)
+    if percent_to_sigma is None:
+        return None
+    return [position_of(float(sigma), percent_to_sigma) for sigma in sigmas.tolist()]
 
 
 def _with_step_callback(run: RunState, args: tuple, kwargs: dict) -> tuple[tuple, dict]:

@@ -115,12 +115,16 @@ class RunState:
     """
 
     def __init__(self, config: TokenMerging, steps: int, max_downsample: int | None = None,
-                 dit_blocks: frozenset = frozenset()):
+                 dit_blocks: frozenset = frozenset(), positions: list[float] | None = None):
+        """``positions``: where each step starts in the model's whole denoising, then where the run
+        ends (see :meth:`Schedule.for_positions`); None for evenly spaced steps of a full run."""
         self.config = config
         self.max_downsample = max_downsample  # UNet: merge self-attention at levels downsampled ≤ this
         self.dit_blocks = dit_blocks  # DiT: (kind, index) of the blocks that run on merged tokens
         self.steps = max(1, steps)
-        self.cache = PairCache(config.schedule.for_steps(self.steps), config.schedule.auto)
+        schedule = config.schedule
+        checkpoints = schedule.for_positions(positions) if positions else schedule.for_steps(self.steps)
+        self.cache = PairCache(checkpoints, schedule.auto)
         self.recorder = StatsRecorder() if config.record_stats else None
         self._finished = -1
         self._steps_reported = 0
@@ -228,8 +232,8 @@ class MergingPatch:
     max_downsample: int | None = None
     dit_blocks: frozenset = frozenset()
 
-    def new_run(self, steps: int) -> RunState:
-        return RunState(self.config, steps, self.max_downsample, self.dit_blocks)
+    def new_run(self, steps: int, positions: list[float] | None = None) -> RunState:
+        return RunState(self.config, steps, self.max_downsample, self.dit_blocks, positions)
 
     def __deepcopy__(self, memo):
         return self  # immutable, and its log must stay shared

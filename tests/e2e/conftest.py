@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from devkit.checkpoints import ensure_checkpoint
+from devkit.workflows import tiny_checkpoint_kind
 from devkit.host import ARTIFACTS, PACK_LINK_NAME, REPO_ROOT, Server, comfyui_path, free_port
 
 E2E_ARTIFACTS = ARTIFACTS / "e2e"
@@ -23,6 +24,15 @@ def host_path() -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(host_path) -> str:
     return ensure_checkpoint(host_path, "tiny").name
+
+
+@pytest.fixture(scope="session")
+def checkpoint_for(host_path, tiny_checkpoint):
+    """Example workflow name -> the generated checkpoint file it runs on (see devkit.workflows)."""
+    def file(name: str) -> str:
+        kind = tiny_checkpoint_kind(name)
+        return tiny_checkpoint if kind == "tiny" else ensure_checkpoint(host_path, kind).name
+    return file
 
 
 @pytest.fixture(scope="session")

@@ -74,7 +74,7 @@ NOT_ON_DEFAULTS = {"ca_tome_stats_sd15", "ca_tome_with_easycache_sd15"}
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
-def test_example_workflow_in_the_graph_editor(server, browser, tiny_checkpoint, name):
+def test_example_workflow_in_the_graph_editor(server, browser, checkpoint_for, name):
     workflow = json.loads((WORKFLOW_DIR / f"{name}.json").read_text())
     page = browser.new_page(viewport={"width": 1800, "height": 1000})
     errors = []
@@ -105,7 +105,7 @@ def test_example_workflow_in_the_graph_editor(server, browser, tiny_checkpoint, 
 
         if name in ON_TINY_CHECKPOINT:  # the split-file ones are validated by the server tests
             before = set(server.get("/history"))
-            page.evaluate(QUEUE_SMALL, tiny_checkpoint)
+            page.evaluate(QUEUE_SMALL, checkpoint_for(name))
             entry = wait_for_new_history_entry(server, before)
             images = server.saved_images(entry)
             assert len(images) == sum(node["type"] == "SaveImage" for node in workflow["nodes"])

@@ -2,11 +2,12 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
 
-from devkit.workflows import MODEL_FILE_INPUTS, ON_TINY_CHECKPOINT, WORKFLOWS, api_workflow
+from devkit.workflows import MODEL_FILE_INPUTS, ON_TINY_CHECKPOINT, WORKFLOWS, api_workflow, tiny_checkpoint_kind
 
 NODE_IDS = ("CATome", "CATomeFixedRatio", "CATomeStats")
 
@@ -55,11 +56,13 @@ COMPARISONS = [name for name in ON_TINY_CHECKPOINT if name != "ca_tome_stats_sd1
 
 
 @pytest.mark.parametrize("name", COMPARISONS)
-def test_every_comparison_workflow_runs_and_merging_changes_the_image(server, tiny_checkpoint, name):
-    """The SDXL, Flux and SD3.5 examples run on the tiny SD1.5 checkpoint here (none of those can be
-    made small as a checkpoint file); their own behaviour (SDXL's 2×-downsampled level, the DiT
-    blocks) is covered by the host tier on in-memory models of those families."""
-    prompt = api_workflow(name, checkpoint=tiny_checkpoint, size=256, steps=3)
+def test_every_comparison_workflow_runs_and_merging_changes_the_image(server, checkpoint_for, name):
+    """The SD3.5 example runs on the tiny SD3 checkpoint, through ComfyUI's loader, text encoder,
+    sampler and VAE, and its DiT blocks merge; the SDXL and Flux examples run on the tiny SD1.5
+    checkpoint (neither can be made small as a checkpoint file), their own behaviour (SDXL's
+    2×-downsampled level, Flux's blocks) is covered by the host tier on in-memory models."""
+    log_before = len(server.log())
+    prompt = api_workflow(name, checkpoint=checkpoint_for(name), size=256, steps=3)
     for node in prompt.values():
         if node["class_type"] == "CATome":
             node["inputs"]["threshold"] = 0.3  # random weights: make sure something merges
@@ -68,6 +71,11 @@ def test_every_comparison_workflow_runs_and_merging_changes_the_image(server, ti
     merged = [image_by_prefix(images, prefix) for prefix in merging_branches(prompt)]
     assert merged and all(not np.array_equal(image, baseline) for image in merged)
     assert len(images) == sum(node["class_type"] == "SaveImage" for node in prompt.values())
+    if tiny_checkpoint_kind(name) == "sd3_tiny":
+        log = server.log()[log_before:]
+        assert "2 of SD3's DiT blocks run on merged image tokens" in log, log[-2000:]
+        merged_shares = [float(share) for share in re.findall(r"CA-ToMe: 3 steps, ([\d.]+)% of the selected", log)]
+        assert merged_shares and all(share > 0 for share in merged_shares), log[-2000:]
 
 
 @pytest.mark.parametrize("name", sorted(set(WORKFLOWS) - set(ON_TINY_CHECKPOINT)))

@@ -187,16 +187,38 @@ def test_the_stats_node_shows_a_dit_run(pack, tmp_path, monkeypatch):
     assert len(numbers["recorded"]) == 4 * len(BLOCKS["flux"]) and numbers["merged_fraction"] > 0
 
 
-def test_the_block_update_survives_merging_and_the_error_grows_with_what_is_merged(pack, family, dit_model):
-    """The unmerged update is added back: merging a few tokens stays closer to the unpatched
-    latent than merging many, and far closer than skipping the merged blocks' updates would."""
+def no_update_for_merged_tokens(x, merged, output, plan, start):
+    """A broken combination: merged tokens keep their input, only kept tokens get an update."""
+    kept = plan.token_count - plan.merged_count
+    update = output - merged
+    grid = plan.unmerge(update[:, start:start + kept]).clone()
+    grid.view(-1, grid.shape[-1]).index_fill_(0, plan.merged_rows, 0)
+    return x + torch.cat((update[:, :start], grid, update[:, start + kept:]), dim=1)
+
+
+def overwritten_by_their_partner(x, merged, output, plan, start):
+    """A broken combination (plain ToMe's unmerge): merged tokens take their partner's output."""
+    kept = plan.token_count - plan.merged_count
+    return torch.cat((output[:, :start], plan.unmerge(output[:, start:start + kept]), output[:, start + kept:]), dim=1)
+
+
+def test_the_block_update_survives_merging_and_the_error_grows_with_what_is_merged(pack, family, dit_model, monkeypatch):
+    """The unmerged update is added back to every token's own residual stream: merging a few
+    tokens stays closer to the unpatched latent than merging many, and at the same share closer
+    than giving merged tokens no update or overwriting them with their partner's output."""
     baseline = run(family, dit_model, cfg=1.0)
-    errors = []
-    for ratio in (0.05, 0.25, 0.5):
+
+    def error(ratio):
         patched = pack.nodes.CATomeFixedRatio.execute(dit_model, ratio, "all", "", "auto", 2, "qkv").result[0]
-        errors.append(float((run(family, patched, cfg=1.0) - baseline).abs().mean()))
+        return float((run(family, patched, cfg=1.0) - baseline).abs().mean())
+
+    errors = [error(ratio) for ratio in (0.05, 0.25, 0.5)]
     assert errors[0] < errors[1] < errors[2], errors
     assert errors[0] < 0.2 * float(baseline.abs().mean()), errors
+    for broken in (no_update_for_merged_tokens, overwritten_by_their_partner):
+        with monkeypatch.context() as patched_module:
+            patched_module.setattr(pack.ca_tome.comfyui.dit, "unmerged_output", broken)
+            assert errors[2] < 0.8 * error(0.5), broken.__doc__
 
 
 # 2 to 8 channels, 10× to 1000× the median channel magnitude, constant or varying over the image.

@@ -2,6 +2,7 @@
 
 import logging
 
+import comfy.samplers
 import pytest
 import torch
 
@@ -64,11 +65,17 @@ def test_explicit_levels_that_match_nothing_warn_when_patching(pack, sdxl_model,
 @pytest.mark.parametrize("schedule", ["CONFIG_3", "CONFIG_1", "once", "all"])
 @pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2m", "ddim", "dpm_2", "dpmpp_sde"])
 def test_pairs_are_recomputed_exactly_at_checkpoint_steps(pack, sd15_model, sampler, schedule):
+    """ComfyUI's 'simple' scheduler spaces the steps evenly through the denoising, so a preset
+    recomputes at step round(c·n/50) — the places of the steps come from the model's sigmas.
+    Samplers that drop the penultimate sigma run the first n of n + 1 even steps, then end."""
     steps = 10
     patched = patch(pack, sd15_model, threshold=0.5, schedule=schedule)
-    sample(patched, Sampling(steps=steps, sampler=sampler))
+    sample(patched, Sampling(steps=steps, sampler=sampler, scheduler="simple"))
     run = report(patched)
-    checkpoints = Schedule.preset(schedule).for_steps(steps)
+    if sampler in comfy.samplers.KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS:
+        checkpoints = Schedule.preset(schedule).for_positions([i / (steps + 1) for i in range(steps)] + [1.0])
+    else:
+        checkpoints = Schedule.preset(schedule).for_steps(steps)
     assert run.steps == steps and run.checkpoints == checkpoints
     per_key = {}
     for event in run.events:

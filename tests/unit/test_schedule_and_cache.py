@@ -100,3 +100,40 @@ def test_a_key_first_seen_between_checkpoints_recomputes_at_the_next_one():
 def test_checkpoints_must_include_the_first_step():
     with pytest.raises(ValueError, match="step 0"):
         PairCache(frozenset({3}))
+
+
+def test_a_split_run_recomputes_where_the_single_run_does_plus_the_first_step_of_each_part():
+    """Steps of any spacing (here squeezed towards the end, as Karras schedules are), split anywhere."""
+    import random
+
+    rng = random.Random(0)
+    for name in ("CONFIG_1", "CONFIG_3", "CONF_ADAPTIVE"):
+        schedule = Schedule.preset(name)
+        for _ in range(50):
+            n = rng.randint(4, 40)
+            positions = sorted(rng.random() ** 0.5 for _ in range(n - 1))
+            positions = [0.0, *positions, 1.0]
+            split = rng.randint(1, n - 1)
+            whole = schedule.for_positions(positions)
+            first = schedule.for_positions(positions[:split + 1])
+            second = schedule.for_positions(positions[split:])
+            assert first | {split + s for s in second} == whole | {split}, (name, positions, split)
+
+
+def test_points_go_to_the_nearest_step_and_past_the_run_nowhere():
+    # img2img at denoise 0.5: five steps over the second half; CONFIG_3's 25 (0.5) is its first step.
+    positions = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert sorted(Schedule.preset("CONFIG_3").for_positions(positions)) == [0, 1, 2, 4]  # 0.5, 0.6, 0.7, 0.9–0.98
+    assert sorted(Schedule.parse("0.62, 0.66, 2").for_positions(positions)) == [0, 1, 2]
+    assert Schedule.parse("0.99").for_positions([0.0, 0.5, 0.9]) == {0}, "past the run's end: dropped"
+
+
+def test_position_of_inverts_a_percent_scale():
+    from ca_tome.schedule import position_of
+
+    def percent_to_sigma(p):  # a flow model's schedule with a shift of 3, as Flux's
+        t = 1.0 - p
+        return 3 * t / (1 + 2 * t)
+
+    for p in (0.0, 0.013, 0.5, 0.97, 1.0):
+        assert abs(position_of(percent_to_sigma(p), percent_to_sigma) - p) < 1e-8
