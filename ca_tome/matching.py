@@ -149,7 +149,9 @@ def best_matches(metric: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, chu
 
     Computed in chunks of src tokens so the ``src × dst`` similarity never exists whole. The
     src × dst product only *ranks* the dsts, in ``rank_dtype`` (default :func:`rank_dtype_for`:
-    bf16 where the hardware multiplies it natively, ~3× faster than fp32 on this project's CPU);
+    bf16 where the hardware multiplies it natively; on this project's CPU (AVX512-BF16) the product
+    ran 2.1–2.2× faster in bf16 than in fp32, a whole ``plan_merge`` 1.5–1.8× faster —
+    benchmarks/results/micro.json);
     the similarity of each src to the dst it picked is then recomputed in float32, so every
     value compared with a threshold is exact: in fp16/bf16 the spacing near 0.7–0.9 is up to
     4e-3, and pairs just below a threshold would merge. A bf16 ranking can only pick a dst

@@ -2,9 +2,10 @@
 
 Flux, Flux 2 and SD3 run whole blocks on merged image tokens; the text stream, the RoPE rows of
 the kept tokens and the residual stream are checked here. Sizes are image-token grids (Flux 2
-patchifies 1×1, the others 2×2). Wan is not merged yet: the node refuses it with
-a clear message. (Newer hosts also call ``attn1_patch`` from Flux's and Wan's blocks with other
-signatures; the attention patch answers those calls in kind.)
+patchifies 1×1, the others 2×2). Real DiTs' massive activations are injected where the
+similarity must not be fooled by them. Wan is not merged yet: the node refuses it with a clear
+message. (DiTs never get the UNet's attn1 patch pair, so newer hosts' other attn1 call forms
+inside Flux's and Wan's blocks never reach it.)
 """
 
 import pytest

@@ -278,3 +278,20 @@ def test_host_syncs_per_step(pack, sd15_model, schedule):
     assert len([s for s in syncs if s[0] == READ]) == per_run + recomputed + checked, syncs
     if schedule == "CONFIG_3":
         assert recomputed < len(events) and checked == 0
+
+
+def test_host_syncs_on_a_dit_run(pack):
+    """Flux, CONFIG_3: the counts of the UNet — the standardised similarity, the merge and the kept
+    tokens' RoPE rows need no host read and no copy; a read per run for the latent's signature
+    and one for the sigmas, one per recomputed plan."""
+    from devkit.dit_models import sample_dit, tiny_dit
+
+    patched = patch(pack, tiny_dit("flux"), schedule="CONFIG_3")
+    syncs = []
+    with host_syncs(syncs):
+        sample_dit(patched, "flux", Sampling(steps=10, cfg=1.0))
+    events = report(patched).events
+    recomputed = sum(e.recomputed for e in events)
+    assert 0 < recomputed < len(events) and sum(e.merged for e in events) > 0
+    assert [s for s in syncs if s[0] == COPY] == []
+    assert len([s for s in syncs if s[0] == READ]) == 2 + recomputed, syncs
