@@ -21,7 +21,7 @@ TOOLTIPS = {
     "model": "The model to patch. It is cloned: the input model stays unmerged.",
     "threshold": "Merge every token pair whose cosine similarity is at least this (the paper's t). "
                  "Lower = more tokens merged = faster, less faithful. 0.7 is the paper's choice (UNets); 1.0 "
-                 "merges nothing. On DiTs (Flux, SD3) the similarity is taken on the image tokens with every "
+                 "merges nothing. On DiTs (Flux, SD3, Wan) the similarity is taken on the image tokens with every "
                  "channel standardised over the image, so the few huge channels real DiTs carry in every token "
                  "count no more than any other; the same t merges less there than on a UNet: check the merged "
                  "share with the Stats node.",
@@ -43,17 +43,17 @@ TOOLTIPS = {
                     "the presets are). The first step always recomputes.",
     "levels": "Which UNet levels to merge. 'auto' = the highest-resolution level that has self-attention "
               "(D1/U1 on SD1.x/SD2.x, the 2×-downsampled level on SDXL). A number = every level downsampled at "
-              "most that much (1 = full latent resolution only). Ignored on DiTs (Flux.1, Flux 2, SD3): see dit_blocks.",
-    "dit_blocks": "DiT models (Flux.1, Flux 2, SD3/SD3.5): which blocks run on merged image tokens (text tokens are never "
+              "most that much (1 = full latent resolution only). Ignored on DiTs (Flux.1, Flux 2, SD3, Wan): see dit_blocks.",
+    "dit_blocks": "DiT models (Flux.1, Flux 2, SD3/SD3.5, Wan 2.1/2.2): which blocks run on merged image or video tokens (text tokens are never "
                   "merged). 'all' (default) = every block: by far the fastest; 'single' = Flux's single-stream "
                   "blocks only: much closer to the unmerged image, a smaller saving; 'double' = Flux's "
-                  "double-stream blocks (every SD3 block), image stream only: on Flux the smallest saving at "
+                  "double-stream blocks (every SD3 and Wan block), image stream only: on Flux the smallest saving at "
                   "about the same closeness as 'single'. Measured trade-offs: BENCHMARKS.md. Ignored on UNets.",
     "stride": "Cell size in tokens (stride × stride); one destination token per cell (top-left), the rest "
               "may merge into a destination. 2 is the paper's.",
     "merge": "What is merged. 'qkv' (the paper): the attention input, so q, k and v all shrink — fastest. "
              "'q': queries only (ComfyUI's built-in Tome). 'kv': keys and values only (ToDo), no unmerge needed. "
-             "UNets only: on a DiT (Flux, SD3) the whole block runs on the merged image tokens.",
+             "UNets only: on a DiT (Flux, SD3, Wan) the whole block runs on the merged image tokens.",
     "batch_policy": "All images of a batch (and cond/uncond) merge the same number of tokens. 'min': that number "
                     "is the smallest count above threshold, so no pair below threshold is ever merged. 'max': the "
                     "largest count, as the paper's code (other items then merge some pairs below threshold).",
@@ -135,7 +135,7 @@ class CATome(io.ComfyNode):
             node_id="CATome",
             display_name="CA-ToMe (Cached Adaptive Token Merging)",
             category="model_patches/unet",
-            description="Speeds up UNet self-attention (SD1.x, SDXL) and DiT blocks (Flux.1, Flux 2, SD3) by merging similar "
+            description="Speeds up UNet self-attention (SD1.x, SDXL) and DiT blocks (Flux.1, Flux 2, SD3, Wan video) by merging similar "
                         "tokens; pairs are cached between checkpoint steps.",
             inputs=[
                 io.Model.Input("model", tooltip=TOOLTIPS["model"]),

@@ -21,7 +21,7 @@ class PairKey(NamedTuple):
     ``conds``, the identities of the conds in the batch."""
 
     block: Hashable
-    grid: tuple[int, int]
+    grid: tuple[int, ...]  # (height, width), or (frames, height, width) for video
     batch: tuple
     device: str
     conds: tuple = ()

@@ -102,8 +102,11 @@ def identity_plan(token_count: int, batch_size: int) -> MergePlan:
 
 
 def partition(height: int, width: int, stride: tuple[int, int], dst_offsets: torch.Tensor | None = None,
-              device: torch.device | str | None = None):
+              device: torch.device | str | None = None, frames: int = 1):
     """(src, dst) token indices of a ``height × width`` grid split into ``sx × sy`` cells.
+
+    A video is ``frames`` such grids one after the other (tokens in (frame, row, column) order),
+    each split alike: cells never span two frames, and a src may match a dst of any frame.
 
     One dst per full cell: the top-left token, or ``dst_offsets[cell]`` (0 .. sx·sy-1, row-major
     inside the cell) for random dst. Rows/columns left over when the grid is not divisible by the
@@ -116,8 +119,13 @@ def partition(height: int, width: int, stride: tuple[int, int], dst_offsets: tor
         device = dst_offsets.device if dst_offsets is not None else torch.device("cpu")
     device = torch.device(device)
     if dst_offsets is None:
-        return _top_left_partition(height, width, stride, device)
-    return _partition(height, width, stride, dst_offsets, device)
+        src, dst = _top_left_partition(height, width, stride, device)
+    else:
+        src, dst = _partition(height, width, stride, dst_offsets, device)
+    if frames == 1:
+        return src, dst
+    first = torch.arange(frames, device=device).unsqueeze(1) * (height * width)
+    return (src + first).flatten(), (dst + first).flatten()
 
 
 @functools.lru_cache(maxsize=64)
@@ -216,8 +224,9 @@ def plan_merge(
     chunk_size: int | None = None,
     rank_dtype: torch.dtype | None = None,
     return_similarity: bool = False,
+    frames: int = 1,
 ) -> MergePlan | tuple[MergePlan, torch.Tensor | None]:
-    """Plan which tokens of ``metric`` [B, N, C] (N = height·width) to merge.
+    """Plan which tokens of ``metric`` [B, N, C] (N = frames·height·width) to merge.
 
     Exactly one of:
       * ``threshold`` t (CA-ToMe): merge every src whose best cosine similarity is ≥ t. One r is
@@ -230,7 +239,8 @@ def plan_merge(
     Each item merges its r most similar src tokens. ``stride`` is (sx, sy) in tokens; the dst of
     a cell is its top-left token unless ``random_dst``, which draws from ``generator`` only (a
     fresh one seeded 0 on the metric's device if none is given), never from the global RNG.
-    ``chunk_size`` and ``rank_dtype`` are passed to :func:`best_matches`.
+    ``chunk_size`` and ``rank_dtype`` are passed to :func:`best_matches`. ``frames`` > 1: a
+    video of that many ``height × width`` grids, cells within each frame (see :func:`partition`).
     Costs at most one device→host sync (reading r in threshold mode), none in ratio mode, and
     no host→device copy (every index is built on the metric's device; with ``random_dst``, a
     ``generator`` on another device costs one); r = 0 gives the identity plan.
@@ -240,8 +250,8 @@ def plan_merge(
     if metric.ndim != 3:
         raise ValueError(f"metric must be [batch, tokens, channels], got shape {tuple(metric.shape)}")
     batch, tokens, _ = metric.shape
-    if height < 1 or width < 1 or height * width != tokens:
-        raise ValueError(f"token grid {height}×{width} does not hold the metric's {tokens} tokens")
+    if height < 1 or width < 1 or frames < 1 or frames * height * width != tokens:
+        raise ValueError(f"token grid {frames}×{height}×{width} does not hold the metric's {tokens} tokens")
     if (threshold is None) == (ratio is None):
         raise ValueError("give exactly one of threshold= (adaptive merging) or ratio= (fixed ratio)")
     sx, sy = stride
@@ -264,7 +274,7 @@ def plan_merge(
         generator = generator if generator is not None else torch.Generator(metric.device).manual_seed(0)
         cells = (height // sy) * (width // sx)
         dst_offsets = torch.randint(sx * sy, (cells,), generator=generator, device=generator.device)
-    src, dst = partition(height, width, (sx, sy), dst_offsets, device=metric.device)
+    src, dst = partition(height, width, (sx, sy), dst_offsets, device=metric.device, frames=frames)
     if src.numel() == 0 or dst.numel() == 0:
         return result(identity_plan(tokens, batch))
 

@@ -74,9 +74,13 @@ WAN21_CONFIG = {
     "num_layers": 2, "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6,
 }
 
-FAMILIES = ("flux", "flux2", "sd3", "wan21")
-LATENT_CHANNELS = {"flux": 16, "flux2": 128, "sd3": 16, "wan21": 16}
-PATCH = {"flux": 2, "flux2": 1, "sd3": 2, "wan21": 2}  # latent pixels per image token, each side
+# Wan 2.1 VACE (control video through extra blocks): a Wan subclass CA-ToMe does not merge yet.
+WAN21_VACE_CONFIG = {**WAN21_CONFIG, "model_type": "vace", "vace_layers": 1, "vace_in_dim": 96}
+
+FAMILIES = ("flux", "flux2", "sd3", "wan21", "wan21_vace")
+LATENT_CHANNELS = {"flux": 16, "flux2": 128, "sd3": 16, "wan21": 16, "wan21_vace": 16}
+PATCH = {"flux": 2, "flux2": 1, "sd3": 2, "wan21": 2, "wan21_vace": 2}  # latent pixels per image token, each side
+VIDEO = ("wan21", "wan21_vace")
 # Text tokens the blocks see: Flux 2 pads the prompt to 512 (comfy.model_base.Flux2.extra_conds).
 BLOCK_TEXT_TOKENS = {"flux": TEXT_TOKENS, "flux2": 512, "sd3": TEXT_TOKENS}
 
@@ -97,6 +101,7 @@ _FAMILY_CLASSES = {
     "flux2": ("Flux2", "Flux2", _flux_config(FLUX2_CONFIG, [3])),
     "sd3": ("SD3", "SD3", lambda: dict(SD3_CONFIG)),
     "wan21": ("WAN21", "WAN21_T2V", lambda: dict(WAN21_CONFIG)),
+    "wan21_vace": ("WAN21_Vace", "WAN21_Vace", lambda: dict(WAN21_VACE_CONFIG)),
 }
 
 
@@ -190,7 +195,7 @@ def dit_latent(family: str, batch: int = 1, grid: tuple[int, int] = GRID, frames
     [B, C, H, W], or [B, C, frames, H, W] for Wan (video)."""
     _check(family)
     size = (grid[0] * PATCH[family], grid[1] * PATCH[family])
-    if family == "wan21":
+    if family in VIDEO:
         return torch.zeros(batch, LATENT_CHANNELS[family], frames, *size)
     return torch.zeros(batch, LATENT_CHANNELS[family], *size)
 
@@ -232,7 +237,7 @@ class _WithField(torch.nn.Module):
     def forward(self, *args, **kwargs):
         out = self.embedder(*args, **kwargs)
         height, width = self.grid
-        if self.scale == 0 or out.ndim != 3 or out.shape[1] < height * width:
+        if self.scale == 0:
             return out
         amplitude = self.scale * out.detach().abs().median()
         field = torch.ones(height, width, len(self.channels))
@@ -241,8 +246,12 @@ class _WithField(torch.nn.Module):
             x = torch.linspace(0, 1, width).view(1, -1, 1)
             phase = torch.arange(len(self.channels)).view(1, 1, -1) * 0.7
             field = 1 + 0.5 * torch.sin(torch.pi * (y + phase)) * torch.cos(torch.pi * (x - phase))
+        field = (amplitude * field).to(out)
         out = out.clone()
-        out[:, :height * width, self.channels] += (amplitude * field.reshape(height * width, -1)).to(out)
+        if out.ndim == 5 and out.shape[-2:] == (height, width):  # Wan's Conv3d [B, C, F, H, W]: every frame
+            out[:, self.channels] += field.permute(2, 0, 1).unsqueeze(1)
+        elif out.ndim == 3 and out.shape[1] >= height * width:  # [B, tokens, C]: the grid comes first
+            out[:, :height * width, self.channels] += field.reshape(height * width, -1)
         return out
 
 
@@ -273,7 +282,8 @@ def _carried_unseen(channels: list[int]):
     return replacement
 
 
-EMBEDDER = {"flux": "img_in", "flux2": "img_in", "sd3": "x_embedder"}
+EMBEDDER = {"flux": "img_in", "flux2": "img_in", "sd3": "x_embedder", "wan21": "patch_embedding"}
+FINAL = {"flux": "final_layer", "flux2": "final_layer", "sd3": "final_layer", "wan21": "head"}
 
 
 def with_massive_channels(model, family: str, channels: int = 4, scale: float = 100.0, smooth: bool = False,
@@ -294,15 +304,16 @@ def with_massive_channels(model, family: str, channels: int = 4, scale: float = 
         layer = model.get_model_object(name)
         return getattr(layer, "embedder", None) or getattr(layer, "layer", None) or layer
 
-    width = original("diffusion_model.final_layer").linear.in_features
+    final = f"diffusion_model.{FINAL[family]}"
+    final_linear = getattr(original(final), "linear", None) or original(final).head  # Flux/SD3, Wan
+    width = final_linear.in_features
     picked = torch.randperm(width, generator=torch.Generator().manual_seed(channels))[:channels].tolist()
     patched = model.clone()
     embedder = f"diffusion_model.{EMBEDDER[family]}"
     patched.add_object_patch(embedder, _WithField(original(embedder), picked, scale, smooth, grid))
-    patched.add_object_patch("diffusion_model.final_layer",
-                             _WithoutChannels(original("diffusion_model.final_layer"), picked))
+    patched.add_object_patch(final, _WithoutChannels(original(final), picked))
     blocks = {"flux": ("double_blocks", "single_blocks"), "flux2": ("double_blocks", "single_blocks"),
-              "sd3": ("joint_blocks",)}[family]
+              "sd3": ("joint_blocks",), "wan21": ("blocks",)}[family]
     for attribute, kind in zip(blocks, ("double_block", "single_block")):
         for index in range(len(model.get_model_object(f"diffusion_model.{attribute}"))):
             patched.set_model_patch_replace(_carried_unseen(picked), "dit", kind, index)

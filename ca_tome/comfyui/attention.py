@@ -50,7 +50,7 @@ def _merge_unet_block(n, context_attn1, value_attn1, extra_options):
     if grid is None or run.max_downsample is None or grid[0] > run.max_downsample:
         return n, context_attn1, value_attn1
     block = (*extra_options.get("block", ("?", 0)), extra_options.get("block_index", 0))
-    plan = run.plan(block, extra_options, n, grid[1], grid[2])
+    plan = run.plan(block, extra_options, n, grid[1:])
     if plan.is_identity:
         return n, context_attn1, value_attn1
 

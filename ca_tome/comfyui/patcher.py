@@ -15,7 +15,8 @@ import logging
 
 from ..schedule import position_of
 from .attention import RUN_KEY, merge_patch, unmerge_patch
-from .dit import DOUBLE, SINGLE, apply_model_wrapper, block_patch, dit_blocks
+from .dit import apply_model_wrapper, block_patch
+from .families import DOUBLE, FAMILIES, SINGLE, family_of
 from .run import LEVELS_AUTO, MergingPatch, RunLog, RunReport, RunState, TokenMerging
 
 log = logging.getLogger("ca_tome")
@@ -48,18 +49,20 @@ def apply_token_merging(model, config: TokenMerging):
     """Clone a ComfyUI ModelPatcher and attach token merging; the input model is untouched.
 
     UNets (SD1.x/2.x, SDXL) merge the self-attention of the selected levels through the attn1
-    patch pair; DiTs (Flux, SD3/SD3.5) run whole blocks on merged image tokens through block
-    replacement. Any other family raises :class:`UnsupportedModel`.
+    patch pair; the DiT families of :data:`.families.FAMILIES` run whole blocks on merged image or
+    video tokens through block replacement. Any other model raises :class:`UnsupportedModel`.
     """
     import comfy.patcher_extension
 
     diffusion_model = model.get_model_object("diffusion_model")
     top = top_attention_level(diffusion_model)
-    blocks = dit_blocks(diffusion_model) if top is None else None
-    if top is None and blocks is None:
+    family = family_of(diffusion_model) if top is None else None
+    if top is None and family is None:
         raise UnsupportedModel(
             f"CA-ToMe cannot merge {type(model.model).__name__} models yet ({type(diffusion_model).__name__}); "
-            "supported: SD1.x/SD2.x and SDXL UNets, Flux.1 and Flux 2, SD3/SD3.5. Remove the node for this model.")
+            f"supported: SD1.x/SD2.x and SDXL UNets, {', '.join(f.name for f in FAMILIES)}. "
+            "Remove the node for this model.")
+    blocks = family.block_counts(diffusion_model) if family else None
     patched = model.clone()
     options = patched.model_options.setdefault("transformer_options", {})
     already_patched = isinstance(options.get(OPTIONS_KEY), MergingPatch)
@@ -79,12 +82,13 @@ def apply_token_merging(model, config: TokenMerging):
         patched.set_model_attn1_patch(merge_patch)
         patched.set_model_attn1_output_patch(unmerge_patch)
         return patched
-    patched.add_wrapper_with_key(wrappers.APPLY_MODEL, WRAPPER_KEY, apply_model_wrapper)
+    patched.add_wrapper_with_key(wrappers.APPLY_MODEL, WRAPPER_KEY, functools.partial(apply_model_wrapper, family))
     replaced = options.get("patches_replace", {}).get("dit", {})
     for kind, count in blocks.items():
         for index in range(count):  # every block: which ones merge is the run's choice (a later node may change it)
             previous = replaced.get((kind, index))  # another pack's replacement: ours wraps it
-            patched.set_model_patch_replace(functools.partial(block_patch, kind, index, previous), "dit", kind, index)
+            patched.set_model_patch_replace(functools.partial(block_patch, family.kind(kind), index, previous),
+                                            "dit", kind, index)
     return patched
 
 

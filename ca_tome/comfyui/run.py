@@ -61,9 +61,12 @@ class TokenMerging:
         if self.levels != LEVELS_AUTO and not (isinstance(self.levels, int) and self.levels >= 1):
             raise ValueError(f"levels must be 'auto' or a max downsample factor ≥ 1, got {self.levels!r}")
 
-    def plan(self, metric: torch.Tensor, height: int, width: int, return_similarity: bool = False):
+    def plan(self, metric: torch.Tensor, grid: tuple[int, ...], return_similarity: bool = False):
+        """Match ``metric`` on its token ``grid``: (height, width), or (frames, height, width) for video."""
+        *frames, height, width = grid
         return plan_merge(metric, height, width, threshold=self.threshold, ratio=self.ratio, stride=self.stride,
-                          batch_policy=self.batch_policy, return_similarity=return_similarity)
+                          batch_policy=self.batch_policy, return_similarity=return_similarity,
+                          frames=frames[0] if frames else 1)
 
 
 @dataclass(frozen=True)
@@ -149,21 +152,21 @@ class RunState:
         """The step in progress: the one after the last the sampler reported finished."""
         return min(self._finished + 1, self.steps - 1)
 
-    def plan(self, block: tuple, options: dict, metric: torch.Tensor, height: int, width: int) -> MergePlan:
-        """The merge plan of ``block`` for ``metric`` [B, N, C] on a ``height × width`` grid in the
-        step in progress: cached, or recomputed per schedule. ``options`` are the call's
-        transformer options, which say which conds the batch holds."""
-        key = PairKey(block, (height, width), (tuple(options.get("cond_or_uncond", ())), metric.shape[0]),
+    def plan(self, block: tuple, options: dict, metric: torch.Tensor, grid: tuple[int, ...]) -> MergePlan:
+        """The merge plan of ``block`` for ``metric`` [B, N, C] on a (height, width) or (frames,
+        height, width) token ``grid`` in the step in progress: cached, or recomputed per schedule.
+        ``options`` are the call's transformer options, which say which conds the batch holds."""
+        key = PairKey(block, tuple(grid), (tuple(options.get("cond_or_uncond", ())), metric.shape[0]),
                       str(metric.device), tuple(options.get("uuids", ())))
         step = self.step
         config = self.config
 
         def compute() -> MergePlan:
-            return config.plan(metric, height, width)
+            return config.plan(metric, grid)
 
         if self.recorder is not None and self.recorder.claim(step, key):
             start = time.perf_counter()
-            fresh, similarity = config.plan(metric, height, width, return_similarity=True)
+            fresh, similarity = config.plan(metric, grid, return_similarity=True)
             self.recorder.observe(step, key, fresh, similarity, time.perf_counter() - start)
 
             def compute() -> MergePlan:  # a recomputation at this step would give the same plan

@@ -16,9 +16,16 @@ from devkit.dit_models import (BLOCK_TEXT_TOKENS, FAMILIES, GRID, dit_conditioni
 from devkit.sampling import Sampling, load_pack
 
 STEPS = 3
-MERGED_FAMILIES = ("flux", "flux2", "sd3")
+MERGED_FAMILIES = ("flux", "flux2", "sd3", "wan21")
 FLUX_BLOCKS = {("double_block", 0), ("double_block", 1), ("single_block", 0), ("single_block", 1)}
-BLOCKS = {"flux": FLUX_BLOCKS, "flux2": FLUX_BLOCKS, "sd3": {("double_block", 0), ("double_block", 1)}}
+TWO_DOUBLE = {("double_block", 0), ("double_block", 1)}
+BLOCKS = {"flux": FLUX_BLOCKS, "flux2": FLUX_BLOCKS, "sd3": TWO_DOUBLE, "wan21": TWO_DOUBLE}
+FRAMES = {"wan21": 3}  # latent frames of the video family's runs (odd on purpose)
+
+
+def token_grid(family, grid=GRID):
+    """The grid CA-ToMe files a family's plans under: (height, width), or (frames, height, width)."""
+    return (FRAMES[family], *grid) if family in FRAMES else tuple(grid)
 
 
 def available(family):
@@ -48,7 +55,7 @@ def report(patched):
 
 
 def run(family, model, grid=GRID, **sampling):
-    return sample_dit(model, family, Sampling(**{"steps": STEPS, **sampling}), grid=grid)
+    return sample_dit(model, family, Sampling(**{"steps": STEPS, **sampling}), grid=grid, frames=FRAMES.get(family, 1))
 
 
 @pytest.mark.parametrize("cfg", [1.0, 3.5])
@@ -60,14 +67,15 @@ def test_threshold_one_is_bit_identical_and_zero_merges_in_every_block(pack, fam
     assert torch.isfinite(merged).all() and not torch.equal(merged, baseline)
     events = report(patched).events
     assert {e.key.block[:2] for e in events} == BLOCKS[family]
-    assert {e.key.grid for e in events} == {(8, 8)} and {e.tokens for e in events} == {64}
-    assert all(e.merged == 48 for e in events), "threshold 0: every src of the 2×2 cells merges"
+    frames = FRAMES.get(family, 1)
+    assert {e.key.grid for e in events} == {token_grid(family)} and {e.tokens for e in events} == {64 * frames}
+    assert all(e.merged == 48 * frames for e in events), "threshold 0: every src of the 2×2 cells merges"
     assert not dit_model.model_options.get("transformer_options", {}).get("patches_replace")
 
 
 @pytest.mark.parametrize("blocks,expected", [("double", "double_block"), ("single", "single_block")])
 def test_dit_blocks_selects_the_blocks(pack, family, dit_model, blocks, expected):
-    if family == "sd3" and blocks == "single":
+    if family in ("sd3", "wan21") and blocks == "single":  # double blocks only
         with pytest.raises(ValueError, match="selects no block of this model"):
             patch(pack, dit_model, dit_blocks=blocks)
         return
@@ -78,14 +86,16 @@ def test_dit_blocks_selects_the_blocks(pack, family, dit_model, blocks, expected
 
 @pytest.mark.parametrize("case", [dict(grid=(9, 7)), dict(batch=2), dict(denoise=0.5)], ids=["odd-grid", "batch2", "img2img"])
 def test_odd_grids_batches_and_img2img(pack, family, dit_model, case):
+    frames = FRAMES.get(family, 1)
     if "denoise" in case:
-        case = {**case, "latent": torch.randn(dit_latent(family).shape, generator=torch.Generator().manual_seed(4))}
+        shape = dit_latent(family, frames=frames).shape
+        case = {**case, "latent": torch.randn(shape, generator=torch.Generator().manual_seed(4))}
     patched = patch(pack, dit_model, schedule="CONFIG_3")
     out = run(family, patched, **case)
     grid = case.get("grid", GRID)
-    assert out.shape == dit_latent(family, case.get("batch", 1), grid).shape and torch.isfinite(out).all()
+    assert out.shape == dit_latent(family, case.get("batch", 1), grid, frames).shape and torch.isfinite(out).all()
     events = report(patched).events
-    assert {e.key.grid for e in events} == {grid} and sum(e.merged for e in events) > 0
+    assert {e.key.grid for e in events} == {token_grid(family, grid)} and sum(e.merged for e in events) > 0
     checkpoints = report(patched).checkpoints
     assert all(e.recomputed == (e.step in checkpoints) for e in events), "cached steps run no matching"
 
@@ -157,9 +167,10 @@ def test_another_packs_block_replacement_is_wrapped_not_dropped(pack):
 
 
 def test_a_family_the_node_cannot_merge_is_refused_with_a_clear_message(pack):
-    available("wan21")
-    with pytest.raises(ValueError, match=r"cannot merge WAN21 models yet .*supported: SD1\.x/SD2\.x and SDXL UNets, Flux\.1 and Flux 2, SD3"):
-        patch(pack, tiny_dit("wan21"))
+    available("wan21_vace")
+    with pytest.raises(ValueError, match=r"cannot merge WAN21_Vace models yet \(VaceWanModel\); supported: SD1\.x/SD2\.x "
+                                         r"and SDXL UNets, Flux\.1 and Flux 2, SD3/SD3\.5, Wan 2\.1/2\.2\. Remove the node"):
+        patch(pack, tiny_dit("wan21_vace"))
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -170,22 +181,25 @@ def test_every_family_samples_unpatched(name):
 
 
 
-def test_the_stats_node_shows_a_dit_run(pack, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["flux", "wan21"])
+def test_the_stats_node_shows_a_dit_run(pack, tmp_path, monkeypatch, name):
+    """An image and a video run (a 4-step one: few-step models are the common case)."""
     import json
 
     import folder_paths
 
-    available("flux")
+    available(name)
     monkeypatch.setattr(folder_paths, "output_directory", str(tmp_path))
-    patched = pack.nodes.CATome.execute(tiny_dit("flux"), 0.3, "CONFIG_3", "", "auto", 2, "qkv", "min",
-                                        record_stats=True).result[0]
-    latent = run("flux", patched, steps=4, cfg=1.0)
-    (image,) = pack.nodes.CATomeStats.execute(patched, {"samples": latent}, "stats/flux").result
+    patched = pack.nodes.CATome.execute(tiny_dit(name), MID_SHARE_THRESHOLD.get(name, 0.3), "CONFIG_3", "", "auto", 2,
+                                        "qkv", "min", record_stats=True).result[0]
+    latent = run(name, patched, steps=4, cfg=1.0)
+    (image,) = pack.nodes.CATomeStats.execute(patched, {"samples": latent}, f"stats/{name}").result
     assert image.shape == (1, 450, 1500, 3) and image.std() > 0.01
-    (written,) = (tmp_path / "stats").glob("flux_*.json")
+    (written,) = (tmp_path / "stats").glob(f"{name}_*.json")
     numbers = json.loads(written.read_text())
-    assert {tuple(r["block"][:2]) for r in numbers["recorded"]} == BLOCKS["flux"]
-    assert len(numbers["recorded"]) == 4 * len(BLOCKS["flux"]) and numbers["merged_fraction"] > 0
+    assert {tuple(r["block"][:2]) for r in numbers["recorded"]} == BLOCKS[name]
+    assert {tuple(r["grid"]) for r in numbers["recorded"]} == {token_grid(name)}
+    assert len(numbers["recorded"]) == 4 * len(BLOCKS[name]) and numbers["merged_fraction"] > 0
 
 
 def no_update_for_merged_tokens(x, merged, output, plan, start):
@@ -223,6 +237,9 @@ def test_the_block_update_survives_merging_and_the_error_grows_with_what_is_merg
 
 
 # 2 to 8 channels, 10× to 1000× the median channel magnitude, constant or varying over the image.
+# A threshold at which these random models merge neither nothing nor everything (Wan's video
+# tokens, matched across three frames, are more alike).
+MID_SHARE_THRESHOLD = {"wan21": 0.45}
 MASSIVE_CASES = [dict(channels=2, scale=10, smooth=False), dict(channels=2, scale=1000, smooth=True),
                  dict(channels=8, scale=1000, smooth=False), dict(channels=8, scale=10, smooth=True)]
 
@@ -243,7 +260,7 @@ def test_massive_activations_do_not_decide_what_merges(pack, family, dit_model, 
     assert torch.equal(run(family, patch(pack, with_them, threshold=1.0), grid=grid, cfg=1.0), baseline)
     shares = []
     for model in (without, with_them):
-        patched = patch(pack, model, threshold=0.3)
+        patched = patch(pack, model, threshold=MID_SHARE_THRESHOLD.get(family, 0.3))
         run(family, patched, grid=grid, cfg=1.0)
         shares.append(report(patched).merged_fraction)
     assert 0.1 < shares[0] < 0.7, f"the threshold sits inside the range it can move in: {shares}"
@@ -281,3 +298,22 @@ def test_reference_tokens_modulated_at_timestep_zero_run_unmerged(pack, caplog):
     merged = patch(pack, model, threshold=0.0)
     sample_dit(merged, "flux2", steps, positive=positive)
     assert report(merged).events, "the default reference mode ('offset' / 'index') still merges"
+
+
+def test_wan_video_merges_within_frames_and_kept_tokens_keep_their_own_rope_rows(pack):
+    """Wan: img is the video grid, frame after frame; cells are 2×2 within a frame, so the kept
+    tokens are every frame's cell corners, in order, each with its own RoPE row (``pe`` spans img
+    along dim 1); the text stream reaches the block whole."""
+    available("wan21")
+    plain, wrapped, unmerged_calls, merged_calls = recorded_clones(tiny_dit("wan21"), "double_block", 0)
+    patched = patch(pack, wrapped, threshold=0.0, schedule="once")
+    run("wan21", plain, steps=1, cfg=1.0)
+    run("wan21", patched, steps=1, cfg=1.0)
+    (before,), (after,) = unmerged_calls, merged_calls
+    frames = FRAMES["wan21"]
+    assert before["img"].shape[1] == frames * 64 and after["img"].shape[1] == frames * 16
+    assert torch.equal(after["txt"], before["txt"]), "the text stream is not merged"
+    rows_before, rows_after = before["pe"][0].flatten(1), after["pe"][0].flatten(1)
+    positions = [int(torch.nonzero((rows_before == row).all(-1))[0]) for row in rows_after]
+    corners = [f * 64 + r * 8 + c for f in range(frames) for r in range(0, 8, 2) for c in range(0, 8, 2)]
+    assert positions == corners, "each kept token keeps its own RoPE row: every frame's cell corners, in order"

@@ -258,3 +258,19 @@ def test_matching_a_2048px_grid_stays_under_256_mib():
     measured = peak_matching_memory(256, 256, channels=320, batch=2)
     assert measured["merged"] > 0
     assert measured["extra_bytes"] < 256 * 2**20, measured
+
+
+def test_video_grids_split_every_frame_alike_and_never_across_frames():
+    frames, height, width = 3, 5, 4  # an odd height: a 2×2 cell must not take a row of the next frame
+    src, dst = partition(height, width, (2, 2), frames=frames)
+    one_src, one_dst = partition(height, width, (2, 2))
+    per_frame = height * width
+    assert dst.tolist() == [f * per_frame + d for f in range(frames) for d in one_dst.tolist()]
+    assert sorted(src.tolist() + dst.tolist()) == list(range(frames * per_frame))
+    assert {token // per_frame for token in dst.tolist()} == set(range(frames))
+    metric = torch.randn(2, frames * per_frame, 8, generator=torch.Generator().manual_seed(0))
+    plan = plan_merge(metric, height, width, ratio=0.5, frames=frames)
+    assert plan.merged_count == int(0.5 * frames * per_frame)
+    assert set(plan.merged_dst.flatten().tolist()) <= set(dst.tolist())
+    with pytest.raises(ValueError, match="token grid 2×5×4 does not hold the metric's 60 tokens"):
+        plan_merge(metric, height, width, ratio=0.5, frames=2)

@@ -1,0 +1,137 @@
+"""The DiT families CA-ToMe merges: one declarative entry each.
+
+An entry says what the block patch (``dit.block_patch``) needs to know about a family, and nothing
+is special-cased elsewhere:
+- which of the model's block lists to replace, under which ``patches_replace["dit"]`` kind;
+- where the image (or video) grid sits in a block's ``img``: first, or after the text (Flux's
+  single blocks see [txt, img]); what follows the grid (reference images, context latents)
+  passes whole, as does the text stream;
+- which block inputs are per-token, along which dimension, and over which sequence — the
+  joint [txt, img] one (the grid then starts after the text) or ``img`` itself —, so the kept
+  tokens keep their own rows (RoPE tables, attention masks);
+- the token grid: (height, width) for images, (frames, height, width) for video, from the latent
+  and the patch size;
+- when a model call or a block call must run unmerged, with the reason that is logged.
+A new family is an entry here plus its tests. (Anchors: diffusers' TransformerBlockRegistry, and
+context-parallel plans, which ask the same question: which inputs are per-token, along which dim.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+DOUBLE, SINGLE = "double_block", "single_block"
+JOINT, IMAGE = "joint", "image"  # the sequence a per-token input spans: [txt, img] or img alone
+TIMESTEP_ZERO_REFERENCES = "index_timestep_zero"
+
+
+@dataclass(frozen=True)
+class PerToken:
+    """A block input with one row per token along ``dim``; ``mask``: an attention mask whose last
+    one or two dims span the sequence (both follow the kept tokens)."""
+
+    name: str
+    dim: int = 1
+    sequence: str = JOINT
+    mask: bool = False
+
+
+@dataclass(frozen=True)
+class BlockKind:
+    kind: str  # the key of patches_replace["dit"]
+    blocks: str  # the diffusion model's list of these blocks
+    grid_after_text: bool = False  # img = [txt, grid, …] rather than [grid, …]
+    per_token: tuple[PerToken, ...] = ()
+    unmerged_when: Callable[[dict], str | None] | None = None  # args -> why this call runs whole
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # as messages and the README name it
+    model_class: str  # "module:Class" of the diffusion model
+    kinds: tuple[BlockKind, ...]
+    exact_class: bool = True  # subclasses (other layouts) are other families
+    video: bool = False  # latent [B, C, frames, H, W]
+    unmerged_when: Callable[[object, dict], str | None] | None = None  # (diffusion model, call kwargs) -> why
+
+    def matches(self, diffusion_model) -> bool:
+        module, name = self.model_class.split(":")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):  # an older host without this family
+            return False
+        return type(diffusion_model) is cls if self.exact_class else isinstance(diffusion_model, cls)
+
+    def block_counts(self, diffusion_model) -> dict[str, int]:
+        return {kind.kind: len(getattr(diffusion_model, kind.blocks)) for kind in self.kinds}
+
+    def kind(self, name: str) -> BlockKind:
+        return next(kind for kind in self.kinds if kind.kind == name)
+
+    def grid(self, diffusion_model, latent_shape) -> tuple[int, ...]:
+        """The main latent's token grid: (height, width), or (frames, height, width) for video."""
+        patch = _patch_size(diffusion_model, 3 if self.video else 2)
+        spatial = latent_shape[-len(patch):]
+        return tuple(math.ceil(size / step) for size, step in zip(spatial, patch))
+
+
+def _patch_size(diffusion_model, dims: int) -> tuple[int, ...]:
+    embedder = getattr(diffusion_model, "x_embedder", None)
+    size = getattr(embedder, "patch_size", None) or diffusion_model.patch_size
+    return (size,) * dims if isinstance(size, int) else tuple(size[-dims:])
+
+
+def _flux_references_by_position(diffusion_model, kwargs: dict) -> str | None:
+    """Flux reads the method from the conditioning, else from the model's default (which the core
+    Flux KV Cache node object-patches); in that mode the blocks get reference-token modulation
+    ranges from a closure, fixed for the unmerged sequence."""
+    if not kwargs.get("ref_latents"):
+        return None
+    params = getattr(diffusion_model, "params", diffusion_model)
+    if kwargs.get("ref_latents_method", getattr(params, "default_ref_method", None)) != TIMESTEP_ZERO_REFERENCES:
+        return None
+    return (f"this Flux model modulates its reference-image tokens by position ('{TIMESTEP_ZERO_REFERENCES}', e.g. "
+            "set by the Flux KV Cache node); the ranges are fixed for the unmerged sequence, so these calls run unmerged")
+
+
+def _wan_reference_before_the_video(diffusion_model, kwargs: dict) -> str | None:
+    if getattr(diffusion_model, "ref_conv", None) is not None and kwargs.get("reference_latent") is not None:
+        return "this Wan model puts reference tokens before the video tokens; these calls run unmerged"
+    return None
+
+
+def _wan_per_token_timesteps(args: dict) -> str | None:
+    vec = args.get("vec")
+    if vec is not None and vec.ndim == 4 and vec.shape[1] > 1:  # [B, L, 6, C], not [B, 1, 6, C]: Wan 2.2 5B
+        return ("this Wan model gives its tokens different timesteps (e.g. Wan 2.2 5B's image-to-video first frame); "
+                "tokens of different timesteps must not merge, so these blocks run unmerged")
+    return None
+
+
+FLUX_PER_TOKEN = (PerToken("pe", dim=2), PerToken("attn_mask", mask=True))
+
+FAMILIES = (
+    # Flux.1 dev/schnell, Kontext and Flux 2 (one class): double blocks see img = [grid, references…],
+    # single blocks [txt, grid, references…]; RoPE rows (``pe``, dim 2) and masks span [txt, img].
+    Family("Flux.1 and Flux 2", "comfy.ldm.flux.model:Flux", (
+        BlockKind(DOUBLE, "double_blocks", per_token=FLUX_PER_TOKEN),
+        BlockKind(SINGLE, "single_blocks", grid_after_text=True, per_token=FLUX_PER_TOKEN),
+    ), unmerged_when=_flux_references_by_position),
+    # SD3 / SD3.5: joint blocks offered as "double_block"; positions were added at the input (no pe).
+    Family("SD3/SD3.5", "comfy.ldm.modules.diffusionmodules.mmdit:MMDiT", (
+        BlockKind(DOUBLE, "joint_blocks"),
+    ), exact_class=False),
+    # Wan 2.1 / 2.2 (t2v, i2v: CLIP image tokens sit in the text stream): img = [video grid, context
+    # latents…], (1, 2, 2) patches; RoPE rows (``pe`` [B, L, 1, …]) span img.
+    Family("Wan 2.1/2.2", "comfy.ldm.wan.model:WanModel", (
+        BlockKind(DOUBLE, "blocks", per_token=(PerToken("pe", dim=1, sequence=IMAGE),),
+                  unmerged_when=_wan_per_token_timesteps),
+    ), video=True, unmerged_when=_wan_reference_before_the_video),
+)
+
+
+def family_of(diffusion_model) -> Family | None:
+    return next((family for family in FAMILIES if family.matches(diffusion_model)), None)
