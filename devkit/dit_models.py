@@ -20,6 +20,7 @@ pixels per token, except Flux 2 (1×1, 128 channels).
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import torch
 
@@ -77,10 +78,15 @@ WAN21_CONFIG = {
 # Wan 2.1 VACE (control video through extra blocks): a Wan subclass CA-ToMe does not merge yet.
 WAN21_VACE_CONFIG = {**WAN21_CONFIG, "model_type": "vace", "vace_layers": 1, "vace_in_dim": 96}
 
-FAMILIES = ("flux", "flux2", "sd3", "wan21", "wan21_vace")
-LATENT_CHANNELS = {"flux": 16, "flux2": 128, "sd3": 16, "wan21": 16, "wan21_vace": 16}
-PATCH = {"flux": 2, "flux2": 1, "sd3": 2, "wan21": 2, "wan21_vace": 2}  # latent pixels per image token, each side
-VIDEO = ("wan21", "wan21_vace")
+# Wan 2.1 image-to-video: the start image's latent and mask concatenated to the channels (16 + 20),
+# its CLIP vision tokens (257 × 1280, through img_emb) put before the text of cross-attention.
+WAN21_I2V_CONFIG = {**WAN21_CONFIG, "model_type": "i2v", "in_dim": 36}
+CLIP_VISION_TOKENS, CLIP_VISION_DIM = 257, 1280
+
+FAMILIES = ("flux", "flux2", "sd3", "wan21", "wan21_i2v", "wan21_vace")
+VIDEO = ("wan21", "wan21_i2v", "wan21_vace")
+LATENT_CHANNELS = {"flux": 16, "flux2": 128, "sd3": 16, **{family: 16 for family in VIDEO}}
+PATCH = {"flux": 2, "flux2": 1, "sd3": 2, **{family: 2 for family in VIDEO}}  # latent pixels per token, each side
 # Text tokens the blocks see: Flux 2 pads the prompt to 512 (comfy.model_base.Flux2.extra_conds).
 BLOCK_TEXT_TOKENS = {"flux": TEXT_TOKENS, "flux2": 512, "sd3": TEXT_TOKENS}
 
@@ -101,8 +107,10 @@ _FAMILY_CLASSES = {
     "flux2": ("Flux2", "Flux2", _flux_config(FLUX2_CONFIG, [3])),
     "sd3": ("SD3", "SD3", lambda: dict(SD3_CONFIG)),
     "wan21": ("WAN21", "WAN21_T2V", lambda: dict(WAN21_CONFIG)),
+    "wan21_i2v": ("WAN21", "WAN21_I2V", lambda: dict(WAN21_I2V_CONFIG)),
     "wan21_vace": ("WAN21_Vace", "WAN21_Vace", lambda: dict(WAN21_VACE_CONFIG)),
 }
+MODEL_ARGUMENTS = {"wan21_i2v": {"image_to_video": True}}  # as the config's get_model passes them
 
 
 def missing_classes(family: str) -> list[str]:
@@ -165,7 +173,7 @@ def tiny_dit(family: str, seed: int = 0, dtype=torch.float32, **overrides) -> co
     model_class, config_class, unet_config = _FAMILY_CLASSES[family]
     config = getattr(comfy.supported_models, config_class)({**unet_config(), **overrides})
     config.set_inference_dtype(dtype, None)
-    model = getattr(comfy.model_base, model_class)(config, device=torch.device("cpu"))
+    model = getattr(comfy.model_base, model_class)(config, device=torch.device("cpu"), **MODEL_ARGUMENTS.get(family, {}))
     weights = dit_random_weights(model.diffusion_model, torch.Generator().manual_seed(seed))
     model.diffusion_model.load_state_dict({k: v.to(dtype) for k, v in weights.items()})
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
@@ -176,7 +184,8 @@ def dit_conditioning(family: str, seed: int, batch: int = 1, tokens: int = TEXT_
 
     Flux, Flux 2 and SD3 take the text tokens plus a ``pooled_output`` vector (their ``encode_adm``
     reads it even where the model has no vector input, as Flux 2); Flux and Flux 2 also get
-    ``guidance`` 3.5, the FluxGuidance default; Wan 2.1 text-to-video takes the tokens only.
+    ``guidance`` 3.5, the FluxGuidance default; Wan 2.1 takes the tokens, and image-to-video also CLIP
+    vision tokens (random, as CLIPVisionEncode would give; the start image defaults to zeros).
     """
     _check(family)
     g = torch.Generator().manual_seed(seed)
@@ -186,6 +195,9 @@ def dit_conditioning(family: str, seed: int, batch: int = 1, tokens: int = TEXT_
         options["pooled_output"] = torch.randn(batch, POOLED_DIM, generator=g)
     if family in ("flux", "flux2"):
         options["guidance"] = 3.5
+    if family == "wan21_i2v":  # what CLIPVisionEncode and WanImageToVideo put in the conditioning
+        options["clip_vision_output"] = types.SimpleNamespace(
+            penultimate_hidden_states=torch.randn(batch, CLIP_VISION_TOKENS, CLIP_VISION_DIM, generator=g))
     options.update(extra)
     return [[text, options]]
 

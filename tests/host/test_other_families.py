@@ -317,3 +317,23 @@ def test_wan_video_merges_within_frames_and_kept_tokens_keep_their_own_rope_rows
     positions = [int(torch.nonzero((rows_before == row).all(-1))[0]) for row in rows_after]
     corners = [f * 64 + r * 8 + c for f in range(frames) for r in range(0, 8, 2) for c in range(0, 8, 2)]
     assert positions == corners, "each kept token keeps its own RoPE row: every frame's cell corners, in order"
+
+
+def test_wan_image_to_video_keeps_the_clip_tokens_whole(pack):
+    """Wan i2v: the start image enters as latent channels (same token grid) and as 257 CLIP vision
+    tokens before the text in cross-attention; only the video grid merges."""
+    available("wan21_i2v")
+    model = tiny_dit("wan21_i2v")
+    plain, wrapped, unmerged_calls, merged_calls = recorded_clones(model, "double_block", 1)
+    sampling = dict(steps=2, cfg=3.5)
+    frames = FRAMES["wan21"]
+    baseline = sample_dit(plain, "wan21_i2v", Sampling(**sampling), frames=frames)
+    assert torch.equal(sample_dit(patch(pack, plain, threshold=1.0), "wan21_i2v", Sampling(**sampling), frames=frames),
+                       baseline)
+    patched = patch(pack, wrapped, threshold=0.0)
+    merged = sample_dit(patched, "wan21_i2v", Sampling(**sampling), frames=frames)
+    assert torch.isfinite(merged).all() and not torch.equal(merged, baseline)
+    before, after = unmerged_calls[0], merged_calls[0]
+    assert before["txt"].shape[1] == 257 + 16 and torch.equal(after["txt"], before["txt"]), "CLIP + text tokens whole"
+    assert after["img"].shape[1] == frames * 16 and before["img"].shape[1] == frames * 64
+    assert {e.key.grid for e in report(patched).events} == {(frames, 8, 8)}
