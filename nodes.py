@@ -9,7 +9,8 @@ import math
 import torch
 from comfy_api.latest import ComfyExtension, io
 
-from .ca_tome.comfyui import DIT_BLOCKS, LEVELS_AUTO, TARGETS, TokenMerging, apply_token_merging, merging_patch
+from .ca_tome.comfyui import (DIT_BLOCKS, LEVELS_AUTO, TARGETS, TokenMerging, apply_token_merging, log_host_check,
+                              merging_patch)
 from .ca_tome.schedule import AUTO, AutoRefresh
 from .ca_tome.schedule import NAMES as SCHEDULE_NAMES
 from .ca_tome.schedule import Schedule
@@ -244,4 +245,5 @@ class CATomeExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> CATomeExtension:
+    log_host_check()  # one clear line now, rather than a failure mid-sampling
     return CATomeExtension()

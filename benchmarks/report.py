@@ -663,6 +663,42 @@ def dit_similarity_table() -> str:
     return table(header, rows)
 
 
+WAN_TARGET_SPEEDUP, WAN_TARGET_CEILING_SHARE = 2.5, 0.9
+
+
+def wan_rows() -> dict[str, dict]:
+    return {row["variant"]: row for row in load("dit_wan.json")["variants"]}
+
+
+def wan_table() -> str:
+    """Per variant: the checkpoint step and the cached step (medians over the repeats, with their
+    range), the cached step's speed-up over the unpatched model's second step, merged share, latent PSNR."""
+    rows = wan_rows()
+    base = rows["unpatched"]["step_1_median"]
+    header = ["variant", "step 0 (s)", "step 1 (s)", "step 1 speed-up", "merged", "latent PSNR to unpatched"]
+    lines = []
+    for name, row in rows.items():
+        psnr = row.get("fidelity_to_unpatched", {}).get("psnr_db")
+        lines.append([name, *(f"{row[f'step_{i}_median']:.1f} ({span(row[f'step_{i}_range'], 1, '')})" for i in (0, 1)),
+                      times(base / row["step_1_median"]), percent(statistics.median(row["merged_fraction"])),
+                      "–" if psnr is None else f"{psnr:.1f} dB"])
+    return table(header, lines)
+
+
+def wan_targets() -> str:
+    """The video target: the cached step's speed-up at its merged share, and its share of the ceiling's saving."""
+    rows = wan_rows()
+    base, ceiling = rows["unpatched"]["step_1_median"], rows["ceiling: half the tokens, no merge"]["step_1_median"]
+    cached = rows["CA-ToMe, checkpoint step then cached step"]
+    seconds, merged = cached["step_1_median"], statistics.median(cached["merged_fraction"])
+    share = (base - seconds) / (base - ceiling)
+    met = base / seconds >= WAN_TARGET_SPEEDUP and share >= WAN_TARGET_CEILING_SHARE
+    return (f"CA-ToMe's cached step: {times(base / seconds)} at {percent(merged)} of the video tokens merged "
+            f"(target ≥ {WAN_TARGET_SPEEDUP}× at 50 %), {percent(share, 0)} of the free-merge ceiling's saving "
+            f"(target ≥ {percent(WAN_TARGET_CEILING_SHARE, 0)}; the ceiling: {times(base / ceiling)}) — "
+            + ("**met**" if met else "**not met**"))
+
+
 GENERATORS = {
     "speed-512-source": lambda: speed_source(512),
     "speed-512-steps": lambda: steps_table(load("speed_512.json")),
@@ -692,6 +728,8 @@ GENERATORS = {
     "readme-requirements": readme_requirements,
     "dit-similarity": dit_similarity_table,
     "readme-dit-similarity": readme_dit_similarity,
+    "dit-wan": wan_table,
+    "dit-wan-targets": wan_targets,
 }
 
 

@@ -1,8 +1,9 @@
 """The ComfyUI glue: the only code that knows ModelPatcher, ``transformer_options``, sampler
 wrappers and the hosts' patch call forms. The engine one level up never imports it."""
 
+from .hooks import log_host_check
 from .patcher import UnsupportedModel, apply_token_merging, last_report, merging_patch
 from .run import DIT_BLOCKS, LEVELS_AUTO, TARGETS, MergingPatch, RunLog, RunReport, RunState, TokenMerging
 
 __all__ = ["DIT_BLOCKS", "LEVELS_AUTO", "TARGETS", "MergingPatch", "RunLog", "RunReport", "RunState", "TokenMerging",
-           "UnsupportedModel", "apply_token_merging", "last_report", "merging_patch"]
+           "UnsupportedModel", "apply_token_merging", "last_report", "log_host_check", "merging_patch"]

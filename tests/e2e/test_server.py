@@ -21,6 +21,7 @@ def test_server_loads_the_pack_without_import_errors(server):
     lines = [line for line in server.log().splitlines() if "ComfyUI-CA-ToMe" in line]
     assert any("seconds:" in line for line in lines), "the pack is missing from the import times"
     assert not any("IMPORT FAILED" in line or "Cannot import" in line or "Error" in line for line in lines), lines
+    assert "lacks or changed hooks the pack needs" not in server.log(), "the start-up hook check found a problem"
 
 
 @pytest.mark.parametrize("node_id", NODE_IDS)

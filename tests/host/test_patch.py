@@ -195,3 +195,20 @@ def test_the_attention_patch_answers_only_the_unet_call_form(pack):
         merge_patch({"x": q, "q": q, "k": q, "transformer_options": {}})
     n = torch.zeros(1, 64, 8)
     assert all(a is b for a, b in zip(merge_patch(n, n, n, {}), (n, n, n))), "outside a run: unchanged"
+
+
+def test_the_host_offers_every_hook_the_pack_relies_on(pack):
+    assert pack.ca_tome.comfyui.hooks.host_problems() == []
+
+
+def test_a_missing_or_changed_hook_is_named_in_one_log_line(pack, monkeypatch, caplog):
+    import comfy.patcher_extension
+
+    monkeypatch.delattr(comfy.patcher_extension.WrappersMP, "APPLY_MODEL")
+    monkeypatch.setattr(comfy.samplers.CFGGuider, "outer_sample", lambda self, noise, sigmas, sampler: None)
+    with caplog.at_level(logging.WARNING, logger="ca_tome"):
+        problems = pack.ca_tome.comfyui.log_host_check()
+    assert "WrappersMP.APPLY_MODEL is missing" in problems
+    assert any(p.startswith("per-run wrapper: CFGGuider.outer_sample") and p.endswith("takes (noise, sigmas, sampler)")
+               for p in problems), problems
+    assert len(caplog.records) == 1 and "lacks or changed hooks the pack needs" in caplog.text
