@@ -699,6 +699,14 @@ def wan_targets() -> str:
             + ("**met**" if met else "**not met**"))
 
 
+def wan_matching() -> str:
+    """The phrase on what one matching costs at 32k video tokens, against a checkpoint step."""
+    cached = wan_rows()["CA-ToMe, checkpoint step then cached step"]
+    seconds = statistics.median(cached["matching_seconds"])
+    return (f"one matching of the {load('dit_wan.json')['model']['video_tokens']:,} video tokens took {seconds:.2f} s, "
+            f"{percent(seconds / cached['step_0_median'])} of CA-ToMe's checkpoint step")
+
+
 GENERATORS = {
     "speed-512-source": lambda: speed_source(512),
     "speed-512-steps": lambda: steps_table(load("speed_512.json")),
@@ -730,6 +738,7 @@ GENERATORS = {
     "readme-dit-similarity": readme_dit_similarity,
     "dit-wan": wan_table,
     "dit-wan-targets": wan_targets,
+    "dit-wan-matching": wan_matching,
 }
 
 
