@@ -28,6 +28,7 @@ OUTPUTS = {
     "FluxGuidance": [("CONDITIONING", "CONDITIONING")],
     "EmptyLatentImage": [("LATENT", "LATENT")],
     "EmptyFlux2LatentImage": [("LATENT", "LATENT")],
+    "EmptyHunyuanLatentVideo": [("LATENT", "LATENT")],
     "KSampler": [("LATENT", "LATENT")],
     "VAEDecode": [("IMAGE", "IMAGE")],
     "SaveImage": [],
@@ -46,6 +47,7 @@ WIDGETS = {
     "FluxGuidance": ["guidance"],
     "EmptyLatentImage": ["width", "height", "batch_size"],
     "EmptyFlux2LatentImage": ["width", "height", "batch_size"],
+    "EmptyHunyuanLatentVideo": ["width", "height", "length", "batch_size"],
     "KSampler": ["seed", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
     "VAEDecode": [],
     "SaveImage": ["filename_prefix"],
@@ -131,14 +133,16 @@ def ui_format(nodes: list[Node]) -> dict:
 
 @dataclass(frozen=True)
 class SplitFiles:
-    """A model shipped as separate files (Flux 2): diffusion model, text encoder (with the
-    CLIPLoader type that reads it) and VAE, plus the empty-latent node and the guidance it takes."""
+    """A model shipped as separate files (Flux 2, Wan): diffusion model, text encoder (with the
+    CLIPLoader type that reads it) and VAE, plus the empty-latent node (and its widgets beyond a
+    square size) and the guidance it takes (None: no FluxGuidance node)."""
     unet: str
     text_encoder: str
     text_encoder_type: str
     vae: str
     latent_node: str
-    guidance: float
+    guidance: float | None = None
+    latent_widgets: tuple[tuple[str, object], ...] = ()
 
 
 def _txt2img(checkpoint: str | SplitFiles, size: int, steps: int, branches: list[tuple[str, list[tuple[str, dict]]]],
@@ -165,10 +169,13 @@ def _txt2img(checkpoint: str | SplitFiles, size: int, steps: int, branches: list
     nodes += [
         Node(2, "CLIPTextEncode", prompt, {"clip": clip}, pos=(380, 0), title="Positive"),
         Node(3, "CLIPTextEncode", {"text": "blurry, low quality"}, {"clip": clip}, pos=(380, 260), title="Negative"),
-        Node(4, latent_node, {"width": size, "height": size, "batch_size": 1}, pos=(380, 480)),
+        Node(4, latent_node, {"width": size, "height": size, "batch_size": 1,
+                              **dict(getattr(checkpoint, "latent_widgets", ()))}, pos=(380, 480)),
     ]
-    if isinstance(checkpoint, SplitFiles):
+    if isinstance(checkpoint, SplitFiles) and checkpoint.guidance is not None:
         nodes.append(Node(7, "FluxGuidance", {"guidance": checkpoint.guidance}, {"conditioning": (2, 0)}, pos=(760, -200)))
+    elif isinstance(checkpoint, SplitFiles):
+        positive = (2, 0)
     for index, (title, patches) in enumerate(branches):
         base, y = 10 * (index + 1), 380 * index
         branch_model = model
@@ -196,6 +203,10 @@ SD35 = "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"
 # The files ComfyUI's Flux 2 dev template loads.
 FLUX2 = SplitFiles("flux2_dev_fp8mixed.safetensors", "mistral_3_small_flux2_bf16.safetensors", "flux2",
                    "flux2-vae.safetensors", "EmptyFlux2LatentImage", guidance=4.0)
+# The files and the latent of ComfyUI's Wan 2.1 text-to-video 1.3B template (832 × 480, 33 frames).
+WAN21_T2V = SplitFiles("wan2.1_t2v_1.3B_fp16.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan",
+                       "wan_2.1_vae.safetensors", "EmptyHunyuanLatentVideo",
+                       latent_widgets=(("width", 832), ("height", 480), ("length", 33)))
 
 UNPATCHED = ("unpatched", [])
 CA_TOME = ("CA-ToMe", [("CATome", CA_TOME_DEFAULTS)])
@@ -207,6 +218,8 @@ WORKFLOWS = {
     "ca_tome_sdxl_auto_levels": _txt2img(SDXL, 1024, 20, [UNPATCHED, CA_TOME]),
     "ca_tome_flux_dev": _txt2img(FLUX, 1024, 20, [UNPATCHED, CA_TOME], cfg=1.0, scheduler="simple"),
     "ca_tome_flux2_dev": _txt2img(FLUX2, 1024, 20, [UNPATCHED, CA_TOME], cfg=1.0, scheduler="simple"),
+    # Video: the frames are saved as images (every frame of the clip).
+    "ca_tome_wan21_t2v": _txt2img(WAN21_T2V, 832, 30, [UNPATCHED, CA_TOME], cfg=6.0, scheduler="simple"),
     "ca_tome_sd35_medium": _txt2img(SD35, 1024, 28, [UNPATCHED, CA_TOME], cfg=4.5, scheduler="sgm_uniform"),
     "ca_tome_stats_sd15": _txt2img(SD15, 512, 20, [("CA-ToMe", [("CATome", {**CA_TOME_DEFAULTS, "record_stats": True})])]) + [
         Node(20, "CATomeStats", {"filename_prefix": "ca_tome/stats"}, {"model": (10, 0), "samples": (11, 0)},

@@ -81,8 +81,9 @@ def test_every_comparison_workflow_runs_and_merging_changes_the_image(server, ch
 
 @pytest.mark.parametrize("name", sorted(set(WORKFLOWS) - set(ON_TINY_CHECKPOINT)))
 def test_a_split_file_workflow_is_valid_but_for_its_model_files(server, name):
-    """The Flux 2 example cannot run here (its text encoder cannot be generated small), so the real
-    server validates it: every link and widget is accepted, only the model files are missing."""
+    """The Flux 2 and Wan examples cannot run here (their text encoders — Mistral, umT5-XXL —
+    cannot be generated small), so the real server validates them: every link and widget is
+    accepted, only the model files are missing."""
     prompt = api_workflow(name)
     response = server.post("/prompt", {"prompt": prompt})
     assert response.get("http_status") == 400 and "prompt_id" not in response, response
