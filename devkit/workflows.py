@@ -30,6 +30,8 @@ OUTPUTS = {
     "EmptyFlux2LatentImage": [("LATENT", "LATENT")],
     "EmptyHunyuanLatentVideo": [("LATENT", "LATENT")],
     "KSampler": [("LATENT", "LATENT")],
+    "KSamplerAdvanced": [("LATENT", "LATENT")],
+    "ModelSamplingSD3": [("MODEL", "MODEL")],
     "VAEDecode": [("IMAGE", "IMAGE")],
     "SaveImage": [],
     "CATome": [("MODEL", "MODEL")],
@@ -49,6 +51,9 @@ WIDGETS = {
     "EmptyFlux2LatentImage": ["width", "height", "batch_size"],
     "EmptyHunyuanLatentVideo": ["width", "height", "length", "batch_size"],
     "KSampler": ["seed", "steps", "cfg", "sampler_name", "scheduler", "denoise"],
+    "KSamplerAdvanced": ["add_noise", "noise_seed", "steps", "cfg", "sampler_name", "scheduler", "start_at_step",
+                         "end_at_step", "return_with_leftover_noise"],
+    "ModelSamplingSD3": ["shift"],
     "VAEDecode": [],
     "SaveImage": ["filename_prefix"],
     "CATome": ["threshold", "schedule", "custom_steps", "levels", "stride", "merge", "auto_tolerance",
@@ -62,6 +67,9 @@ LINKED = {
     "CLIPTextEncode": [("clip", "CLIP")],
     "FluxGuidance": [("conditioning", "CONDITIONING")],
     "KSampler": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent_image", "LATENT")],
+    "KSamplerAdvanced": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                         ("latent_image", "LATENT")],
+    "ModelSamplingSD3": [("model", "MODEL")],
     "VAEDecode": [("samples", "LATENT"), ("vae", "VAE")],
     "SaveImage": [("images", "IMAGE")],
     "CATome": [("model", "MODEL")],
@@ -72,6 +80,7 @@ LINKED = {
 _SHARED_DEFAULTS = {"custom_steps": "every 5", "levels": "auto", "stride": 2, "merge": "qkv", "auto_tolerance": 0.1,
                     "auto_max_interval": 10, "record_stats": False}
 WIDTHS = {"VAEDecode": 200, "SaveImage": 300, "CATomeStats": 200}
+SEED_WIDGET = {"KSampler": 0, "KSamplerAdvanced": 1}  # where the seed sits among the widgets
 CA_TOME_DEFAULTS = {"threshold": 0.7, "schedule": "CONFIG_3", **_SHARED_DEFAULTS, "batch_policy": "min",
                     "dit_blocks": "all"}
 RATIO_DEFAULTS = {"ratio": 0.5, "schedule": "all", **_SHARED_DEFAULTS, "dit_blocks": "all"}
@@ -112,8 +121,8 @@ def ui_format(nodes: list[Node]) -> dict:
             incoming[(node.id, name)] = link_id
     for order, node in enumerate(nodes):
         values = [node.widgets[name] for name in WIDGETS[node.type]]
-        if node.type == "KSampler":
-            values.insert(1, "fixed")  # the seed's control_after_generate widget
+        if node.type in SEED_WIDGET:  # the seed's control_after_generate widget follows it
+            values.insert(SEED_WIDGET[node.type] + 1, "fixed")
         ui_node = {
             "id": node.id, "type": node.type, "pos": list(node.pos), "size": [WIDTHS.get(node.type, 320), 60 + 26 * len(values)],
             "flags": {}, "order": order, "mode": 0,
@@ -208,6 +217,55 @@ WAN21_T2V = SplitFiles("wan2.1_t2v_1.3B_fp16.safetensors", "umt5_xxl_fp8_e4m3fn_
                        "wan_2.1_vae.safetensors", "EmptyHunyuanLatentVideo",
                        latent_widgets=(("width", 832), ("height", 480), ("length", 33)))
 
+def _two_experts(high: str, low: str, files: SplitFiles, steps: int, switch: int, cfg: float, shift: float,
+                 branches: list[tuple[str, list[tuple[str, dict]]]]) -> list[Node]:
+    """Wan 2.2 14B: a high-noise expert samples steps 0..switch, a low-noise expert the rest
+    (KSamplerAdvanced twice, the second without new noise). Every branch patches both experts
+    alike; CA-ToMe places its checkpoints by each step's place in the whole denoising, so the two
+    halves recompute where one run would."""
+    prompt = {"text": "a red fox running through a snowy forest, cinematic, slow motion"}
+    nodes = [
+        Node(1, "UNETLoader", {"unet_name": high, "weight_dtype": "default"}, pos=(0, 120), title="High-noise expert"),
+        Node(2, "UNETLoader", {"unet_name": low, "weight_dtype": "default"}, pos=(0, 280), title="Low-noise expert"),
+        Node(5, "CLIPLoader", {"clip_name": files.text_encoder, "type": files.text_encoder_type, "device": "default"},
+             pos=(0, 440)),
+        Node(6, "VAELoader", {"vae_name": files.vae}, pos=(0, 600)),
+        Node(7, "CLIPTextEncode", prompt, {"clip": (5, 0)}, pos=(380, 0), title="Positive"),
+        Node(8, "CLIPTextEncode", {"text": "blurry, low quality, static"}, {"clip": (5, 0)}, pos=(380, 260),
+             title="Negative"),
+        Node(9, files.latent_node, {"width": 832, "height": 480, "batch_size": 1, **dict(files.latent_widgets)},
+             pos=(380, 480)),
+        Node(3, "ModelSamplingSD3", {"shift": shift}, {"model": (1, 0)}, pos=(380, 700)),
+        Node(4, "ModelSamplingSD3", {"shift": shift}, {"model": (2, 0)}, pos=(380, 820)),
+    ]
+    for index, (title, patches) in enumerate(branches):
+        base, y = 20 * (index + 1), 520 * index
+        experts = []
+        for expert, source in enumerate(((3, 0), (4, 0))):
+            model = source
+            for order, (patch_type, patch_widgets) in enumerate(patches):
+                node_id = base + 10 + 2 * order + expert
+                nodes.append(Node(node_id, patch_type, patch_widgets, {"model": model}, pos=(760, y + 260 * expert),
+                                  title=f"{title} ({'high' if expert == 0 else 'low'} noise)"))
+                model = (node_id, 0)
+            experts.append(model)
+        common = {"noise_seed": 42, "steps": steps, "cfg": cfg, "sampler_name": "euler", "scheduler": "simple"}
+        nodes += [
+            Node(base + 1, "KSamplerAdvanced", {"add_noise": "enable", **common, "start_at_step": 0,
+                                                "end_at_step": switch, "return_with_leftover_noise": "enable"},
+                 {"model": experts[0], "positive": (7, 0), "negative": (8, 0), "latent_image": (9, 0)},
+                 pos=(1120, y), title=f"KSampler high noise ({title})"),
+            Node(base + 2, "KSamplerAdvanced", {"add_noise": "disable", **common, "start_at_step": switch,
+                                                "end_at_step": 10000, "return_with_leftover_noise": "disable"},
+                 {"model": experts[1], "positive": (7, 0), "negative": (8, 0), "latent_image": (base + 1, 0)},
+                 pos=(1480, y), title=f"KSampler low noise ({title})"),
+            Node(base + 3, "VAEDecode", {}, {"samples": (base + 2, 0), "vae": (6, 0)}, pos=(1840, y)),
+            Node(base + 4, "SaveImage", {"filename_prefix": f"ca_tome/{title.lower().replace(' ', '_')}"},
+                 {"images": (base + 3, 0)}, pos=(2080, y), title=f"Save ({title})"),
+        ]
+    return nodes
+
+
 UNPATCHED = ("unpatched", [])
 CA_TOME = ("CA-ToMe", [("CATome", CA_TOME_DEFAULTS)])
 
@@ -220,6 +278,11 @@ WORKFLOWS = {
     "ca_tome_flux2_dev": _txt2img(FLUX2, 1024, 20, [UNPATCHED, CA_TOME], cfg=1.0, scheduler="simple"),
     # Video: the frames are saved as images (every frame of the clip).
     "ca_tome_wan21_t2v": _txt2img(WAN21_T2V, 832, 30, [UNPATCHED, CA_TOME], cfg=6.0, scheduler="simple"),
+    "ca_tome_wan22_t2v_14b": _two_experts("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
+                                          "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
+                                          SplitFiles("", WAN21_T2V.text_encoder, "wan", WAN21_T2V.vae,
+                                                     "EmptyHunyuanLatentVideo", latent_widgets=(("length", 81),)),
+                                          steps=20, switch=10, cfg=3.5, shift=8.0, branches=[UNPATCHED, CA_TOME]),
     "ca_tome_sd35_medium": _txt2img(SD35, 1024, 28, [UNPATCHED, CA_TOME], cfg=4.5, scheduler="sgm_uniform"),
     "ca_tome_stats_sd15": _txt2img(SD15, 512, 20, [("CA-ToMe", [("CATome", {**CA_TOME_DEFAULTS, "record_stats": True})])]) + [
         Node(20, "CATomeStats", {"filename_prefix": "ca_tome/stats"}, {"model": (10, 0), "samples": (11, 0)},

@@ -26,4 +26,5 @@ def test_api_twins_name_the_usual_model_files():
     assert names == {"v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors", "flux1-dev-fp8.safetensors",
                      "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors", "flux2_dev_fp8mixed.safetensors",
                      "mistral_3_small_flux2_bf16.safetensors", "flux2-vae.safetensors",
-                     "wan2.1_t2v_1.3B_fp16.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan_2.1_vae.safetensors"}
+                     "wan2.1_t2v_1.3B_fp16.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan_2.1_vae.safetensors",
+                     "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"}
