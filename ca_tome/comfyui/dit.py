@@ -15,6 +15,7 @@ massive activations of real DiTs do not make every pair look alike.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +38,7 @@ class Layout:
 
     @property
     def tokens(self) -> int:
-        return int(torch.Size(self.grid).numel())
+        return math.prod(self.grid)
 
 
 def apply_model_wrapper(family: Family, executor, *args, **kwargs):
