@@ -136,7 +136,12 @@ def denoising_positions(model, sigmas) -> list[float] | None:
     percent_to_sigma = getattr(model.get_model_object("model_sampling"), "percent_to_sigma", None)
     if percent_to_sigma is None:
         return None
-    return [position_of(float(sigma), percent_to_sigma) for sigma in sigmas.tolist()]
+    try:
+        return [position_of(float(sigma), percent_to_sigma) for sigma in sigmas.tolist()]
+    except (TypeError, ValueError, ArithmeticError) as error:  # an exotic sampling: evenly spaced steps
+        log.warning("CA-ToMe: this model's percent_to_sigma failed (%s); the schedule counts the run's steps "
+                    "as evenly spaced.", error)
+        return None
 
 
 def _with_step_callback(run: RunState, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
