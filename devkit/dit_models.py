@@ -20,6 +20,7 @@ pixels per token, except Flux 2 (1×1, 128 channels).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import types
 
 import torch
@@ -57,6 +58,15 @@ FLUX2_CONFIG = {
     "guidance_embed": True, "global_modulation": True, "mlp_silu_act": True, "ops_bias": False,
     "default_ref_method": "index", "ref_index_scale": 10.0,
 }
+# Chroma layout (Flux without the vector input: every block's modulation comes from one
+# "distilled guidance" approximator over the timestep, the guidance and a per-row index; 64 input
+# channels = 16 latent channels × 2×2 patches, as model detection writes it), same width as Flux.
+CHROMA_CONFIG = {
+    "image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": CONTEXT_DIM,
+    "hidden_size": 128, "mlp_ratio": 4.0, "num_heads": 2, "depth": 2, "depth_single_blocks": 2,
+    "axes_dim": [16, 24, 24], "theta": 10000, "patch_size": 2, "qkv_bias": True,
+    "in_dim": 64, "out_dim": 128, "hidden_dim": 128, "n_layers": 1,
+}
 # SD3.5 layout (RMS q/k norm, 2×2 patches, learned-size pos_embed table, pooled vector, context Linear).
 # MMDiT fixes the width from the depth: hidden 64·depth with `depth` heads of 64 → 2 blocks, 128 wide,
 # the last one "pre_only" (its context stream has no output projection), as in every SD3.
@@ -83,21 +93,23 @@ WAN21_VACE_CONFIG = {**WAN21_CONFIG, "model_type": "vace", "vace_layers": 1, "va
 WAN21_I2V_CONFIG = {**WAN21_CONFIG, "model_type": "i2v", "in_dim": 36}
 CLIP_VISION_TOKENS, CLIP_VISION_DIM = 257, 1280
 
-FAMILIES = ("flux", "flux2", "sd3", "wan21", "wan21_i2v", "wan21_vace")
+FAMILIES = ("flux", "flux2", "chroma", "sd3", "wan21", "wan21_i2v", "wan21_vace")
 VIDEO = ("wan21", "wan21_i2v", "wan21_vace")
-LATENT_CHANNELS = {"flux": 16, "flux2": 128, "sd3": 16, **{family: 16 for family in VIDEO}}
-PATCH = {"flux": 2, "flux2": 1, "sd3": 2, **{family: 2 for family in VIDEO}}  # latent pixels per token, each side
+LATENT_CHANNELS = {"flux": 16, "flux2": 128, "chroma": 16, "sd3": 16, **{family: 16 for family in VIDEO}}
+PATCH = {"flux": 2, "flux2": 1, "chroma": 2, "sd3": 2, **{family: 2 for family in VIDEO}}  # latent pixels per token, each side
 # Text tokens the blocks see: Flux 2 pads the prompt to 512 (comfy.model_base.Flux2.extra_conds).
-BLOCK_TEXT_TOKENS = {"flux": TEXT_TOKENS, "flux2": 512, "sd3": TEXT_TOKENS}
+BLOCK_TEXT_TOKENS = {"flux": TEXT_TOKENS, "flux2": 512, "chroma": TEXT_TOKENS, "sd3": TEXT_TOKENS}
 
 
-def _flux_config(config: dict, text_position_axes: list[int]):
+def _flux_config(config: dict, text_position_axes: list[int], params: str = "comfy.ldm.flux.model:FluxParams"):
     def build() -> dict:
-        # Newer hosts' FluxParams has a required `txt_ids_dims` (which txt_ids axes carry positions:
-        # none on Flux 1, the last on Flux 2, as their model detection writes). Older hosts reject
-        # the keyword and hard-code Flux 2's.
-        fields = {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
-        return {**config, "txt_ids_dims": text_position_axes} if "txt_ids_dims" in fields else dict(config)
+        # Newer hosts' FluxParams (and ChromaParams) have a required `txt_ids_dims` (which txt_ids
+        # axes carry positions: none on Flux 1 and Chroma, the last on Flux 2, as their model
+        # detection writes) and ChromaParams a `vec_in_dim`. Older hosts reject the keywords.
+        module, name = params.split(":")
+        fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+        extra = {"txt_ids_dims": text_position_axes, "vec_in_dim": None}
+        return {**config, **{key: value for key, value in extra.items() if key in fields and key not in config}}
     return build
 
 
@@ -105,6 +117,7 @@ def _flux_config(config: dict, text_position_axes: list[int]):
 _FAMILY_CLASSES = {
     "flux": ("Flux", "Flux", _flux_config(FLUX_CONFIG, [])),
     "flux2": ("Flux2", "Flux2", _flux_config(FLUX2_CONFIG, [3])),
+    "chroma": ("Chroma", "Chroma", _flux_config(CHROMA_CONFIG, [], "comfy.ldm.chroma.model:ChromaParams")),
     "sd3": ("SD3", "SD3", lambda: dict(SD3_CONFIG)),
     "wan21": ("WAN21", "WAN21_T2V", lambda: dict(WAN21_CONFIG)),
     "wan21_i2v": ("WAN21", "WAN21_I2V", lambda: dict(WAN21_I2V_CONFIG)),
@@ -191,7 +204,7 @@ def dit_conditioning(family: str, seed: int, batch: int = 1, tokens: int = TEXT_
     g = torch.Generator().manual_seed(seed)
     text = torch.randn(batch, tokens, CONTEXT_DIM, generator=g)
     options = {}
-    if family in ("flux", "flux2", "sd3"):
+    if family in ("flux", "flux2", "chroma", "sd3"):
         options["pooled_output"] = torch.randn(batch, POOLED_DIM, generator=g)
     if family in ("flux", "flux2"):
         options["guidance"] = 3.5
@@ -294,8 +307,8 @@ def _carried_unseen(channels: list[int]):
     return replacement
 
 
-EMBEDDER = {"flux": "img_in", "flux2": "img_in", "sd3": "x_embedder", "wan21": "patch_embedding"}
-FINAL = {"flux": "final_layer", "flux2": "final_layer", "sd3": "final_layer", "wan21": "head"}
+EMBEDDER = {"flux": "img_in", "flux2": "img_in", "chroma": "img_in", "sd3": "x_embedder", "wan21": "patch_embedding"}
+FINAL = {"flux": "final_layer", "flux2": "final_layer", "chroma": "final_layer", "sd3": "final_layer", "wan21": "head"}
 
 
 def with_massive_channels(model, family: str, channels: int = 4, scale: float = 100.0, smooth: bool = False,
@@ -325,6 +338,7 @@ def with_massive_channels(model, family: str, channels: int = 4, scale: float = 
     patched.add_object_patch(embedder, _WithField(original(embedder), picked, scale, smooth, grid))
     patched.add_object_patch(final, _WithoutChannels(original(final), picked))
     blocks = {"flux": ("double_blocks", "single_blocks"), "flux2": ("double_blocks", "single_blocks"),
+              "chroma": ("double_blocks", "single_blocks"),
               "sd3": ("joint_blocks",), "wan21": ("blocks",)}[family]
     for attribute, kind in zip(blocks, ("double_block", "single_block")):
         for index in range(len(model.get_model_object(f"diffusion_model.{attribute}"))):

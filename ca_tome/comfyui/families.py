@@ -120,6 +120,12 @@ FAMILIES = (
         BlockKind(DOUBLE, "double_blocks", per_token=FLUX_PER_TOKEN),
         BlockKind(SINGLE, "single_blocks", grid_after_text=True, per_token=FLUX_PER_TOKEN),
     ), unmerged_when=_flux_references_by_position),
+    # Chroma (Flux layout without the vector input; ``vec`` holds each block's own modulation,
+    # not per token). Chroma Radiance (a pixel-space subclass with its own patch head) is another family.
+    Family("Chroma", "comfy.ldm.chroma.model:Chroma", (
+        BlockKind(DOUBLE, "double_blocks", per_token=FLUX_PER_TOKEN),
+        BlockKind(SINGLE, "single_blocks", grid_after_text=True, per_token=FLUX_PER_TOKEN),
+    )),
     # SD3 / SD3.5: joint blocks offered as "double_block"; positions were added at the input (no pe).
     Family("SD3/SD3.5", "comfy.ldm.modules.diffusionmodules.mmdit:MMDiT", (
         BlockKind(DOUBLE, "joint_blocks"),

@@ -16,10 +16,10 @@ from devkit.dit_models import (BLOCK_TEXT_TOKENS, FAMILIES, GRID, dit_conditioni
 from devkit.sampling import Sampling, load_pack
 
 STEPS = 3
-MERGED_FAMILIES = ("flux", "flux2", "sd3", "wan21")
+MERGED_FAMILIES = ("flux", "flux2", "chroma", "sd3", "wan21")
 FLUX_BLOCKS = {("double_block", 0), ("double_block", 1), ("single_block", 0), ("single_block", 1)}
 TWO_DOUBLE = {("double_block", 0), ("double_block", 1)}
-BLOCKS = {"flux": FLUX_BLOCKS, "flux2": FLUX_BLOCKS, "sd3": TWO_DOUBLE, "wan21": TWO_DOUBLE}
+BLOCKS = {"flux": FLUX_BLOCKS, "flux2": FLUX_BLOCKS, "chroma": FLUX_BLOCKS, "sd3": TWO_DOUBLE, "wan21": TWO_DOUBLE}
 FRAMES = {"wan21": 3}  # latent frames of the video family's runs (odd on purpose)
 
 
@@ -118,7 +118,7 @@ def recorded_clones(model, kind, index):
     return plain, wrapped, unmerged_calls, merged_calls
 
 
-@pytest.mark.parametrize("flux", ["flux", "flux2"])
+@pytest.mark.parametrize("flux", ["flux", "flux2", "chroma"])
 def test_flux_text_stays_whole_and_kept_tokens_keep_their_own_rope_rows(pack, flux):
     available(flux)
     plain, wrapped, unmerged_calls, merged_calls = recorded_clones(tiny_dit(flux), "single_block", 0)
@@ -233,7 +233,13 @@ def test_the_block_update_survives_merging_and_the_error_grows_with_what_is_merg
     for broken in (no_update_for_merged_tokens, overwritten_by_their_partner):
         with monkeypatch.context() as patched_module:
             patched_module.setattr(pack.ca_tome.comfyui.dit, "unmerged_output", broken)
-            assert errors[2] < 0.8 * error(0.5), broken.__doc__
+            assert errors[2] < BROKEN_MARGIN.get((family, broken.__name__), 0.8) * error(0.5), broken.__doc__
+
+
+# Random-weight Chroma's modulation makes each block's update about as large as its input, so a
+# token overwritten with its partner's output is only ~9 % worse there (1.20 against 1.10 mean
+# error at ratio 0.5); giving merged tokens no update is 2.5× worse.
+BROKEN_MARGIN = {("chroma", "overwritten_by_their_partner"): 0.95}
 
 
 # 2 to 8 channels, 10× to 1000× the median channel magnitude, constant or varying over the image.
