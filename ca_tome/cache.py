@@ -18,13 +18,15 @@ class PairKey(NamedTuple):
     which cond/uncond chunks, in which order, how many items — or device) needs its own plan;
     and pairs are only valid for the tokens they were matched on, so two conds evaluated in
     separate calls of one step (memory splits, conds that cannot share a batch) differ by
-    ``conds``, the identities of the conds in the batch."""
+    ``conds``, the identities of the conds in the batch. ``groups`` signs which tokens may merge
+    together (e.g. frames at different timesteps)."""
 
     block: Hashable
     grid: tuple[int, ...]  # (height, width), or (frames, height, width) for video
     batch: tuple
     device: str
     conds: tuple = ()
+    groups: tuple = ()
 
 
 @dataclass(frozen=True)

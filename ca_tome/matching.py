@@ -152,7 +152,7 @@ def _partition(height, width, stride, dst_offsets, device):
 
 
 def best_matches(metric: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, chunk_size: int | None = None,
-                 rank_dtype: torch.dtype | None = None):
+                 rank_dtype: torch.dtype | None = None, groups: torch.Tensor | None = None):
     """For every src token, the cosine similarity of its most similar dst and that dst's position.
 
     Computed in chunks of src tokens so the ``src × dst`` similarity never exists whole. The
@@ -167,7 +167,8 @@ def best_matches(metric: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, chu
     Zero-norm and non-finite tokens get similarity 0 to everything instead of NaN, so a bad token
     cannot poison the matching of the rest (or of other batch items).
     ``src`` and ``dst`` belong on the metric's device (``partition(..., device=metric.device)``):
-    indices from elsewhere would be copied at every use.
+    indices from elsewhere would be copied at every use. ``groups`` [N] (same device): a src only
+    ranks the dsts of its own group; a src whose group holds no dst gets similarity −inf.
     Returns ``(similarity [B, S] float32, dst position [B, S] long)``.
     """
     batch, _, channels = metric.shape
@@ -180,13 +181,21 @@ def best_matches(metric: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, chu
         chunk_size = max(1, DEFAULT_CHUNK_BYTES // (itemsize * batch * max(num_dst, 1)))
     best = torch.empty(batch, num_src, dtype=SIMILARITY_DTYPE, device=metric.device)
     where = torch.empty(batch, num_src, dtype=torch.long, device=metric.device)
+    dst_groups = groups[dst] if groups is not None else None
     for start in range(0, num_src, chunk_size):
         stop = min(start + chunk_size, num_src)
         src_unit = _unit(metric[:, src[start:stop]])
+        ranks = torch.bmm(src_unit.to(rank_dtype), dst_ranked)
+        if groups is not None:
+            other_group = groups[src[start:stop]].unsqueeze(1) != dst_groups.unsqueeze(0)
+            ranks.masked_fill_(other_group, -math.inf)
         # max() rather than argmax(): it is the fast reduction for bf16 on the CPU (argmax is 4× slower).
-        index = torch.bmm(src_unit.to(rank_dtype), dst_ranked).max(dim=-1).indices
+        index = ranks.max(dim=-1).indices
         picked = dst_unit.gather(1, index.unsqueeze(-1).expand(-1, -1, channels))
         best[:, start:stop] = (src_unit * picked).sum(dim=-1)
+        if groups is not None:
+            alone = other_group.all(dim=-1)  # [S_chunk]: no dst shares this src's group
+            best[:, start:stop].masked_fill_(alone.unsqueeze(0), -math.inf)
         where[:, start:stop] = index
     return best, where
 
@@ -225,6 +234,7 @@ def plan_merge(
     rank_dtype: torch.dtype | None = None,
     return_similarity: bool = False,
     frames: int = 1,
+    groups: torch.Tensor | None = None,
 ) -> MergePlan | tuple[MergePlan, torch.Tensor | None]:
     """Plan which tokens of ``metric`` [B, N, C] (N = frames·height·width) to merge.
 
@@ -241,6 +251,9 @@ def plan_merge(
     fresh one seeded 0 on the metric's device if none is given), never from the global RNG.
     ``chunk_size`` and ``rank_dtype`` are passed to :func:`best_matches`. ``frames`` > 1: a
     video of that many ``height × width`` grids, cells within each frame (see :func:`partition`).
+    ``groups`` [N] (integers): tokens of different groups are never merged together, e.g.
+    frames denoised at different timesteps; in ratio mode r is then capped at the srcs that have a
+    dst in their group (one host sync).
     Costs at most one device→host sync (reading r in threshold mode), none in ratio mode, and
     no host→device copy (every index is built on the metric's device; with ``random_dst``, a
     ``generator`` on another device costs one); r = 0 gives the identity plan.
@@ -277,14 +290,20 @@ def plan_merge(
     src, dst = partition(height, width, (sx, sy), dst_offsets, device=metric.device, frames=frames)
     if src.numel() == 0 or dst.numel() == 0:
         return result(identity_plan(tokens, batch))
+    if groups is not None:
+        if groups.shape != (tokens,):
+            raise ValueError(f"groups must hold one group per token ({tokens}), got shape {tuple(groups.shape)}")
+        groups = groups.to(metric.device)
 
     with torch.no_grad():
-        similarity, dst_pos = best_matches(metric, src, dst, chunk_size, rank_dtype)
+        similarity, dst_pos = best_matches(metric, src, dst, chunk_size, rank_dtype, groups)
         if threshold is not None:
             counts = (similarity >= threshold).sum(dim=-1)
             r = int((counts.min() if batch_policy == "min" else counts.max()).item())
         else:
             r = min(int(ratio * tokens), src.numel())
+            if groups is not None:
+                r = min(r, int(torch.isfinite(similarity).sum(dim=-1).min().item()))
         if r == 0:
             return result(identity_plan(tokens, batch), similarity)
         best = similarity.topk(r, dim=-1)

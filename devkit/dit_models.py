@@ -85,6 +85,10 @@ WAN21_CONFIG = {
     "num_layers": 2, "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6,
 }
 
+# Wan 2.2 TI2V 5B layout (48 latent channels, in and out; per-frame timesteps when a denoise mask
+# keeps the first frame clean, as Wan22ImageToVideoLatent does), same width as the Wan 2.1 one.
+WAN22_5B_CONFIG = {**WAN21_CONFIG, "in_dim": 48, "out_dim": 48}
+
 # Wan 2.1 VACE (control video through extra blocks): a Wan subclass CA-ToMe does not merge yet.
 WAN21_VACE_CONFIG = {**WAN21_CONFIG, "model_type": "vace", "vace_layers": 1, "vace_in_dim": 96}
 
@@ -93,9 +97,9 @@ WAN21_VACE_CONFIG = {**WAN21_CONFIG, "model_type": "vace", "vace_layers": 1, "va
 WAN21_I2V_CONFIG = {**WAN21_CONFIG, "model_type": "i2v", "in_dim": 36}
 CLIP_VISION_TOKENS, CLIP_VISION_DIM = 257, 1280
 
-FAMILIES = ("flux", "flux2", "chroma", "sd3", "wan21", "wan21_i2v", "wan21_vace")
-VIDEO = ("wan21", "wan21_i2v", "wan21_vace")
-LATENT_CHANNELS = {"flux": 16, "flux2": 128, "chroma": 16, "sd3": 16, **{family: 16 for family in VIDEO}}
+FAMILIES = ("flux", "flux2", "chroma", "sd3", "wan21", "wan21_i2v", "wan21_vace", "wan22_5b")
+VIDEO = ("wan21", "wan21_i2v", "wan21_vace", "wan22_5b")
+LATENT_CHANNELS = {"flux": 16, "flux2": 128, "chroma": 16, "sd3": 16, **{family: 16 for family in VIDEO}, "wan22_5b": 48}
 PATCH = {"flux": 2, "flux2": 1, "chroma": 2, "sd3": 2, **{family: 2 for family in VIDEO}}  # latent pixels per token, each side
 # Text tokens the blocks see: Flux 2 pads the prompt to 512 (comfy.model_base.Flux2.extra_conds).
 BLOCK_TEXT_TOKENS = {"flux": TEXT_TOKENS, "flux2": 512, "chroma": TEXT_TOKENS, "sd3": TEXT_TOKENS}
@@ -122,8 +126,9 @@ _FAMILY_CLASSES = {
     "wan21": ("WAN21", "WAN21_T2V", lambda: dict(WAN21_CONFIG)),
     "wan21_i2v": ("WAN21", "WAN21_I2V", lambda: dict(WAN21_I2V_CONFIG)),
     "wan21_vace": ("WAN21_Vace", "WAN21_Vace", lambda: dict(WAN21_VACE_CONFIG)),
+    "wan22_5b": ("WAN22", "WAN22_T2V", lambda: dict(WAN22_5B_CONFIG)),
 }
-MODEL_ARGUMENTS = {"wan21_i2v": {"image_to_video": True}}  # as the config's get_model passes them
+MODEL_ARGUMENTS = {"wan21_i2v": {"image_to_video": True}, "wan22_5b": {"image_to_video": True}}  # as the config's get_model passes them
 
 
 def missing_classes(family: str) -> list[str]:

@@ -69,6 +69,7 @@ class Sampling:
     start_step: int | None = None
     last_step: int | None = None
     latent: torch.Tensor | None = None
+    noise_mask: torch.Tensor | None = None  # as a latent's "noise_mask" (1 = denoise, 0 = keep)
 
 
 def sample(model, run: Sampling = Sampling(), positive=None, negative=None):
@@ -80,7 +81,7 @@ def sample(model, run: Sampling = Sampling(), positive=None, negative=None):
         positive if positive is not None else conditioning(1),
         negative if negative is not None else conditioning(2),
         latent, denoise=run.denoise, start_step=run.start_step, last_step=run.last_step,
-        disable_pbar=True, seed=run.seed)
+        noise_mask=run.noise_mask, disable_pbar=True, seed=run.seed)
 
 
 def load_pack():

@@ -83,19 +83,61 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
     if x.ndim != 3 or x.shape[1] < start + tokens:
         return run_block(args)
     grid = x[:, start:start + tokens]
-    plan = run.plan((spec.kind, index, 0), options, metric.DIT(grid), layout.grid)
+    rows = TimestepRows.of(spec, args, x.shape[1])
+    plan = run.plan((spec.kind, index, 0), options, metric.DIT(grid), layout.grid,
+                    rows.groups(start, tokens) if rows is not None else None)
     if plan.is_identity:
         return run_block(args)
     merged = torch.cat((x[:, :start], plan.merge(grid), x[:, start + tokens:]), dim=1)
     merged_args = {**args, "img": merged.clone()}  # Flux's blocks add their update in place
     for entry in spec.per_token:
         value = args.get(entry.name)
-        if value is not None:
-            offset = start if entry.sequence == IMAGE else layout.text  # where the grid starts in its sequence
-            keep = _keep_mask if entry.mask else _keep_tokens
-            merged_args[entry.name] = keep(value, entry.dim, offset, tokens, plan)
+        if value is None:
+            continue
+        offset = start if entry.sequence == IMAGE else layout.text  # where the grid starts in its sequence
+        if entry.timesteps:
+            if rows is not None and rows.name == entry.name:
+                kept = _kept_positions(plan, start, tokens, x.shape[1])
+                merged_args[entry.name] = _gather_along(value, entry.dim, rows.row_of_token[kept])
+        elif entry.mask:
+            merged_args[entry.name] = _keep_mask(value, offset, tokens, plan)
+        else:
+            merged_args[entry.name] = _gather_along(value, entry.dim,
+                                                    _kept_positions(plan, offset, tokens, value.shape[entry.dim]))
     out = run_block(merged_args)
     return {**out, "img": unmerged_output(x, merged, out["img"], plan, start)}
+
+
+@dataclass(frozen=True)
+class TimestepRows:
+    """A per-token timestep input with several rows (Wan 2.2 5B: one per frame): which row each
+    token of ``img`` uses, and which rows hold the same timestep."""
+
+    name: str
+    row_of_token: torch.Tensor  # [L]
+    same_as: torch.Tensor  # [rows]: the same id for rows of equal values
+
+    @classmethod
+    def of(cls, spec: BlockKind, args: dict, length: int) -> TimestepRows | None:
+        """The rows are spread evenly over the sequence, as Wan's ``repeat_e`` spreads them (the
+        last run shorter when the length does not divide): the merged call gets one row per kept
+        token, which the model's own spreading then leaves as it is."""
+        for entry in spec.per_token:
+            value = args.get(entry.name)
+            if entry.timesteps and value is not None and value.shape[entry.dim] > 1:
+                count = value.shape[entry.dim]
+                row_of_token = torch.arange(count, device=value.device).repeat_interleave(-(-length // count))
+                same_as = torch.unique(value.movedim(entry.dim, 0).flatten(1), dim=0, return_inverse=True)[1]
+                return cls(entry.name, row_of_token[:length], same_as)
+        return None
+
+    def groups(self, start: int, tokens: int) -> tuple[tuple[int, ...], torch.Tensor] | None:
+        """(signature, group of every grid token) for :meth:`RunState.plan`, so tokens of different
+        timesteps (a clean first frame among noisy ones) never merge; None when all rows agree."""
+        signature = tuple(self.same_as.tolist())
+        if len(set(signature)) == 1:
+            return None
+        return signature, self.same_as[self.row_of_token[start:start + tokens]]
 
 
 def unmerged_output(x: torch.Tensor, merged: torch.Tensor, output: torch.Tensor, plan: MergePlan,
@@ -108,22 +150,29 @@ def unmerged_output(x: torch.Tensor, merged: torch.Tensor, output: torch.Tensor,
     return x + torch.cat((update[:, :start], grid_update, update[:, start + kept:]), dim=1)
 
 
-def _keep_tokens(t: torch.Tensor, dim: int, start: int, tokens: int, plan: MergePlan) -> torch.Tensor:
-    """``t`` with the grid's kept tokens only along ``dim`` (per batch item; a batch of 1 is expanded)."""
-    t = t.expand(plan.batch_size, *t.shape[1:]) if t.shape[0] == 1 else t
-    grid = t.narrow(dim, start, tokens)
-    index = plan.kept_tokens
-    shape = [plan.batch_size] + [1] * (t.ndim - 1)
+def _kept_positions(plan: MergePlan, start: int, tokens: int, length: int) -> torch.Tensor:
+    """[B, length − r]: the positions in a sequence of ``length`` that the merged call keeps —
+    everything before the grid (at ``start``), the grid's kept tokens, everything after it."""
+    device = plan.kept_tokens.device
+    before = torch.arange(start, device=device).expand(plan.batch_size, -1)
+    after = torch.arange(start + tokens, length, device=device).expand(plan.batch_size, -1)
+    return torch.cat((before, plan.kept_tokens + start, after), dim=1)
+
+
+def _gather_along(t: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """``t`` at ``index`` [B, L'] along ``dim`` (per batch item; a batch of 1 is expanded)."""
+    batch = index.shape[0]
+    t = t.expand(batch, *t.shape[1:]) if t.shape[0] == 1 else t
+    shape = [batch] + [1] * (t.ndim - 1)
     shape[dim] = index.shape[1]
-    index = index.view(shape).expand(*[index.shape[1] if i == dim else s for i, s in enumerate(grid.shape)])
-    before, after = t.narrow(dim, 0, start), t.narrow(dim, start + tokens, t.shape[dim] - start - tokens)
-    return torch.cat((before, grid.gather(dim, index), after), dim=dim)
+    index = index.view(shape).expand(*[index.shape[1] if i == dim else size for i, size in enumerate(t.shape)])
+    return t.gather(dim, index)
 
 
-def _keep_mask(mask: torch.Tensor, _dim: int, start: int, tokens: int, plan: MergePlan) -> torch.Tensor:
+def _keep_mask(mask: torch.Tensor, start: int, tokens: int, plan: MergePlan) -> torch.Tensor:
     """An attention mask over [txt, img] (its last one or two dims span the sequence) for the kept tokens."""
     length = mask.shape[-1]
     for dim in (mask.ndim - 2, mask.ndim - 1):
         if dim >= 1 and mask.shape[dim] == length:
-            mask = _keep_tokens(mask, dim, start, tokens, plan)
+            mask = _gather_along(mask, dim, _kept_positions(plan, start, tokens, length))
     return mask

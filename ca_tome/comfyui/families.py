@@ -31,12 +31,15 @@ TIMESTEP_ZERO_REFERENCES = "index_timestep_zero"
 @dataclass(frozen=True)
 class PerToken:
     """A block input with one row per token along ``dim``; ``mask``: an attention mask whose last
-    one or two dims span the sequence (both follow the kept tokens)."""
+    one or two dims span the sequence (both follow the kept tokens); ``timesteps``: per-token
+    timestep modulation with one row, or rows spread evenly over ``img`` (Wan 2.2 5B: one per
+    frame) — the kept tokens keep their rows, and tokens of different timesteps never merge."""
 
     name: str
     dim: int = 1
     sequence: str = JOINT
     mask: bool = False
+    timesteps: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,14 +106,6 @@ def _wan_reference_before_the_video(diffusion_model, kwargs: dict) -> str | None
     return None
 
 
-def _wan_per_token_timesteps(args: dict) -> str | None:
-    vec = args.get("vec")
-    if vec is not None and vec.ndim == 4 and vec.shape[1] > 1:  # [B, L, 6, C], not [B, 1, 6, C]: Wan 2.2 5B
-        return ("this Wan model gives its tokens different timesteps (e.g. Wan 2.2 5B's image-to-video first frame); "
-                "tokens of different timesteps must not merge, so these blocks run unmerged")
-    return None
-
-
 FLUX_PER_TOKEN = (PerToken("pe", dim=2), PerToken("attn_mask", mask=True))
 
 FAMILIES = (
@@ -131,10 +126,11 @@ FAMILIES = (
         BlockKind(DOUBLE, "joint_blocks"),
     ), exact_class=False),
     # Wan 2.1 / 2.2 (t2v, i2v: CLIP image tokens sit in the text stream): img = [video grid, context
-    # latents…], (1, 2, 2) patches; RoPE rows (``pe`` [B, L, 1, …]) span img.
+    # latents…], (1, 2, 2) patches; RoPE rows (``pe`` [B, L, 1, …]) span img; ``vec`` [B, 1 or
+    # frames, 6, dim] is the timestep modulation, per frame in Wan 2.2 5B (its i2v first frame is clean).
     Family("Wan 2.1/2.2", "comfy.ldm.wan.model:WanModel", (
-        BlockKind(DOUBLE, "blocks", per_token=(PerToken("pe", dim=1, sequence=IMAGE),),
-                  unmerged_when=_wan_per_token_timesteps),
+        BlockKind(DOUBLE, "blocks", per_token=(PerToken("pe", dim=1, sequence=IMAGE),
+                                               PerToken("vec", dim=1, sequence=IMAGE, timesteps=True))),
     ), video=True, unmerged_when=_wan_reference_before_the_video),
 )
 

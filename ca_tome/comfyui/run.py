@@ -61,12 +61,14 @@ class TokenMerging:
         if self.levels != LEVELS_AUTO and not (isinstance(self.levels, int) and self.levels >= 1):
             raise ValueError(f"levels must be 'auto' or a max downsample factor ≥ 1, got {self.levels!r}")
 
-    def plan(self, metric: torch.Tensor, grid: tuple[int, ...], return_similarity: bool = False):
-        """Match ``metric`` on its token ``grid``: (height, width), or (frames, height, width) for video."""
+    def plan(self, metric: torch.Tensor, grid: tuple[int, ...], return_similarity: bool = False,
+             groups: torch.Tensor | None = None):
+        """Match ``metric`` on its token ``grid``: (height, width), or (frames, height, width) for
+        video; tokens of different ``groups`` [N] never merge."""
         *frames, height, width = grid
         return plan_merge(metric, height, width, threshold=self.threshold, ratio=self.ratio, stride=self.stride,
                           batch_policy=self.batch_policy, return_similarity=return_similarity,
-                          frames=frames[0] if frames else 1)
+                          frames=frames[0] if frames else 1, groups=groups)
 
 
 @dataclass(frozen=True)
@@ -152,21 +154,25 @@ class RunState:
         """The step in progress: the one after the last the sampler reported finished."""
         return min(self._finished + 1, self.steps - 1)
 
-    def plan(self, block: tuple, options: dict, metric: torch.Tensor, grid: tuple[int, ...]) -> MergePlan:
+    def plan(self, block: tuple, options: dict, metric: torch.Tensor, grid: tuple[int, ...],
+             groups: tuple[tuple[int, ...], torch.Tensor] | None = None) -> MergePlan:
         """The merge plan of ``block`` for ``metric`` [B, N, C] on a (height, width) or (frames,
         height, width) token ``grid`` in the step in progress: cached, or recomputed per schedule.
-        ``options`` are the call's transformer options, which say which conds the batch holds."""
+        ``options`` are the call's transformer options, which say which conds the batch holds.
+        ``groups``: (a hashable signature, the per-token group ids [N]) when tokens of different
+        groups must not merge; a plan is cached per signature."""
+        signature, token_groups = groups if groups is not None else ((), None)
         key = PairKey(block, tuple(grid), (tuple(options.get("cond_or_uncond", ())), metric.shape[0]),
-                      str(metric.device), tuple(options.get("uuids", ())))
+                      str(metric.device), tuple(options.get("uuids", ())), signature)
         step = self.step
         config = self.config
 
         def compute() -> MergePlan:
-            return config.plan(metric, grid)
+            return config.plan(metric, grid, groups=token_groups)
 
         if self.recorder is not None and self.recorder.claim(step, key):
             start = time.perf_counter()
-            fresh, similarity = config.plan(metric, grid, return_similarity=True)
+            fresh, similarity = config.plan(metric, grid, return_similarity=True, groups=token_groups)
             self.recorder.observe(step, key, fresh, similarity, time.perf_counter() - start)
 
             def compute() -> MergePlan:  # a recomputation at this step would give the same plan

@@ -104,7 +104,8 @@ def recording(calls):
     """Another pack's block replacement, which CA-ToMe must wrap: records what each block receives."""
     def replacement(args, extras):
         # copies: Flux's blocks add their updates to ``img`` in place
-        calls.append({name: None if args.get(name) is None else args[name].clone() for name in ("img", "txt", "pe")})
+        calls.append({name: args[name].clone() if isinstance(args.get(name), torch.Tensor) else None
+                      for name in ("img", "txt", "pe", "vec")})
         return extras["original_block"](args)
     return replacement
 
@@ -169,7 +170,7 @@ def test_another_packs_block_replacement_is_wrapped_not_dropped(pack):
 def test_a_family_the_node_cannot_merge_is_refused_with_a_clear_message(pack):
     available("wan21_vace")
     with pytest.raises(ValueError, match=r"cannot merge WAN21_Vace models yet \(VaceWanModel\); supported: SD1\.x/SD2\.x "
-                                         r"and SDXL UNets, Flux\.1 and Flux 2, SD3/SD3\.5, Wan 2\.1/2\.2\. Remove the node"):
+                                         r"and SDXL UNets, Flux\.1 and Flux 2, .*Wan 2\.1/2\.2.*\. Remove the node"):
         patch(pack, tiny_dit("wan21_vace"))
 
 
@@ -343,3 +344,36 @@ def test_wan_image_to_video_keeps_the_clip_tokens_whole(pack):
     assert before["txt"].shape[1] == 257 + 16 and torch.equal(after["txt"], before["txt"]), "CLIP + text tokens whole"
     assert after["img"].shape[1] == frames * 16 and before["img"].shape[1] == frames * 64
     assert {e.key.grid for e in report(patched).events} == {(frames, 8, 8)}
+
+
+def test_wan22_5b_first_frame_at_timestep_zero_merges_only_with_itself(pack):
+    """Wan 2.2 5B image-to-video: a noise mask keeps the first frame clean, so the blocks get one
+    timestep modulation row per frame (``vec`` [B, frames, 6, dim]). The kept tokens keep their
+    frame's row, and the clean frame's tokens never merge with the noisy ones."""
+    family = available("wan22_5b")
+    frames = FRAMES["wan21"]
+    model = tiny_dit(family)
+    latent = torch.randn(dit_latent(family, frames=frames).shape, generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(1, 1, *latent.shape[2:])
+    mask[:, :, 0] = 0
+    sampling = Sampling(steps=2, cfg=3.5, latent=latent, noise_mask=mask)
+    plain, wrapped, unmerged_calls, merged_calls = recorded_clones(model, "double_block", 0)
+    baseline = sample_dit(plain, family, sampling, frames=frames)
+    assert torch.equal(sample_dit(patch(pack, plain, threshold=1.0), family, sampling, frames=frames), baseline)
+    patched = patch(pack, wrapped, threshold=0.0)
+    merged = sample_dit(patched, family, sampling, frames=frames)
+    assert torch.isfinite(merged).all() and not torch.equal(merged, baseline)
+    events = report(patched).events
+    assert {e.key.groups for e in events} == {(0, 1, 1)}, "frame 0 apart, the noisy frames together"
+    assert all(e.merged == 48 * frames for e in events), "every src still finds a dst of its own timestep"
+
+    before, after = unmerged_calls[0], merged_calls[0]
+    assert before["vec"].shape[1] == frames and after["vec"].shape[1] == after["img"].shape[1] == frames * 16
+    rows = after["vec"][0].flatten(1)
+    frame_of_kept = [int(torch.nonzero((before["vec"][0].flatten(1) == row).all(-1))[0]) for row in rows]
+    assert frame_of_kept == [0] * 16 + [1] * 32, \
+        "each kept token keeps its own frame's timestep row (frames 1 and 2 share one, found first at 1)"
+    assert not torch.equal(before["vec"][0, 0], before["vec"][0, 1]), "the clean frame has its own timestep"
+    # Without a noise mask the model gives every token one row, as Wan 2.1.
+    sample_dit(patched, family, Sampling(steps=1, cfg=1.0), frames=frames)
+    assert merged_calls[-1]["vec"].shape[1] == 1 and {e.key.groups for e in report(patched).events} == {()}

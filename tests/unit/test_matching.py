@@ -274,3 +274,32 @@ def test_video_grids_split_every_frame_alike_and_never_across_frames():
     assert set(plan.merged_dst.flatten().tolist()) <= set(dst.tolist())
     with pytest.raises(ValueError, match="token grid 2×5×4 does not hold the metric's 60 tokens"):
         plan_merge(metric, height, width, ratio=0.5, frames=2)
+
+
+@pytest.mark.parametrize("mode", [dict(threshold=-1.0), dict(ratio=0.75)], ids=["threshold", "ratio"])
+def test_tokens_of_different_groups_never_merge_together(mode):
+    """A video whose first frame is clean and the rest noisy (Wan 2.2 5B i2v): the first frame's
+    tokens are more alike the next frame's dsts than their own, yet never merge with them."""
+    g = torch.Generator().manual_seed(0)
+    frames, side = 3, 4
+    metric = torch.randn(2, frames * side * side, 8, generator=g)
+    like = torch.randn(8, generator=g)
+    metric[:, :side * side] = like + 0.3 * torch.randn(side * side, 8, generator=g)
+    metric[:, side * side + partition(side, side, (2, 2))[1]] = like  # frame 1's dsts
+    groups = torch.tensor([0] * side * side + [1] * 2 * side * side)
+    free = plan_merge(metric, side, side, frames=frames, **mode)
+    split = plan_merge(metric, side, side, frames=frames, groups=groups, **mode)
+    crossing = lambda plan: (groups[plan.merged_src] != groups[plan.merged_dst]).sum().item()  # noqa: E731
+    assert crossing(split) == 0
+    assert split.merged_count == 36, "every src still has dsts in its group"
+    assert crossing(free) >= 12, "without groups the first frame's srcs merge into frame 1"
+
+
+def test_a_src_alone_in_its_group_is_never_merged():
+    metric = torch.randn(1, 16, 8, generator=torch.Generator().manual_seed(1))
+    groups = torch.zeros(16, dtype=torch.long)
+    groups[1] = 1  # a src of the first 2×2 cell, with no dst in its group
+    plan = plan_merge(metric, 4, 4, ratio=1.0, groups=groups)
+    assert 1 not in plan.merged_src.tolist() and plan.merged_count == 11
+    with pytest.raises(ValueError, match="one group per token"):
+        plan_merge(metric, 4, 4, ratio=0.5, groups=groups[:8])
