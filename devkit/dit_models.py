@@ -67,6 +67,13 @@ CHROMA_CONFIG = {
     "axes_dim": [16, 24, 24], "theta": 10000, "patch_size": 2, "qkv_bias": True,
     "in_dim": 64, "out_dim": 128, "hidden_dim": 128, "n_layers": 1,
 }
+# Qwen-Image layout (a 5-D latent of one frame, 16 channels in 2×2 patches = 64 inputs, RoPE over
+# (frame, h, w) with text positions on the diagonal, one stream of double blocks), 64 wide with
+# 2 heads of 32, 2 blocks. Edit 2511 is the same with default_ref_method "index_timestep_zero".
+QWEN_IMAGE_CONFIG = {
+    "image_model": "qwen_image", "patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layers": 2,
+    "attention_head_dim": 32, "num_attention_heads": 2, "joint_attention_dim": CONTEXT_DIM, "axes_dims_rope": (8, 12, 12),
+}
 # SD3.5 layout (RMS q/k norm, 2×2 patches, learned-size pos_embed table, pooled vector, context Linear).
 # MMDiT fixes the width from the depth: hidden 64·depth with `depth` heads of 64 → 2 blocks, 128 wide,
 # the last one "pre_only" (its context stream has no output projection), as in every SD3.
@@ -97,12 +104,15 @@ WAN21_VACE_CONFIG = {**WAN21_CONFIG, "model_type": "vace", "vace_layers": 1, "va
 WAN21_I2V_CONFIG = {**WAN21_CONFIG, "model_type": "i2v", "in_dim": 36}
 CLIP_VISION_TOKENS, CLIP_VISION_DIM = 257, 1280
 
-FAMILIES = ("flux", "flux2", "chroma", "sd3", "wan21", "wan21_i2v", "wan21_vace", "wan22_5b")
+FAMILIES = ("flux", "flux2", "chroma", "qwen_image", "sd3", "wan21", "wan21_i2v", "wan21_vace", "wan22_5b")
 VIDEO = ("wan21", "wan21_i2v", "wan21_vace", "wan22_5b")
-LATENT_CHANNELS = {"flux": 16, "flux2": 128, "chroma": 16, "sd3": 16, **{family: 16 for family in VIDEO}, "wan22_5b": 48}
-PATCH = {"flux": 2, "flux2": 1, "chroma": 2, "sd3": 2, **{family: 2 for family in VIDEO}}  # latent pixels per token, each side
+FIVE_D = (*VIDEO, "qwen_image")  # latent [B, C, frames, H, W] (Qwen-Image: one frame)
+LATENT_CHANNELS = {"flux": 16, "flux2": 128, "chroma": 16, "qwen_image": 16, "sd3": 16, **{family: 16 for family in VIDEO},
+                   "wan22_5b": 48}
+PATCH = {"flux": 2, "flux2": 1, **{family: 2 for family in FAMILIES if family not in ("flux", "flux2")}}  # latent pixels per token, each side
 # Text tokens the blocks see: Flux 2 pads the prompt to 512 (comfy.model_base.Flux2.extra_conds).
-BLOCK_TEXT_TOKENS = {"flux": TEXT_TOKENS, "flux2": 512, "chroma": TEXT_TOKENS, "sd3": TEXT_TOKENS}
+BLOCK_TEXT_TOKENS = {"flux": TEXT_TOKENS, "flux2": 512, "chroma": TEXT_TOKENS, "qwen_image": TEXT_TOKENS,
+                     "sd3": TEXT_TOKENS}
 
 
 def _flux_config(config: dict, text_position_axes: list[int], params: str = "comfy.ldm.flux.model:FluxParams"):
@@ -122,6 +132,7 @@ _FAMILY_CLASSES = {
     "flux": ("Flux", "Flux", _flux_config(FLUX_CONFIG, [])),
     "flux2": ("Flux2", "Flux2", _flux_config(FLUX2_CONFIG, [3])),
     "chroma": ("Chroma", "Chroma", _flux_config(CHROMA_CONFIG, [], "comfy.ldm.chroma.model:ChromaParams")),
+    "qwen_image": ("QwenImage", "QwenImage", lambda: dict(QWEN_IMAGE_CONFIG)),
     "sd3": ("SD3", "SD3", lambda: dict(SD3_CONFIG)),
     "wan21": ("WAN21", "WAN21_T2V", lambda: dict(WAN21_CONFIG)),
     "wan21_i2v": ("WAN21", "WAN21_I2V", lambda: dict(WAN21_I2V_CONFIG)),
@@ -169,6 +180,8 @@ def dit_random_weights(module: torch.nn.Module, generator: torch.Generator) -> d
                 raise TypeError(f"no initialisation rule for {type(child).__name__} parameter {key} {tuple(shape)}")
             tensors[key] = value
     for key, buffer in module.named_buffers():
+        if buffer.numel() == 0:  # a marker (Qwen-Image-Edit 2511's __index_timestep_zero__)
+            tensors[key] = buffer.clone()
         if key == "pos_embed" and isinstance(module, comfy.ldm.modules.diffusionmodules.mmdit.MMDiT):
             side = module.pos_embed_max_size
             table = comfy.ldm.modules.diffusionmodules.mmdit.get_2d_sincos_pos_embed(buffer.shape[-1], side)
@@ -222,10 +235,10 @@ def dit_conditioning(family: str, seed: int, batch: int = 1, tokens: int = TEXT_
 
 def dit_latent(family: str, batch: int = 1, grid: tuple[int, int] = GRID, frames: int = 1) -> torch.Tensor:
     """An empty latent of ``family``'s shape that patchifies to a ``grid`` of image tokens:
-    [B, C, H, W], or [B, C, frames, H, W] for Wan (video)."""
+    [B, C, H, W], or [B, C, frames, H, W] for Wan (video) and Qwen-Image."""
     _check(family)
     size = (grid[0] * PATCH[family], grid[1] * PATCH[family])
-    if family in VIDEO:
+    if family in FIVE_D:
         return torch.zeros(batch, LATENT_CHANNELS[family], frames, *size)
     return torch.zeros(batch, LATENT_CHANNELS[family], *size)
 
@@ -312,8 +325,8 @@ def _carried_unseen(channels: list[int]):
     return replacement
 
 
-EMBEDDER = {"flux": "img_in", "flux2": "img_in", "chroma": "img_in", "sd3": "x_embedder", "wan21": "patch_embedding"}
-FINAL = {"flux": "final_layer", "flux2": "final_layer", "chroma": "final_layer", "sd3": "final_layer", "wan21": "head"}
+EMBEDDER = {"flux": "img_in", "flux2": "img_in", "chroma": "img_in", "qwen_image": "img_in", "sd3": "x_embedder", "wan21": "patch_embedding"}
+FINAL = {"flux": "final_layer", "flux2": "final_layer", "chroma": "final_layer", "qwen_image": "norm_out", "sd3": "final_layer", "wan21": "head"}
 
 
 def with_massive_channels(model, family: str, channels: int = 4, scale: float = 100.0, smooth: bool = False,
@@ -343,7 +356,7 @@ def with_massive_channels(model, family: str, channels: int = 4, scale: float = 
     patched.add_object_patch(embedder, _WithField(original(embedder), picked, scale, smooth, grid))
     patched.add_object_patch(final, _WithoutChannels(original(final), picked))
     blocks = {"flux": ("double_blocks", "single_blocks"), "flux2": ("double_blocks", "single_blocks"),
-              "chroma": ("double_blocks", "single_blocks"),
+              "chroma": ("double_blocks", "single_blocks"), "qwen_image": ("transformer_blocks",),
               "sd3": ("joint_blocks",), "wan21": ("blocks",)}[family]
     for attribute, kind in zip(blocks, ("double_block", "single_block")):
         for index in range(len(model.get_model_object(f"diffusion_model.{attribute}"))):

@@ -50,7 +50,7 @@ def apply_model_wrapper(family: Family, executor, *args, **kwargs):
     layout = None
     run = options.get(RUN_KEY)
     if isinstance(run, RunState) and x.ndim == (5 if family.video else 4):
-        reason = family.unmerged_when(diffusion_model, kwargs) if family.unmerged_when else None
+        reason = family.unmerged_when(diffusion_model, x, kwargs) if family.unmerged_when else None
         if reason:
             run.note_once(f"CA-ToMe: {reason}.")
         else:
@@ -77,10 +77,17 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
     if reason:
         run.note_once(f"CA-ToMe: {reason}.")
         return run_block(args)
-    x = args["img"]
-    start = layout.text if spec.grid_after_text else 0
+    x, txt = args["img"], args.get("txt")
+    # The text the block sees: its own stream where it has one (some models add tokens to the
+    # prompt's: Hunyuan's vision and glyph tokens), else the prompt's length.
+    text = txt.shape[1] if isinstance(txt, torch.Tensor) and txt.ndim == 3 else layout.text
+    start = text if spec.grid_after_text else 0
     tokens = layout.tokens
     if x.ndim != 3 or x.shape[1] < start + tokens:
+        return run_block(args)
+    reason = _sequence_mismatch(spec, args, x.shape[1], text)
+    if reason:
+        run.note_once(f"CA-ToMe: {reason}; these blocks run unmerged.")
         return run_block(args)
     grid = x[:, start:start + tokens]
     rows = TimestepRows.of(spec, args, x.shape[1])
@@ -94,7 +101,7 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
         value = args.get(entry.name)
         if value is None:
             continue
-        offset = start if entry.sequence == IMAGE else layout.text  # where the grid starts in its sequence
+        offset = start if entry.sequence == IMAGE else text  # where the grid starts in its sequence
         if entry.timesteps:
             if rows is not None and rows.name == entry.name:
                 kept = _kept_positions(plan, start, tokens, x.shape[1])
@@ -138,6 +145,20 @@ class TimestepRows:
         if len(set(signature)) == 1:
             return None
         return signature, self.same_as[self.row_of_token[start:start + tokens]]
+
+
+def _sequence_mismatch(spec: BlockKind, args: dict, length: int, text: int) -> str | None:
+    """Why a per-token input does not span the sequence it should (then its rows cannot be told
+    apart: e.g. another patch dropped reference tokens from ``img`` but not from ``pe``)."""
+    for entry in spec.per_token:
+        value = args.get(entry.name)
+        if entry.timesteps or entry.mask or not isinstance(value, torch.Tensor):
+            continue
+        expected = length if entry.sequence == IMAGE or spec.grid_after_text else text + length
+        if value.shape[entry.dim] != expected:
+            return (f"'{entry.name}' spans {value.shape[entry.dim]} tokens along dim {entry.dim}, not the block's "
+                    f"{expected}")
+    return None
 
 
 def unmerged_output(x: torch.Tensor, merged: torch.Tensor, output: torch.Tensor, plan: MergePlan,

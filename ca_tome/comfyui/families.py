@@ -58,7 +58,8 @@ class Family:
     kinds: tuple[BlockKind, ...]
     exact_class: bool = True  # subclasses (other layouts) are other families
     video: bool = False  # latent [B, C, frames, H, W]
-    unmerged_when: Callable[[object, dict], str | None] | None = None  # (diffusion model, call kwargs) -> why
+    patch: tuple[int, ...] | None = None  # latent pixels per token, where the model keeps only its spatial one
+    unmerged_when: Callable[[object, object, dict], str | None] | None = None  # (diffusion model, x, call kwargs) -> why
 
     def matches(self, diffusion_model) -> bool:
         module, name = self.model_class.split(":")
@@ -76,7 +77,7 @@ class Family:
 
     def grid(self, diffusion_model, latent_shape) -> tuple[int, ...]:
         """The main latent's token grid: (height, width), or (frames, height, width) for video."""
-        patch = _patch_size(diffusion_model, 3 if self.video else 2)
+        patch = self.patch or _patch_size(diffusion_model, 3 if self.video else 2)
         spatial = latent_shape[-len(patch):]
         return tuple(math.ceil(size / step) for size, step in zip(spatial, patch))
 
@@ -87,20 +88,28 @@ def _patch_size(diffusion_model, dims: int) -> tuple[int, ...]:
     return (size,) * dims if isinstance(size, int) else tuple(size[-dims:])
 
 
-def _flux_references_by_position(diffusion_model, kwargs: dict) -> str | None:
-    """Flux reads the method from the conditioning, else from the model's default (which the core
-    Flux KV Cache node object-patches); in that mode the blocks get reference-token modulation
-    ranges from a closure, fixed for the unmerged sequence."""
+def _references_by_position(diffusion_model, _x, kwargs: dict) -> str | None:
+    """Flux and Qwen-Image read the method from the conditioning, else from the model's default
+    (Qwen-Image-Edit 2511's, or what the core Flux KV Cache node object-patches); in that mode the
+    blocks get reference-token modulation ranges from a closure, fixed for the unmerged sequence."""
     if not kwargs.get("ref_latents"):
         return None
     params = getattr(diffusion_model, "params", diffusion_model)
     if kwargs.get("ref_latents_method", getattr(params, "default_ref_method", None)) != TIMESTEP_ZERO_REFERENCES:
         return None
-    return (f"this Flux model modulates its reference-image tokens by position ('{TIMESTEP_ZERO_REFERENCES}', e.g. "
-            "set by the Flux KV Cache node); the ranges are fixed for the unmerged sequence, so these calls run unmerged")
+    return (f"this model modulates its reference-image tokens by position ('{TIMESTEP_ZERO_REFERENCES}': Qwen-Image-Edit "
+            "2511, or set by the Flux KV Cache node); the ranges are fixed for the unmerged sequence, so these calls run "
+            "unmerged")
 
 
-def _wan_reference_before_the_video(diffusion_model, kwargs: dict) -> str | None:
+def _qwen_layers(diffusion_model, x, kwargs: dict) -> str | None:
+    if x.shape[2] > 1:
+        return ("this Qwen-Image model's latent holds several image layers (Qwen-Image-Layered); they are not frames "
+                "of one picture, so these calls run unmerged")
+    return _references_by_position(diffusion_model, x, kwargs)
+
+
+def _wan_reference_before_the_video(diffusion_model, _x, kwargs: dict) -> str | None:
     if getattr(diffusion_model, "ref_conv", None) is not None and kwargs.get("reference_latent") is not None:
         return "this Wan model puts reference tokens before the video tokens; these calls run unmerged"
     return None
@@ -114,13 +123,18 @@ FAMILIES = (
     Family("Flux.1 and Flux 2", "comfy.ldm.flux.model:Flux", (
         BlockKind(DOUBLE, "double_blocks", per_token=FLUX_PER_TOKEN),
         BlockKind(SINGLE, "single_blocks", grid_after_text=True, per_token=FLUX_PER_TOKEN),
-    ), unmerged_when=_flux_references_by_position),
+    ), unmerged_when=_references_by_position),
     # Chroma (Flux layout without the vector input; ``vec`` holds each block's own modulation,
     # not per token). Chroma Radiance (a pixel-space subclass with its own patch head) is another family.
     Family("Chroma", "comfy.ldm.chroma.model:Chroma", (
         BlockKind(DOUBLE, "double_blocks", per_token=FLUX_PER_TOKEN),
         BlockKind(SINGLE, "single_blocks", grid_after_text=True, per_token=FLUX_PER_TOKEN),
     )),
+    # Qwen-Image 1.x and Edit: img = [grid, reference images…] over a 5-D latent of one frame,
+    # 2×2 patches; RoPE rows (``pe``, dim 2) span [txt, img]; the text mask is rebuilt per length.
+    Family("Qwen-Image/Edit", "comfy.ldm.qwen_image.model:QwenImageTransformer2DModel", (
+        BlockKind(DOUBLE, "transformer_blocks", per_token=(PerToken("pe", dim=2),)),
+    ), video=True, patch=(1, 2, 2), unmerged_when=_qwen_layers),
     # SD3 / SD3.5: joint blocks offered as "double_block"; positions were added at the input (no pe).
     Family("SD3/SD3.5", "comfy.ldm.modules.diffusionmodules.mmdit:MMDiT", (
         BlockKind(DOUBLE, "joint_blocks"),
