@@ -74,6 +74,22 @@ QWEN_IMAGE_CONFIG = {
     "image_model": "qwen_image", "patch_size": 2, "in_channels": 64, "out_channels": 16, "num_layers": 2,
     "attention_head_dim": 32, "num_attention_heads": 2, "joint_attention_dim": CONTEXT_DIM, "axes_dims_rope": (8, 12, 12),
 }
+# HunyuanVideo 1.0 layout (Flux's double and single blocks over a (1, 2, 2)-patched 16-channel video
+# latent, guidance embedding, pooled vector), 64 wide with 2 heads of 32, 1 double + 1 single block.
+HUNYUAN_VIDEO_CONFIG = {
+    "image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "vec_in_dim": POOLED_DIM,
+    "context_in_dim": CONTEXT_DIM, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1,
+    "depth_single_blocks": 1, "axes_dim": [8, 12, 12], "theta": 256, "patch_size": [1, 2, 2], "qkv_bias": True,
+    "guidance_embed": True, "byt5": False, "meanflow": False, "use_cond_type_embedding": False, "vision_in_dim": None,
+    "meanflow_sum": False,
+}
+# HunyuanVideo 1.5 layout (1×1×1 patches over 32 latent channels + a 33-channel image condition,
+# no pooled vector, glyph (ByT5) and vision tokens added to the text stream), same width.
+HUNYUAN_VIDEO15_CONFIG = {
+    **HUNYUAN_VIDEO_CONFIG, "in_channels": 65, "out_channels": 32, "patch_size": [1, 1, 1], "vec_in_dim": None,
+    "guidance_embed": False, "byt5": True, "use_cond_type_embedding": True, "vision_in_dim": 16, "meanflow_sum": True,
+}
+GLYPH_TOKENS, VISION_TOKENS = 5, 4  # what HunyuanVideo 1.5's text stream adds to the prompt's tokens
 # SD3.5 layout (RMS q/k norm, 2×2 patches, learned-size pos_embed table, pooled vector, context Linear).
 # MMDiT fixes the width from the depth: hidden 64·depth with `depth` heads of 64 → 2 blocks, 128 wide,
 # the last one "pre_only" (its context stream has no output projection), as in every SD3.
@@ -104,15 +120,17 @@ WAN21_VACE_CONFIG = {**WAN21_CONFIG, "model_type": "vace", "vace_layers": 1, "va
 WAN21_I2V_CONFIG = {**WAN21_CONFIG, "model_type": "i2v", "in_dim": 36}
 CLIP_VISION_TOKENS, CLIP_VISION_DIM = 257, 1280
 
-FAMILIES = ("flux", "flux2", "chroma", "qwen_image", "sd3", "wan21", "wan21_i2v", "wan21_vace", "wan22_5b")
-VIDEO = ("wan21", "wan21_i2v", "wan21_vace", "wan22_5b")
+FAMILIES = ("flux", "flux2", "chroma", "qwen_image", "sd3", "wan21", "wan21_i2v", "wan21_vace", "wan22_5b",
+            "hunyuan_video", "hunyuan_video15")
+VIDEO = ("wan21", "wan21_i2v", "wan21_vace", "wan22_5b", "hunyuan_video", "hunyuan_video15")
 FIVE_D = (*VIDEO, "qwen_image")  # latent [B, C, frames, H, W] (Qwen-Image: one frame)
 LATENT_CHANNELS = {"flux": 16, "flux2": 128, "chroma": 16, "qwen_image": 16, "sd3": 16, **{family: 16 for family in VIDEO},
-                   "wan22_5b": 48}
-PATCH = {"flux": 2, "flux2": 1, **{family: 2 for family in FAMILIES if family not in ("flux", "flux2")}}  # latent pixels per token, each side
+                   "wan22_5b": 48, "hunyuan_video15": 32}
+PATCH = {family: 1 if family in ("flux2", "hunyuan_video15") else 2 for family in FAMILIES}  # latent pixels per token, each side
 # Text tokens the blocks see: Flux 2 pads the prompt to 512 (comfy.model_base.Flux2.extra_conds).
 BLOCK_TEXT_TOKENS = {"flux": TEXT_TOKENS, "flux2": 512, "chroma": TEXT_TOKENS, "qwen_image": TEXT_TOKENS,
-                     "sd3": TEXT_TOKENS}
+                     "sd3": TEXT_TOKENS, "hunyuan_video": TEXT_TOKENS,
+                     "hunyuan_video15": VISION_TOKENS + GLYPH_TOKENS + TEXT_TOKENS}
 
 
 def _flux_config(config: dict, text_position_axes: list[int], params: str = "comfy.ldm.flux.model:FluxParams"):
@@ -127,12 +145,25 @@ def _flux_config(config: dict, text_position_axes: list[int], params: str = "com
     return build
 
 
+def _known_fields(config: dict, params: str):
+    """The config without the keys this host's params class lacks (older hosts: no ``meanflow_sum``)."""
+    def build() -> dict:
+        module, name = params.split(":")
+        fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+        return {key: value for key, value in config.items() if key in fields or key == "image_model"}
+    return build
+
+
 # family -> (ComfyUI model class name, supported_models config class name, unet config factory)
 _FAMILY_CLASSES = {
     "flux": ("Flux", "Flux", _flux_config(FLUX_CONFIG, [])),
     "flux2": ("Flux2", "Flux2", _flux_config(FLUX2_CONFIG, [3])),
     "chroma": ("Chroma", "Chroma", _flux_config(CHROMA_CONFIG, [], "comfy.ldm.chroma.model:ChromaParams")),
     "qwen_image": ("QwenImage", "QwenImage", lambda: dict(QWEN_IMAGE_CONFIG)),
+    "hunyuan_video": ("HunyuanVideo", "HunyuanVideo",
+                      _known_fields(HUNYUAN_VIDEO_CONFIG, "comfy.ldm.hunyuan_video.model:HunyuanVideoParams")),
+    "hunyuan_video15": ("HunyuanVideo15", "HunyuanVideo15",
+                        _known_fields(HUNYUAN_VIDEO15_CONFIG, "comfy.ldm.hunyuan_video.model:HunyuanVideoParams")),
     "sd3": ("SD3", "SD3", lambda: dict(SD3_CONFIG)),
     "wan21": ("WAN21", "WAN21_T2V", lambda: dict(WAN21_CONFIG)),
     "wan21_i2v": ("WAN21", "WAN21_I2V", lambda: dict(WAN21_I2V_CONFIG)),
@@ -222,10 +253,15 @@ def dit_conditioning(family: str, seed: int, batch: int = 1, tokens: int = TEXT_
     g = torch.Generator().manual_seed(seed)
     text = torch.randn(batch, tokens, CONTEXT_DIM, generator=g)
     options = {}
-    if family in ("flux", "flux2", "chroma", "sd3"):
+    if family in ("flux", "flux2", "chroma", "sd3", "hunyuan_video"):
         options["pooled_output"] = torch.randn(batch, POOLED_DIM, generator=g)
-    if family in ("flux", "flux2"):
+    if family in ("flux", "flux2", "hunyuan_video"):
         options["guidance"] = 3.5
+    if family == "hunyuan_video15":  # glyph (ByT5) embeddings and CLIP vision tokens, as its text encoders give
+        options["pooled_output"] = None  # read by encode_adm, unused by 1.5
+        options["conditioning_byt5small"] = torch.randn(batch, GLYPH_TOKENS, 1472, generator=g)
+        options["clip_vision_output"] = types.SimpleNamespace(
+            last_hidden_state=torch.randn(batch, VISION_TOKENS, HUNYUAN_VIDEO15_CONFIG["vision_in_dim"], generator=g))
     if family == "wan21_i2v":  # what CLIPVisionEncode and WanImageToVideo put in the conditioning
         options["clip_vision_output"] = types.SimpleNamespace(
             penultimate_hidden_states=torch.randn(batch, CLIP_VISION_TOKENS, CLIP_VISION_DIM, generator=g))
@@ -267,9 +303,10 @@ class _WithField(torch.nn.Module):
     """An embedder whose image-grid tokens get a field added to a few channels (see with_massive_channels)."""
 
     def __init__(self, embedder: torch.nn.Module, channels: list[int], scale: float, smooth: bool,
-                 grid: tuple[int, int]):
+                 grid: tuple[int, int], frames: int = 1):
         super().__init__()
         self.embedder, self.channels, self.scale, self.smooth, self.grid = embedder, channels, scale, smooth, grid
+        self.frames = frames
 
     def __getattr__(self, name):  # the model reads the embedder's attributes (SD3: patch_size)
         try:
@@ -293,8 +330,8 @@ class _WithField(torch.nn.Module):
         out = out.clone()
         if out.ndim == 5 and out.shape[-2:] == (height, width):  # Wan's Conv3d [B, C, F, H, W]: every frame
             out[:, self.channels] += field.permute(2, 0, 1).unsqueeze(1)
-        elif out.ndim == 3 and out.shape[1] >= height * width:  # [B, tokens, C]: the grid comes first
-            out[:, :height * width, self.channels] += field.reshape(height * width, -1)
+        elif out.ndim == 3 and out.shape[1] >= self.frames * height * width:  # [B, tokens, C]: the grid comes first
+            out[:, :self.frames * height * width, self.channels] += field.reshape(height * width, -1).repeat(self.frames, 1)
         return out
 
 
@@ -325,15 +362,18 @@ def _carried_unseen(channels: list[int]):
     return replacement
 
 
-EMBEDDER = {"flux": "img_in", "flux2": "img_in", "chroma": "img_in", "qwen_image": "img_in", "sd3": "x_embedder", "wan21": "patch_embedding"}
-FINAL = {"flux": "final_layer", "flux2": "final_layer", "chroma": "final_layer", "qwen_image": "norm_out", "sd3": "final_layer", "wan21": "head"}
+EMBEDDER = {"flux": "img_in", "flux2": "img_in", "chroma": "img_in", "qwen_image": "img_in", "hunyuan_video": "img_in",
+            "sd3": "x_embedder", "wan21": "patch_embedding"}
+FINAL = {"flux": "final_layer", "flux2": "final_layer", "chroma": "final_layer", "qwen_image": "norm_out",
+         "hunyuan_video": "final_layer", "sd3": "final_layer", "wan21": "head"}
 
 
 def with_massive_channels(model, family: str, channels: int = 4, scale: float = 100.0, smooth: bool = False,
-                          grid: tuple[int, int] = GRID):
+                          grid: tuple[int, int] = GRID, frames: int = 1):
     """A clone of a :func:`tiny_dit` model whose residual stream carries *massive activations*:
     ``channels`` channels of every image token ``scale`` × the median channel magnitude larger
-    (constant, or with ``smooth`` a slow wave over the image), as real SD3/Flux/Wan carry.
+    (constant, or with ``smooth`` a slow wave over the image), as real SD3/Flux/Wan carry; in each
+    of ``frames`` video frames where the embedder returns tokens rather than a 3-D grid (Hunyuan).
 
     Random weights would let such channels swamp every LayerNorm and change what the model
     computes; here the blocks and the final layer see those channels as zero and carry them
@@ -353,10 +393,11 @@ def with_massive_channels(model, family: str, channels: int = 4, scale: float = 
     picked = torch.randperm(width, generator=torch.Generator().manual_seed(channels))[:channels].tolist()
     patched = model.clone()
     embedder = f"diffusion_model.{EMBEDDER[family]}"
-    patched.add_object_patch(embedder, _WithField(original(embedder), picked, scale, smooth, grid))
+    patched.add_object_patch(embedder, _WithField(original(embedder), picked, scale, smooth, grid, frames))
     patched.add_object_patch(final, _WithoutChannels(original(final), picked))
     blocks = {"flux": ("double_blocks", "single_blocks"), "flux2": ("double_blocks", "single_blocks"),
-              "chroma": ("double_blocks", "single_blocks"), "qwen_image": ("transformer_blocks",),
+              "chroma": ("double_blocks", "single_blocks"), "hunyuan_video": ("double_blocks", "single_blocks"),
+              "qwen_image": ("transformer_blocks",),
               "sd3": ("joint_blocks",), "wan21": ("blocks",)}[family]
     for attribute, kind in zip(blocks, ("double_block", "single_block")):
         for index in range(len(model.get_model_object(f"diffusion_model.{attribute}"))):

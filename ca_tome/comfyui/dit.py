@@ -35,6 +35,7 @@ class Layout:
 
     grid: tuple[int, ...]  # (height, width) or (frames, height, width)
     text: int
+    text_first: bool = True  # the joint sequence is [txt, img], not [img, txt]
 
     @property
     def tokens(self) -> int:
@@ -49,13 +50,17 @@ def apply_model_wrapper(family: Family, executor, *args, **kwargs):
     diffusion_model = executor.class_obj.diffusion_model
     layout = None
     run = options.get(RUN_KEY)
-    if isinstance(run, RunState) and x.ndim == (5 if family.video else 4):
-        reason = family.unmerged_when(diffusion_model, x, kwargs) if family.unmerged_when else None
+    if isinstance(run, RunState):
+        expected = 5 if family.video else 4
+        reason = (f"this {family.name} model got a {x.ndim}-D latent, not the {expected}-D one CA-ToMe merges for it; "
+                  "these calls run unmerged") if x.ndim != expected else None
+        reason = reason or (family.unmerged_when(diffusion_model, x, kwargs) if family.unmerged_when else None)
         if reason:
             run.note_once(f"CA-ToMe: {reason}.")
         else:
             text = c_crossattn.shape[1] if c_crossattn is not None else 0
-            layout = Layout(family.grid(diffusion_model, x.shape), text)
+            text_first = family.text_first(diffusion_model) if family.text_first else True
+            layout = Layout(family.grid(diffusion_model, x.shape), text, text_first)
     options = {**options, LAYOUT_KEY: layout}
     if options_at is not None:
         args = (*args[:options_at], options, *args[options_at + 1:])
@@ -78,10 +83,12 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
         run.note_once(f"CA-ToMe: {reason}.")
         return run_block(args)
     x, txt = args["img"], args.get("txt")
-    # The text the block sees: its own stream where it has one (some models add tokens to the
-    # prompt's: Hunyuan's vision and glyph tokens), else the prompt's length.
-    text = txt.shape[1] if isinstance(txt, torch.Tensor) and txt.ndim == 3 else layout.text
-    start = text if spec.grid_after_text else 0
+    # The text the block sees: its own stream where it has one, else where the host says the image
+    # starts (some models add tokens to the prompt's: Hunyuan 1.5's vision and glyph tokens), else
+    # the prompt's length.
+    text = (txt.shape[1] if isinstance(txt, torch.Tensor) and txt.ndim == 3
+            else (options.get("img_slice") or (layout.text,))[0] if spec.grid_after_text else layout.text)
+    start = text if spec.grid_after_text and layout.text_first else 0
     tokens = layout.tokens
     if x.ndim != 3 or x.shape[1] < start + tokens:
         return run_block(args)
@@ -101,7 +108,8 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
         value = args.get(entry.name)
         if value is None:
             continue
-        offset = start if entry.sequence == IMAGE else text  # where the grid starts in its sequence
+        # where the grid starts in the input's sequence: img, or the joint [txt, img] / [img, txt]
+        offset = start if entry.sequence == IMAGE else text if layout.text_first else 0
         if entry.timesteps:
             if rows is not None and rows.name == entry.name:
                 kept = _kept_positions(plan, start, tokens, x.shape[1])

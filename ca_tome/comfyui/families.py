@@ -59,6 +59,7 @@ class Family:
     exact_class: bool = True  # subclasses (other layouts) are other families
     video: bool = False  # latent [B, C, frames, H, W]
     patch: tuple[int, ...] | None = None  # latent pixels per token, where the model keeps only its spatial one
+    text_first: Callable[[object], bool] | None = None  # diffusion model -> the joint sequence is [txt, img] (default)
     unmerged_when: Callable[[object, object, dict], str | None] | None = None  # (diffusion model, x, call kwargs) -> why
 
     def matches(self, diffusion_model) -> bool:
@@ -115,7 +116,26 @@ def _wan_reference_before_the_video(diffusion_model, _x, kwargs: dict) -> str | 
     return None
 
 
+def _hunyuan_text_first(diffusion_model) -> bool:
+    """Older hosts build HunyuanVideo's blocks with the joint sequence flipped to [img, txt]."""
+    return not getattr(diffusion_model.double_blocks[0], "flipped_img_txt", False)
+
+
+def _hunyuan_references(_diffusion_model, _x, kwargs: dict) -> str | None:
+    if kwargs.get("ref_latent") is not None:
+        return "this HunyuanVideo model puts reference tokens before the video tokens; these calls run unmerged"
+    return None
+
+
+def _hunyuan_guiding_frame(args: dict) -> str | None:
+    if args.get("modulation_dims_img") is not None or args.get("modulation_dims") is not None:
+        return ("this HunyuanVideo model modulates its guiding frame (image-to-video 'v2 replace') by token ranges "
+                "fixed for the unmerged sequence, so these blocks run unmerged")
+    return None
+
+
 FLUX_PER_TOKEN = (PerToken("pe", dim=2), PerToken("attn_mask", mask=True))
+HUNYUAN_PER_TOKEN = (PerToken("pe", dim=2), PerToken("attention_mask", mask=True))
 
 FAMILIES = (
     # Flux.1 dev/schnell, Kontext and Flux 2 (one class): double blocks see img = [grid, references…],
@@ -135,6 +155,14 @@ FAMILIES = (
     Family("Qwen-Image/Edit", "comfy.ldm.qwen_image.model:QwenImageTransformer2DModel", (
         BlockKind(DOUBLE, "transformer_blocks", per_token=(PerToken("pe", dim=2),)),
     ), video=True, patch=(1, 2, 2), unmerged_when=_qwen_layers),
+    # HunyuanVideo 1.0, I2V and 1.5 (one class; Flux's blocks, (1, 2, 2) or 1×1×1 patches): double
+    # blocks see img = [grid], single blocks the joint sequence; RoPE rows and the text mask span it,
+    # [txt, img] — or [img, txt] on older hosts. 1.5's text stream also holds vision and glyph tokens.
+    Family("HunyuanVideo", "comfy.ldm.hunyuan_video.model:HunyuanVideo", (
+        BlockKind(DOUBLE, "double_blocks", per_token=HUNYUAN_PER_TOKEN, unmerged_when=_hunyuan_guiding_frame),
+        BlockKind(SINGLE, "single_blocks", grid_after_text=True, per_token=HUNYUAN_PER_TOKEN,
+                  unmerged_when=_hunyuan_guiding_frame),
+    ), video=True, text_first=_hunyuan_text_first, unmerged_when=_hunyuan_references),
     # SD3 / SD3.5: joint blocks offered as "double_block"; positions were added at the input (no pe).
     Family("SD3/SD3.5", "comfy.ldm.modules.diffusionmodules.mmdit:MMDiT", (
         BlockKind(DOUBLE, "joint_blocks"),

@@ -161,7 +161,7 @@ def _with_step_callback(run: RunState, args: tuple, kwargs: dict) -> tuple[tuple
 
 def _log_run(report: RunReport) -> None:
     if not report.events:
-        log.info("CA-ToMe: %d steps, no self-attention block was selected in this run.", report.steps)
+        log.info("CA-ToMe: %d steps, no block ran on merged tokens in this run.", report.steps)
         return
     log.info("CA-ToMe: %d steps, %.1f%% of the selected blocks' tokens merged, pairs recomputed at %d steps %s",
              report.steps, 100 * report.merged_fraction, len(report.recomputed_steps), report.recomputed_steps)

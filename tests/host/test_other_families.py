@@ -16,11 +16,12 @@ from devkit.dit_models import (BLOCK_TEXT_TOKENS, FAMILIES, GRID, dit_conditioni
 from devkit.sampling import Sampling, load_pack
 
 STEPS = 3
-MERGED_FAMILIES = ("flux", "flux2", "chroma", "qwen_image", "sd3", "wan21")
+MERGED_FAMILIES = ("flux", "flux2", "chroma", "qwen_image", "sd3", "wan21", "hunyuan_video")
 FLUX_BLOCKS = {("double_block", 0), ("double_block", 1), ("single_block", 0), ("single_block", 1)}
 TWO_DOUBLE = {("double_block", 0), ("double_block", 1)}
-BLOCKS = {"flux": FLUX_BLOCKS, "flux2": FLUX_BLOCKS, "chroma": FLUX_BLOCKS, "qwen_image": TWO_DOUBLE, "sd3": TWO_DOUBLE, "wan21": TWO_DOUBLE}
-FRAMES = {"wan21": 3, "qwen_image": 1}  # latent frames of the 5-D families' runs (Wan's odd on purpose)
+ONE_EACH = {("double_block", 0), ("single_block", 0)}
+BLOCKS = {"flux": FLUX_BLOCKS, "flux2": FLUX_BLOCKS, "chroma": FLUX_BLOCKS, "qwen_image": TWO_DOUBLE, "hunyuan_video": ONE_EACH, "sd3": TWO_DOUBLE, "wan21": TWO_DOUBLE}
+FRAMES = {"wan21": 3, "hunyuan_video": 3, "qwen_image": 1}  # latent frames of the 5-D families' runs (Wan's odd on purpose)
 
 
 def token_grid(family, grid=GRID):
@@ -247,7 +248,7 @@ BROKEN_MARGIN = {("chroma", "overwritten_by_their_partner"): 0.95, ("qwen_image"
 # 2 to 8 channels, 10× to 1000× the median channel magnitude, constant or varying over the image.
 # A threshold at which these random models merge neither nothing nor everything (Wan's video
 # tokens, matched across three frames, are more alike).
-MID_SHARE_THRESHOLD = {"wan21": 0.45}
+MID_SHARE_THRESHOLD = {"wan21": 0.45, "hunyuan_video": 0.45}
 MASSIVE_CASES = [dict(channels=2, scale=10, smooth=False), dict(channels=2, scale=1000, smooth=True),
                  dict(channels=8, scale=1000, smooth=False), dict(channels=8, scale=10, smooth=True)]
 
@@ -261,8 +262,9 @@ def test_massive_activations_do_not_decide_what_merges(pack, family, dit_model, 
     from devkit.dit_models import with_massive_channels
 
     grid = (12, 12)
-    without = with_massive_channels(dit_model, family, **{**massive, "scale": 0}, grid=grid)
-    with_them = with_massive_channels(dit_model, family, **massive, grid=grid)
+    frames = FRAMES.get(family, 1)  # every frame's tokens carry them (Wan's 3-D embedder sees frames itself)
+    without = with_massive_channels(dit_model, family, **{**massive, "scale": 0}, grid=grid, frames=frames)
+    with_them = with_massive_channels(dit_model, family, **massive, grid=grid, frames=frames)
     baseline = run(family, with_them, grid=grid, cfg=1.0)
     assert torch.equal(run(family, without, grid=grid, cfg=1.0), baseline), "the injected channels change nothing else"
     assert torch.equal(run(family, patch(pack, with_them, threshold=1.0), grid=grid, cfg=1.0), baseline)
@@ -419,4 +421,50 @@ def test_qwen_image_edit_2511_references_at_timestep_zero_and_layered_latents_ru
             assert torch.equal(sample_dit(patched, "qwen_image", steps, positive=positive, **shape), baseline), name
         assert report(patched).events == (), name
         assert ("image layers" if name == "layered" else "by position") in caplog.text
+        caplog.clear()
+
+
+@pytest.mark.parametrize("hunyuan", ["hunyuan_video", "hunyuan_video15"])
+def test_hunyuan_video_kept_tokens_keep_their_rope_rows_in_either_joint_order(pack, hunyuan):
+    """HunyuanVideo's single blocks see the joint sequence — [txt, img] on newer hosts, [img, txt]
+    on older ones (``flipped_img_txt``) — and so do its RoPE rows: either way the kept tokens are
+    every frame's cell corners with their own rows, and the text rows stay where they were. 1.5's
+    text stream is longer than the prompt (vision and glyph tokens), and the grid starts after it."""
+    available(hunyuan)
+    model = tiny_dit(hunyuan)
+    text_first = not getattr(model.model.diffusion_model.double_blocks[0], "flipped_img_txt", False)
+    plain, wrapped, unmerged_calls, merged_calls = recorded_clones(model, "single_block", 0)
+    frames = FRAMES["hunyuan_video"]
+    sample_dit(plain, hunyuan, Sampling(steps=1, cfg=1.0), frames=frames)
+    sample_dit(patch(pack, wrapped, threshold=0.0, schedule="once"), hunyuan, Sampling(steps=1, cfg=1.0), frames=frames)
+    (before,), (after,) = unmerged_calls, merged_calls
+    text = BLOCK_TEXT_TOKENS[hunyuan]
+    assert before["img"].shape[1] == text + frames * 64 and after["img"].shape[1] == text + frames * 16
+    grid_before = before["pe"][0, 0, text:] if text_first else before["pe"][0, 0, :frames * 64]
+    grid_after = after["pe"][0, 0, text:] if text_first else after["pe"][0, 0, :frames * 16]
+    text_rows = (lambda pe: pe[:, :, :text]) if text_first else (lambda pe: pe[:, :, -text:])  # noqa: E731
+    assert torch.equal(text_rows(after["pe"]), text_rows(before["pe"]))
+    rows_before, rows_after = grid_before.flatten(1), grid_after.flatten(1)
+    positions = [int(torch.nonzero((rows_before == row).all(-1))[0]) for row in rows_after]
+    assert positions == [f * 64 + r * 8 + c for f in range(frames) for r in range(0, 8, 2) for c in range(0, 8, 2)]
+
+
+def test_hunyuan_guiding_frames_and_reference_latents_run_unmerged(pack, caplog):
+    """Image-to-video 'v2 replace' modulates the guiding frame through token ranges fixed for the
+    unmerged sequence, and reference latents sit before the video: both run as without CA-ToMe."""
+    import logging
+
+    available("hunyuan_video")
+    model = tiny_dit("hunyuan_video")
+    frames = FRAMES["hunyuan_video"]
+    reference = torch.randn(dit_latent("hunyuan_video", frames=1).shape, generator=torch.Generator().manual_seed(5))
+    cases = {"by token ranges": dict(guiding_frame_index=0), "before the video": dict(ref_latent=reference)}
+    for message, extra in cases.items():
+        positive = dit_conditioning("hunyuan_video", 1, **extra)
+        steps = Sampling(steps=2, cfg=1.0)
+        baseline = sample_dit(model, "hunyuan_video", steps, positive=positive, frames=frames)
+        patched = patch(pack, model, threshold=0.0)
+        with caplog.at_level(logging.INFO, logger="ca_tome"):
+            assert torch.equal(sample_dit(patched, "hunyuan_video", steps, positive=positive, frames=frames), baseline)
+        assert report(patched).events == () and message in caplog.text, message
         caplog.clear()
