@@ -31,6 +31,7 @@ import comfy.ldm.flux.model  # noqa: E402
 import comfy.ldm.modules.diffusionmodules.mmdit  # noqa: E402
 import comfy.model_base  # noqa: E402
 import comfy.model_patcher  # noqa: E402
+import comfy.nested_tensor  # noqa: E402
 import comfy.supported_models  # noqa: E402
 
 # The text encoder's width (T5 / CLIP stand-in) and the pooled vector's width; small on purpose.
@@ -90,6 +91,19 @@ HUNYUAN_VIDEO15_CONFIG = {
     "guidance_embed": False, "byt5": True, "use_cond_type_embedding": True, "vision_in_dim": 16, "meanflow_sum": True,
 }
 GLYPH_TOKENS, VISION_TOKENS = 5, 4  # what HunyuanVideo 1.5's text stream adds to the prompt's tokens
+# LTX-2 layout (audio + video: a 128-channel video latent, one token per latent pixel, and an
+# 8-channel × 16-bin audio latent, one token per step; text through its own small connectors),
+# video 64 wide (2 heads of 32), audio 32 wide, 2 blocks.
+LTX2_CONFIG = {
+    "image_model": "ltxav", "in_channels": 128, "audio_in_channels": 128, "num_attention_heads": 2,
+    "attention_head_dim": 32, "cross_attention_dim": 64, "audio_num_attention_heads": 2, "audio_attention_head_dim": 16,
+    "audio_cross_attention_dim": 32, "caption_channels": CONTEXT_DIM, "num_layers": 2, "rope_type": "split",
+    "frequencies_precision": "float64", "use_middle_indices_grid": True, "causal_temporal_positioning": True,
+    "vae_scale_factors": (8, 32, 32), "positional_embedding_max_pos": [20, 2048, 2048],
+    "audio_positional_embedding_max_pos": [20], "av_ca_timestep_scale_multiplier": 1000.0,
+    "connector_attention_head_dim": 16, "connector_num_attention_heads": 2, "connector_num_layers": 1,
+}
+AUDIO_TOKENS = 5  # audio latent steps of the LTX-2 runs
 # SD3.5 layout (RMS q/k norm, 2×2 patches, learned-size pos_embed table, pooled vector, context Linear).
 # MMDiT fixes the width from the depth: hidden 64·depth with `depth` heads of 64 → 2 blocks, 128 wide,
 # the last one "pre_only" (its context stream has no output projection), as in every SD3.
@@ -121,12 +135,12 @@ WAN21_I2V_CONFIG = {**WAN21_CONFIG, "model_type": "i2v", "in_dim": 36}
 CLIP_VISION_TOKENS, CLIP_VISION_DIM = 257, 1280
 
 FAMILIES = ("flux", "flux2", "chroma", "qwen_image", "sd3", "wan21", "wan21_i2v", "wan21_vace", "wan22_5b",
-            "hunyuan_video", "hunyuan_video15")
-VIDEO = ("wan21", "wan21_i2v", "wan21_vace", "wan22_5b", "hunyuan_video", "hunyuan_video15")
+            "hunyuan_video", "hunyuan_video15", "ltx2")
+VIDEO = ("wan21", "wan21_i2v", "wan21_vace", "wan22_5b", "hunyuan_video", "hunyuan_video15", "ltx2")
 FIVE_D = (*VIDEO, "qwen_image")  # latent [B, C, frames, H, W] (Qwen-Image: one frame)
 LATENT_CHANNELS = {"flux": 16, "flux2": 128, "chroma": 16, "qwen_image": 16, "sd3": 16, **{family: 16 for family in VIDEO},
-                   "wan22_5b": 48, "hunyuan_video15": 32}
-PATCH = {family: 1 if family in ("flux2", "hunyuan_video15") else 2 for family in FAMILIES}  # latent pixels per token, each side
+                   "wan22_5b": 48, "hunyuan_video15": 32, "ltx2": 128}
+PATCH = {family: 1 if family in ("flux2", "hunyuan_video15", "ltx2") else 2 for family in FAMILIES}  # latent pixels per token, each side
 # Text tokens the blocks see: Flux 2 pads the prompt to 512 (comfy.model_base.Flux2.extra_conds).
 BLOCK_TEXT_TOKENS = {"flux": TEXT_TOKENS, "flux2": 512, "chroma": TEXT_TOKENS, "qwen_image": TEXT_TOKENS,
                      "sd3": TEXT_TOKENS, "hunyuan_video": TEXT_TOKENS,
@@ -162,6 +176,7 @@ _FAMILY_CLASSES = {
     "qwen_image": ("QwenImage", "QwenImage", lambda: dict(QWEN_IMAGE_CONFIG)),
     "hunyuan_video": ("HunyuanVideo", "HunyuanVideo",
                       _known_fields(HUNYUAN_VIDEO_CONFIG, "comfy.ldm.hunyuan_video.model:HunyuanVideoParams")),
+    "ltx2": ("LTXAV", "LTXAV", lambda: dict(LTX2_CONFIG)),
     "hunyuan_video15": ("HunyuanVideo15", "HunyuanVideo15",
                         _known_fields(HUNYUAN_VIDEO15_CONFIG, "comfy.ldm.hunyuan_video.model:HunyuanVideoParams")),
     "sd3": ("SD3", "SD3", lambda: dict(SD3_CONFIG)),
@@ -271,9 +286,13 @@ def dit_conditioning(family: str, seed: int, batch: int = 1, tokens: int = TEXT_
 
 def dit_latent(family: str, batch: int = 1, grid: tuple[int, int] = GRID, frames: int = 1) -> torch.Tensor:
     """An empty latent of ``family``'s shape that patchifies to a ``grid`` of image tokens:
-    [B, C, H, W], or [B, C, frames, H, W] for Wan (video) and Qwen-Image."""
+    [B, C, H, W], or [B, C, frames, H, W] for Wan (video) and Qwen-Image; LTX-2's video and audio
+    latents nested in one, as LTXVConcatAVLatent gives."""
     _check(family)
     size = (grid[0] * PATCH[family], grid[1] * PATCH[family])
+    if family == "ltx2":
+        video = torch.zeros(batch, LATENT_CHANNELS[family], frames, *size)
+        return comfy.nested_tensor.NestedTensor([video, torch.zeros(batch, 8, AUDIO_TOKENS, 16)])
     if family in FIVE_D:
         return torch.zeros(batch, LATENT_CHANNELS[family], frames, *size)
     return torch.zeros(batch, LATENT_CHANNELS[family], *size)

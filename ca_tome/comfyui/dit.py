@@ -23,7 +23,7 @@ import torch
 from .. import metric
 from ..matching import MergePlan
 from .attention import RUN_KEY
-from .families import IMAGE, BlockKind, Family
+from .families import IMAGE, BlockKind, Family, PerToken
 from .run import RunState
 
 LAYOUT_KEY = "ca_tome_dit_layout"  # per-call transformer_options: the call's Layout, or None (runs whole)
@@ -51,16 +51,16 @@ def apply_model_wrapper(family: Family, executor, *args, **kwargs):
     layout = None
     run = options.get(RUN_KEY)
     if isinstance(run, RunState):
-        expected = 5 if family.video else 4
-        reason = (f"this {family.name} model got a {x.ndim}-D latent, not the {expected}-D one CA-ToMe merges for it; "
-                  "these calls run unmerged") if x.ndim != expected else None
+        expected, shape = 5 if family.video else 4, family.latent_shape(x, kwargs)
+        reason = (f"this {family.name} model got a {len(shape)}-D latent, not the {expected}-D one CA-ToMe merges for "
+                  "it; these calls run unmerged") if len(shape) != expected else None
         reason = reason or (family.unmerged_when(diffusion_model, x, kwargs) if family.unmerged_when else None)
         if reason:
             run.note_once(f"CA-ToMe: {reason}.")
         else:
             text = c_crossattn.shape[1] if c_crossattn is not None else 0
             text_first = family.text_first(diffusion_model) if family.text_first else True
-            layout = Layout(family.grid(diffusion_model, x.shape), text, text_first)
+            layout = Layout(family.grid(diffusion_model, shape), text, text_first)
     options = {**options, LAYOUT_KEY: layout}
     if options_at is not None:
         args = (*args[:options_at], options, *args[options_at + 1:])
@@ -82,7 +82,9 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
     if reason:
         run.note_once(f"CA-ToMe: {reason}.")
         return run_block(args)
-    x, txt = args["img"], args.get("txt")
+    streams = args["img"]
+    x = streams[spec.stream] if spec.stream is not None else streams  # LTX-2: img = (video, audio)
+    txt = args.get("txt")
     # The text the block sees: its own stream where it has one, else where the host says the image
     # starts (some models add tokens to the prompt's: Hunyuan 1.5's vision and glyph tokens), else
     # the prompt's length.
@@ -90,61 +92,83 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
             else (options.get("img_slice") or (layout.text,))[0] if spec.grid_after_text else layout.text)
     start = text if spec.grid_after_text and layout.text_first else 0
     tokens = layout.tokens
-    if x.ndim != 3 or x.shape[1] < start + tokens:
+    if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[1] < start + tokens:
         return run_block(args)
     reason = _sequence_mismatch(spec, args, x.shape[1], text)
     if reason:
         run.note_once(f"CA-ToMe: {reason}; these blocks run unmerged.")
         return run_block(args)
     grid = x[:, start:start + tokens]
-    rows = TimestepRows.of(spec, args, x.shape[1])
+    timestep_rows = {entry.name: TimestepRows.of(_rows_of(entry, args[entry.name]), entry.dim, x.shape[1])
+                     for entry in spec.per_token if entry.timesteps and args.get(entry.name) is not None}
+    timestep_rows = {name: rows for name, rows in timestep_rows.items() if rows is not None}
+    deciding = next(iter(timestep_rows.values()), None)  # the first timestep input says which tokens may merge
     plan = run.plan((spec.kind, index, 0), options, metric.DIT(grid), layout.grid,
-                    rows.groups(start, tokens) if rows is not None else None)
+                    deciding.groups(start, tokens) if deciding is not None else None)
     if plan.is_identity:
         return run_block(args)
     merged = torch.cat((x[:, :start], plan.merge(grid), x[:, start + tokens:]), dim=1)
-    merged_args = {**args, "img": merged.clone()}  # Flux's blocks add their update in place
+    merged_args = {**args, "img": _replace(streams, spec.stream, merged.clone())}  # blocks add their update in place
     for entry in spec.per_token:
         value = args.get(entry.name)
         if value is None:
             continue
+        rows = _rows_of(entry, value)
         # where the grid starts in the input's sequence: img, or the joint [txt, img] / [img, txt]
         offset = start if entry.sequence == IMAGE else text if layout.text_first else 0
         if entry.timesteps:
-            if rows is not None and rows.name == entry.name:
-                kept = _kept_positions(plan, start, tokens, x.shape[1])
-                merged_args[entry.name] = _gather_along(value, entry.dim, rows.row_of_token[kept])
+            if entry.name not in timestep_rows:
+                continue  # one row for every token
+            kept = timestep_rows[entry.name].row_of_token[_kept_positions(plan, start, tokens, x.shape[1])]
         elif entry.mask:
             merged_args[entry.name] = _keep_mask(value, offset, tokens, plan)
+            continue
         else:
-            merged_args[entry.name] = _gather_along(value, entry.dim,
-                                                    _kept_positions(plan, offset, tokens, value.shape[entry.dim]))
+            kept = _kept_positions(plan, offset, tokens, rows.shape[entry.dim])
+        merged_args[entry.name] = _replace(value, entry.item, _gather_along(rows, entry.dim, kept))
     out = run_block(merged_args)
-    return {**out, "img": unmerged_output(x, merged, out["img"], plan, start)}
+    output = out["img"][spec.stream] if spec.stream is not None else out["img"]
+    return {**out, "img": _replace(out["img"], spec.stream, unmerged_output(x, merged, output, plan, start))}
+
+
+def _rows_of(entry: PerToken, value) -> torch.Tensor:
+    """The tensor with one row per token (or per frame) in a block input: the input itself, element
+    ``item`` of a tuple (RoPE as (rotation, split)), or a compressed timestep's rows (LTX-2's ``data``)."""
+    if entry.item is not None and isinstance(value, (tuple, list)):
+        return value[entry.item]
+    return value if isinstance(value, torch.Tensor) else value.data
+
+
+def _replace(value, item: int | None, tensor: torch.Tensor):
+    """``value`` with ``tensor`` in place of its per-token part (a tuple's element ``item``, else the
+    whole: a compressed timestep becomes its plain rows, which the blocks accept as well)."""
+    if item is None or not isinstance(value, (tuple, list)):
+        return tensor
+    return (*value[:item], tensor, *value[item + 1:])
 
 
 @dataclass(frozen=True)
 class TimestepRows:
-    """A per-token timestep input with several rows (Wan 2.2 5B: one per frame): which row each
-    token of ``img`` uses, and which rows hold the same timestep."""
+    """A per-token timestep input with several rows (Wan 2.2 5B: one per frame; LTX-2: per frame or
+    per token): which row each token of ``img`` uses, and which rows hold the same timestep."""
 
-    name: str
     row_of_token: torch.Tensor  # [L]
     same_as: torch.Tensor  # [rows]: the same id for rows of equal values
 
     @classmethod
-    def of(cls, spec: BlockKind, args: dict, length: int) -> TimestepRows | None:
-        """The rows are spread evenly over the sequence, as Wan's ``repeat_e`` spreads them (the
-        last run shorter when the length does not divide): the merged call gets one row per kept
-        token, which the model's own spreading then leaves as it is."""
-        for entry in spec.per_token:
-            value = args.get(entry.name)
-            if entry.timesteps and value is not None and value.shape[entry.dim] > 1:
-                count = value.shape[entry.dim]
-                row_of_token = torch.arange(count, device=value.device).repeat_interleave(-(-length // count))
-                same_as = torch.unique(value.movedim(entry.dim, 0).flatten(1), dim=0, return_inverse=True)[1]
-                return cls(entry.name, row_of_token[:length], same_as)
-        return None
+    def of(cls, rows: torch.Tensor, dim: int, length: int) -> TimestepRows | None:
+        """The rows are spread evenly over the sequence, as Wan's ``repeat_e`` and LTX's compressed
+        timesteps spread them (the last run shorter when the length does not divide): the merged
+        call gets one row per kept token, which the model's own spreading then leaves as it is.
+        None for a single row (every token's)."""
+        count = rows.shape[dim]
+        if count == 1:
+            return None
+        row_of_token = torch.arange(count, device=rows.device).repeat_interleave(-(-length // count))
+        # Rows of one timestep are equal; rows of two differ everywhere (embeddings of different t),
+        # so a few columns tell them apart without comparing rows of thousands of values.
+        same_as = torch.unique(rows.movedim(dim, 0).flatten(1)[:, :64], dim=0, return_inverse=True)[1]
+        return cls(row_of_token[:length], _in_order_of_appearance(same_as))
 
     def groups(self, start: int, tokens: int) -> tuple[tuple[int, ...], torch.Tensor] | None:
         """(signature, group of every grid token) for :meth:`RunState.plan`, so tokens of different
@@ -155,16 +179,27 @@ class TimestepRows:
         return signature, self.same_as[self.row_of_token[start:start + tokens]]
 
 
+def _in_order_of_appearance(ids: torch.Tensor) -> torch.Tensor:
+    """Group ids renumbered 0, 1, … in the order the groups first appear, so one layout of
+    timesteps has one signature at every step (``unique`` numbers them by value)."""
+    positions = torch.arange(ids.numel(), device=ids.device)
+    first = torch.full((int(ids.max()) + 1,), ids.numel(), device=ids.device).scatter_reduce(0, ids, positions, "amin")
+    rank = torch.empty_like(first)
+    rank[first.argsort()] = torch.arange(first.numel(), device=ids.device)
+    return rank[ids]
+
+
 def _sequence_mismatch(spec: BlockKind, args: dict, length: int, text: int) -> str | None:
     """Why a per-token input does not span the sequence it should (then its rows cannot be told
     apart: e.g. another patch dropped reference tokens from ``img`` but not from ``pe``)."""
     for entry in spec.per_token:
         value = args.get(entry.name)
-        if entry.timesteps or entry.mask or not isinstance(value, torch.Tensor):
+        if entry.timesteps or entry.mask or value is None:
             continue
+        rows = _rows_of(entry, value)
         expected = length if entry.sequence == IMAGE or spec.grid_after_text else text + length
-        if value.shape[entry.dim] != expected:
-            return (f"'{entry.name}' spans {value.shape[entry.dim]} tokens along dim {entry.dim}, not the block's "
+        if rows.shape[entry.dim] != expected:
+            return (f"'{entry.name}' spans {rows.shape[entry.dim]} tokens along dim {entry.dim}, not the block's "
                     f"{expected}")
     return None
 

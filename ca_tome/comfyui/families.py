@@ -40,6 +40,7 @@ class PerToken:
     sequence: str = JOINT
     mask: bool = False
     timesteps: bool = False
+    item: int | None = None  # the input is a tuple whose element ``item`` is per token (LTX's RoPE: (rotation, split))
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class BlockKind:
     kind: str  # the key of patches_replace["dit"]
     blocks: str  # the diffusion model's list of these blocks
     grid_after_text: bool = False  # img = [txt, grid, …] rather than [grid, …]
+    stream: int | None = None  # img is a tuple of streams (LTX-2: video, audio); the grid is in this one
     per_token: tuple[PerToken, ...] = ()
     unmerged_when: Callable[[dict], str | None] | None = None  # args -> why this call runs whole
 
@@ -60,6 +62,7 @@ class Family:
     video: bool = False  # latent [B, C, frames, H, W]
     patch: tuple[int, ...] | None = None  # latent pixels per token, where the model keeps only its spatial one
     text_first: Callable[[object], bool] | None = None  # diffusion model -> the joint sequence is [txt, img] (default)
+    packed: bool = False  # hosts pack the latents into one [B, 1, N] tensor and pass their shapes (LTX-2)
     unmerged_when: Callable[[object, object, dict], str | None] | None = None  # (diffusion model, x, call kwargs) -> why
 
     def matches(self, diffusion_model) -> bool:
@@ -75,6 +78,11 @@ class Family:
 
     def kind(self, name: str) -> BlockKind:
         return next(kind for kind in self.kinds if kind.kind == name)
+
+    def latent_shape(self, x, kwargs: dict) -> tuple[int, ...]:
+        """The main latent's shape: ``x``'s, or the first of the packed ones' (video before audio)."""
+        shapes = kwargs.get("latent_shapes") if self.packed else None
+        return tuple(shapes[0]) if shapes else tuple(x.shape)
 
     def grid(self, diffusion_model, latent_shape) -> tuple[int, ...]:
         """The main latent's token grid: (height, width), or (frames, height, width) for video."""
@@ -134,6 +142,19 @@ def _hunyuan_guiding_frame(args: dict) -> str | None:
     return None
 
 
+def _ltx_guides(_diffusion_model, _x, kwargs: dict) -> str | None:
+    if kwargs.get("keyframe_idxs") is not None:
+        return ("this LTX-2 run appends guide frames (LTXVAddGuide) to the video, attended through a mask fixed for "
+                "the unmerged sequence; these calls run unmerged")
+    return None
+
+
+def _ltx_guide_mask(args: dict) -> str | None:
+    if args.get("self_attention_mask") is not None:
+        return "this LTX-2 block masks its self-attention by position; these blocks run unmerged"
+    return None
+
+
 FLUX_PER_TOKEN = (PerToken("pe", dim=2), PerToken("attn_mask", mask=True))
 HUNYUAN_PER_TOKEN = (PerToken("pe", dim=2), PerToken("attention_mask", mask=True))
 
@@ -163,6 +184,16 @@ FAMILIES = (
         BlockKind(SINGLE, "single_blocks", grid_after_text=True, per_token=HUNYUAN_PER_TOKEN,
                   unmerged_when=_hunyuan_guiding_frame),
     ), video=True, text_first=_hunyuan_text_first, unmerged_when=_hunyuan_references),
+    # LTX-2 (audio + video; the video-only LTXV is another family): img = (video, audio); the video
+    # grid is one token per latent pixel, and its RoPE rows (self- and audio-cross-attention) and
+    # its timestep rows (per frame or per token when frames are kept clean) follow the kept tokens;
+    # the audio stream passes whole, though it attends to the merged video.
+    Family("LTX-2", "comfy.ldm.lightricks.av_model:LTXAVModel", (
+        BlockKind(DOUBLE, "transformer_blocks", stream=0, unmerged_when=_ltx_guide_mask, per_token=(
+            PerToken("v_pe", dim=1, sequence=IMAGE, item=0), PerToken("v_cross_pe", dim=1, sequence=IMAGE, item=0),
+            *(PerToken(name, dim=1, sequence=IMAGE, timesteps=True) for name in (
+                "v_timestep", "v_cross_scale_shift_timestep", "v_cross_gate_timestep")))),
+    ), video=True, packed=True, patch=(1, 1, 1), unmerged_when=_ltx_guides),
     # SD3 / SD3.5: joint blocks offered as "double_block"; positions were added at the input (no pe).
     Family("SD3/SD3.5", "comfy.ldm.modules.diffusionmodules.mmdit:MMDiT", (
         BlockKind(DOUBLE, "joint_blocks"),

@@ -202,7 +202,10 @@ class RunLog:
 
     @classmethod
     def signature(cls, latent: torch.Tensor) -> tuple[tuple, torch.Tensor]:
-        """Shape and evenly spaced values of a latent, in float32 on the CPU (one read per run)."""
+        """Shape and evenly spaced values of a latent, in float32 on the CPU (one read per run).
+        Nested latents (LTX-2's video and audio) as the sampler packs them: [B, 1, all values]."""
+        if getattr(latent, "is_nested", False):
+            latent = torch.cat([part.reshape(part.shape[0], 1, -1) for part in latent.unbind()], dim=-1)
         flat = latent.detach().reshape(-1)
         every = max(1, flat.numel() // cls.SIGNATURE_VALUES)
         return tuple(latent.shape), flat[::every].float().cpu()

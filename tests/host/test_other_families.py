@@ -20,8 +20,8 @@ MERGED_FAMILIES = ("flux", "flux2", "chroma", "qwen_image", "sd3", "wan21", "hun
 FLUX_BLOCKS = {("double_block", 0), ("double_block", 1), ("single_block", 0), ("single_block", 1)}
 TWO_DOUBLE = {("double_block", 0), ("double_block", 1)}
 ONE_EACH = {("double_block", 0), ("single_block", 0)}
-BLOCKS = {"flux": FLUX_BLOCKS, "flux2": FLUX_BLOCKS, "chroma": FLUX_BLOCKS, "qwen_image": TWO_DOUBLE, "hunyuan_video": ONE_EACH, "sd3": TWO_DOUBLE, "wan21": TWO_DOUBLE}
-FRAMES = {"wan21": 3, "hunyuan_video": 3, "qwen_image": 1}  # latent frames of the 5-D families' runs (Wan's odd on purpose)
+BLOCKS = {"flux": FLUX_BLOCKS, "flux2": FLUX_BLOCKS, "chroma": FLUX_BLOCKS, "qwen_image": TWO_DOUBLE, "hunyuan_video": ONE_EACH, "ltx2": TWO_DOUBLE, "sd3": TWO_DOUBLE, "wan21": TWO_DOUBLE}
+FRAMES = {"wan21": 3, "hunyuan_video": 3, "ltx2": 3, "qwen_image": 1}  # latent frames of the 5-D families' runs (Wan's odd on purpose)
 
 
 def token_grid(family, grid=GRID):
@@ -85,7 +85,8 @@ def test_dit_blocks_selects_the_blocks(pack, family, dit_model, blocks, expected
     assert {e.key.block[0] for e in report(patched).events} == {expected}
 
 
-@pytest.mark.parametrize("case", [dict(grid=(9, 7)), dict(batch=2), dict(denoise=0.5)], ids=["odd-grid", "batch2", "img2img"])
+@pytest.mark.parametrize("case", [dict(grid=(9, 7)), dict(batch=2), dict(denoise=0.5), dict(steps=4, cfg=1.0)],
+                         ids=["odd-grid", "batch2", "img2img", "4-step-cfg1"])
 def test_odd_grids_batches_and_img2img(pack, family, dit_model, case):
     frames = FRAMES.get(family, 1)
     if "denoise" in case:
@@ -175,17 +176,22 @@ def test_a_family_the_node_cannot_merge_is_refused_with_a_clear_message(pack):
         patch(pack, tiny_dit("wan21_vace"))
 
 
+def parts(latent):
+    """A latent's tensors: LTX-2's video and audio are nested in one."""
+    return list(latent.unbind()) if getattr(latent, "is_nested", False) else [latent]
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_every_family_samples_unpatched(name):
     available(name)
     latent = sample_dit(tiny_dit(name), name, Sampling(steps=2))
-    assert latent.shape == dit_latent(name).shape and torch.isfinite(latent).all()
+    assert [p.shape for p in parts(latent)] == [p.shape for p in parts(dit_latent(name))]
+    assert all(torch.isfinite(p).all() for p in parts(latent))
 
 
-
-@pytest.mark.parametrize("name", ["flux", "wan21"])
+@pytest.mark.parametrize("name", ["flux", "qwen_image", "wan21", "hunyuan_video", "ltx2"])
 def test_the_stats_node_shows_a_dit_run(pack, tmp_path, monkeypatch, name):
-    """An image and a video run (a 4-step one: few-step models are the common case)."""
+    """Image and video runs (4-step ones: few-step models are the common case)."""
     import json
 
     import folder_paths
@@ -468,3 +474,67 @@ def test_hunyuan_guiding_frames_and_reference_latents_run_unmerged(pack, caplog)
             assert torch.equal(sample_dit(patched, "hunyuan_video", steps, positive=positive, frames=frames), baseline)
         assert report(patched).events == () and message in caplog.text, message
         caplog.clear()
+
+
+def ltx_recording(calls):
+    """A block replacement recording what an LTX-2 block receives: img = (video, audio)."""
+    def replacement(args, extras):
+        video, audio = args["img"]
+        timestep = args["v_timestep"]
+        calls.append({"video": video.clone(), "audio": audio.clone(), "pe": args["v_pe"][0].clone(),
+                      "timestep": (timestep if isinstance(timestep, torch.Tensor) else timestep.expand()).clone()})
+        return extras["original_block"](args)
+    return replacement
+
+
+def test_ltx2_merges_the_video_stream_and_passes_the_audio_whole(pack):
+    """LTX-2 image-to-video: the first video frame is kept clean (a noise mask, as
+    LTXVImgToVideoInplace gives), so the video timesteps come one row per frame. Only the video
+    grid merges, never a clean token with a noisy one; the kept tokens keep their own RoPE and
+    timestep rows; the audio tokens reach the block whole."""
+    import comfy.nested_tensor
+
+    family = available("ltx2")
+    frames = FRAMES[family]
+    model = tiny_dit(family)
+    video_mask = torch.ones(1, 1, frames, *GRID)
+    video_mask[:, :, 0] = 0
+    mask = comfy.nested_tensor.NestedTensor([video_mask, torch.ones(1, 1, 5, 16)])
+    latent = comfy.nested_tensor.NestedTensor([torch.randn(1, 128, frames, *GRID, generator=torch.Generator().manual_seed(3)),
+                                               torch.zeros(1, 8, 5, 16)])
+    for cfg in (1.0, 3.5):
+        sampling = Sampling(steps=2, cfg=cfg, latent=latent, noise_mask=mask)
+        baseline = parts(sample_dit(model, family, sampling, frames=frames))
+        identical = parts(sample_dit(patch(pack, model, threshold=1.0), family, sampling, frames=frames))
+        assert all(torch.equal(a, b) for a, b in zip(identical, baseline)), cfg
+    unmerged_calls, merged_calls = [], []
+    plain, wrapped = model.clone(), model.clone()
+    plain.set_model_patch_replace(ltx_recording(unmerged_calls), "dit", "double_block", 0)
+    wrapped.set_model_patch_replace(ltx_recording(merged_calls), "dit", "double_block", 0)
+    sampling = Sampling(steps=1, cfg=1.0, latent=latent, noise_mask=mask)
+    sample_dit(plain, family, sampling, frames=frames)
+    patched = patch(pack, wrapped, threshold=0.0)
+    merged = parts(sample_dit(patched, family, sampling, frames=frames))
+    assert all(torch.isfinite(p).all() for p in merged)
+    (before,), (after,) = unmerged_calls, merged_calls
+    assert before["video"].shape[1] == frames * 64 and after["video"].shape[1] == frames * 16
+    assert torch.equal(after["audio"], before["audio"]), "the audio stream is not merged"
+    events = report(patched).events
+    assert {e.key.groups for e in events} == {(0, 1, 1)} and all(e.merged == 48 * frames for e in events)
+    rows_before, rows_after = before["pe"][0].flatten(1), after["pe"][0].flatten(1)
+    positions = [int(torch.nonzero((rows_before == row).all(-1))[0]) for row in rows_after]
+    assert positions == [f * 64 + r * 8 + c for f in range(frames) for r in range(0, 8, 2) for c in range(0, 8, 2)]
+    assert not torch.equal(before["timestep"][0, 0], before["timestep"][0, 64]), "the clean frame has its own timestep"
+    assert torch.equal(after["timestep"][0, :16], before["timestep"][0, :1].expand(16, -1)), "kept clean tokens: t=0"
+    assert torch.equal(after["timestep"][0, 16:], before["timestep"][0, 64:65].expand(32, -1))
+
+
+def test_ltx2_odd_grids_in_a_four_step_run(pack):
+    """A distilled-style run (4 steps, cfg 1, CONFIG_3) on an odd grid and frame count."""
+    family = available("ltx2")
+    patched = patch(pack, tiny_dit(family), threshold=0.3, schedule="CONFIG_3")
+    out = parts(sample_dit(patched, family, Sampling(steps=4, cfg=1.0), frames=3, grid=(5, 7)))
+    assert out[0].shape == (1, 128, 3, 5, 7) and all(torch.isfinite(p).all() for p in out)
+    events = report(patched).events
+    assert {e.key.grid for e in events} == {(3, 5, 7)} and sum(e.merged for e in events) > 0
+    assert all(e.recomputed == (e.step in report(patched).checkpoints) for e in events), "cached steps run no matching"
