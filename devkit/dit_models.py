@@ -103,7 +103,15 @@ LTX2_CONFIG = {
     "audio_positional_embedding_max_pos": [20], "av_ca_timestep_scale_multiplier": 1000.0,
     "connector_attention_head_dim": 16, "connector_num_attention_heads": 2, "connector_num_layers": 1,
 }
-AUDIO_TOKENS = 5  # audio latent steps of the LTX-2 runs
+AUDIO_TOKENS = 5  # audio latent steps of the LTX-2 and MiniMax-H3 runs
+# MiniMax-H3 layout (text, conditions, stereo audio and the video in one unbatched sequence; 24-channel
+# video latent in (1, 2, 2) patches, 32-channel audio), 64 wide with 2 heads of 32, 2 blocks.
+MINIMAX_CONFIG = {
+    "image_model": "minimax_h3", "hidden_size": 64, "num_layers": 2, "token_refiner_num_layers": 1,
+    "num_attention_heads": 2, "attention_head_dim": 32, "ffn_hidden_size": 128, "latents_dim": 24,
+    "audio_latents_dim": 32, "patch_size": (1, 2, 2), "text_dim": CONTEXT_DIM, "timestep_input_dim": 32,
+    "time_embed_hidden_size": 64, "time_embed_dim": 32, "rope_inv_freq_len": 4,
+}
 # SD3.5 layout (RMS q/k norm, 2×2 patches, learned-size pos_embed table, pooled vector, context Linear).
 # MMDiT fixes the width from the depth: hidden 64·depth with `depth` heads of 64 → 2 blocks, 128 wide,
 # the last one "pre_only" (its context stream has no output projection), as in every SD3.
@@ -135,11 +143,11 @@ WAN21_I2V_CONFIG = {**WAN21_CONFIG, "model_type": "i2v", "in_dim": 36}
 CLIP_VISION_TOKENS, CLIP_VISION_DIM = 257, 1280
 
 FAMILIES = ("flux", "flux2", "chroma", "qwen_image", "sd3", "wan21", "wan21_i2v", "wan21_vace", "wan22_5b",
-            "hunyuan_video", "hunyuan_video15", "ltx2")
-VIDEO = ("wan21", "wan21_i2v", "wan21_vace", "wan22_5b", "hunyuan_video", "hunyuan_video15", "ltx2")
+            "hunyuan_video", "hunyuan_video15", "ltx2", "minimax")
+VIDEO = ("wan21", "wan21_i2v", "wan21_vace", "wan22_5b", "hunyuan_video", "hunyuan_video15", "ltx2", "minimax")
 FIVE_D = (*VIDEO, "qwen_image")  # latent [B, C, frames, H, W] (Qwen-Image: one frame)
 LATENT_CHANNELS = {"flux": 16, "flux2": 128, "chroma": 16, "qwen_image": 16, "sd3": 16, **{family: 16 for family in VIDEO},
-                   "wan22_5b": 48, "hunyuan_video15": 32, "ltx2": 128}
+                   "wan22_5b": 48, "hunyuan_video15": 32, "ltx2": 128, "minimax": 24}
 PATCH = {family: 1 if family in ("flux2", "hunyuan_video15", "ltx2") else 2 for family in FAMILIES}  # latent pixels per token, each side
 # Text tokens the blocks see: Flux 2 pads the prompt to 512 (comfy.model_base.Flux2.extra_conds).
 BLOCK_TEXT_TOKENS = {"flux": TEXT_TOKENS, "flux2": 512, "chroma": TEXT_TOKENS, "qwen_image": TEXT_TOKENS,
@@ -177,6 +185,7 @@ _FAMILY_CLASSES = {
     "hunyuan_video": ("HunyuanVideo", "HunyuanVideo",
                       _known_fields(HUNYUAN_VIDEO_CONFIG, "comfy.ldm.hunyuan_video.model:HunyuanVideoParams")),
     "ltx2": ("LTXAV", "LTXAV", lambda: dict(LTX2_CONFIG)),
+    "minimax": ("MiniMaxH3", "MiniMaxH3", lambda: dict(MINIMAX_CONFIG)),
     "hunyuan_video15": ("HunyuanVideo15", "HunyuanVideo15",
                         _known_fields(HUNYUAN_VIDEO15_CONFIG, "comfy.ldm.hunyuan_video.model:HunyuanVideoParams")),
     "sd3": ("SD3", "SD3", lambda: dict(SD3_CONFIG)),
@@ -228,6 +237,9 @@ def dit_random_weights(module: torch.nn.Module, generator: torch.Generator) -> d
     for key, buffer in module.named_buffers():
         if buffer.numel() == 0:  # a marker (Qwen-Image-Edit 2511's __index_timestep_zero__)
             tensors[key] = buffer.clone()
+        if key.endswith("rope.inv_freq"):  # MiniMax-H3's RoPE frequencies, a checkpoint buffer
+            count = buffer.numel()
+            tensors[key] = 10000.0 ** (-torch.arange(count, dtype=torch.float32) / count)
         if key == "pos_embed" and isinstance(module, comfy.ldm.modules.diffusionmodules.mmdit.MMDiT):
             side = module.pos_embed_max_size
             table = comfy.ldm.modules.diffusionmodules.mmdit.get_2d_sincos_pos_embed(buffer.shape[-1], side)
@@ -293,6 +305,9 @@ def dit_latent(family: str, batch: int = 1, grid: tuple[int, int] = GRID, frames
     if family == "ltx2":
         video = torch.zeros(batch, LATENT_CHANNELS[family], frames, *size)
         return comfy.nested_tensor.NestedTensor([video, torch.zeros(batch, 8, AUDIO_TOKENS, 16)])
+    if family == "minimax":  # video and stereo audio (32 channels × 2 × steps), batch 1
+        video = torch.zeros(batch, LATENT_CHANNELS[family], frames, *size)
+        return comfy.nested_tensor.NestedTensor([video, torch.zeros(batch, 32, 2, AUDIO_TOKENS)])
     if family in FIVE_D:
         return torch.zeros(batch, LATENT_CHANNELS[family], frames, *size)
     return torch.zeros(batch, LATENT_CHANNELS[family], *size)

@@ -84,17 +84,19 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
         return run_block(args)
     streams = args["img"]
     x = streams[spec.stream] if spec.stream is not None else streams  # LTX-2: img = (video, audio)
+    if spec.unbatched and isinstance(x, torch.Tensor) and x.ndim == 2:
+        x = x.unsqueeze(0)
     txt = args.get("txt")
     # The text the block sees: its own stream where it has one, else where the host says the image
     # starts (some models add tokens to the prompt's: Hunyuan 1.5's vision and glyph tokens), else
     # the prompt's length.
     text = (txt.shape[1] if isinstance(txt, torch.Tensor) and txt.ndim == 3
             else (options.get("img_slice") or (layout.text,))[0] if spec.grid_after_text else layout.text)
-    start = text if spec.grid_after_text and layout.text_first else 0
     tokens = layout.tokens
-    if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[1] < start + tokens:
+    if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[1] < tokens:
         return run_block(args)
-    reason = _sequence_mismatch(spec, args, x.shape[1], text)
+    start = x.shape[1] - tokens if spec.grid_last else text if spec.grid_after_text and layout.text_first else 0
+    reason = _sequence_mismatch(spec, args, x.shape[1], text) or _segment_mismatch(spec, args, start, tokens)
     if reason:
         run.note_once(f"CA-ToMe: {reason}; these blocks run unmerged.")
         return run_block(args)
@@ -103,15 +105,19 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
                      for entry in spec.per_token if entry.timesteps and args.get(entry.name) is not None}
     timestep_rows = {name: rows for name, rows in timestep_rows.items() if rows is not None}
     deciding = next(iter(timestep_rows.values()), None)  # the first timestep input says which tokens may merge
-    plan = run.plan((spec.kind, index, 0), options, metric.DIT(grid), layout.grid,
-                    deciding.groups(start, tokens) if deciding is not None else None)
+    groups = deciding.groups(start, tokens) if deciding is not None else _segment_groups(spec, args, start, tokens)
+    plan = run.plan((spec.kind, index, 0), options, metric.DIT(grid), layout.grid, groups)
     if plan.is_identity:
         return run_block(args)
     merged = torch.cat((x[:, :start], plan.merge(grid), x[:, start + tokens:]), dim=1)
-    merged_args = {**args, "img": _replace(streams, spec.stream, merged.clone())}  # blocks add their update in place
+    block_input = merged.clone()  # blocks add their update in place
+    merged_args = {**args, "img": _replace(streams, spec.stream, block_input[0] if spec.unbatched else block_input)}
     for entry in spec.per_token:
         value = args.get(entry.name)
         if value is None:
+            continue
+        if entry.segments:
+            merged_args[entry.name] = _shrunk_segments(value, start, tokens, plan)
             continue
         rows = _rows_of(entry, value)
         # where the grid starts in the input's sequence: img, or the joint [txt, img] / [img, txt]
@@ -128,7 +134,47 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
         merged_args[entry.name] = _replace(value, entry.item, _gather_along(rows, entry.dim, kept))
     out = run_block(merged_args)
     output = out["img"][spec.stream] if spec.stream is not None else out["img"]
-    return {**out, "img": _replace(out["img"], spec.stream, unmerged_output(x, merged, output, plan, start))}
+    full = unmerged_output(x, merged, output.unsqueeze(0) if spec.unbatched else output, plan, start)
+    return {**out, "img": _replace(out["img"], spec.stream, full[0] if spec.unbatched else full)}
+
+
+def _grid_segment(segments, start: int, tokens: int):
+    """The index and (start, stop, row) of the modulation range that is exactly the grid, or None."""
+    return next(((i, segment) for i, segment in enumerate(segments)
+                 if int(segment[0]) == start and int(segment[1]) == start + tokens), None)
+
+
+def _segment_mismatch(spec: BlockKind, args: dict, start: int, tokens: int) -> str | None:
+    for entry in spec.per_token:
+        if entry.segments and args.get(entry.name) is not None and _grid_segment(args[entry.name], start, tokens) is None:
+            return f"no range of '{entry.name}' is the video grid's ({start}–{start + tokens})"
+    return None
+
+
+def _segment_groups(spec: BlockKind, args: dict, start: int, tokens: int):
+    """(signature, group of every grid token) when the grid's modulation range has a row per token
+    (a mask keeps some tokens clean): tokens of different rows never merge."""
+    for entry in spec.per_token:
+        value = args.get(entry.name)
+        if entry.segments and value is not None:
+            _, (_, _, row) = _grid_segment(value, start, tokens)
+            if isinstance(row, torch.Tensor) and row.numel() > 1:
+                ids = _in_order_of_appearance(torch.unique(row, return_inverse=True)[1])
+                runs, counts = torch.unique_consecutive(ids, return_counts=True)
+                signature = tuple(zip(runs.tolist(), counts.tolist()))  # (group, tokens) runs: short to hash
+                return (signature, ids) if len(runs) > 1 else None
+    return None
+
+
+def _shrunk_segments(segments, start: int, tokens: int, plan: MergePlan) -> list:
+    """The modulation ranges of the merged sequence: the grid's range holds the kept tokens (a row
+    per token follows them), the ranges after it move up by the merged count."""
+    index, (_, _, row) = _grid_segment(segments, start, tokens)
+    kept = tokens - plan.merged_count
+    if isinstance(row, torch.Tensor) and row.numel() > 1:
+        row = row[plan.kept_tokens[0]]
+    shifted = [(int(a) - plan.merged_count, int(b) - plan.merged_count, r) for a, b, r in segments[index + 1:]]
+    return [*segments[:index], (start, start + kept, row), *shifted]
 
 
 def _rows_of(entry: PerToken, value) -> torch.Tensor:
@@ -194,7 +240,7 @@ def _sequence_mismatch(spec: BlockKind, args: dict, length: int, text: int) -> s
     apart: e.g. another patch dropped reference tokens from ``img`` but not from ``pe``)."""
     for entry in spec.per_token:
         value = args.get(entry.name)
-        if entry.timesteps or entry.mask or value is None:
+        if entry.timesteps or entry.mask or entry.segments or value is None:
             continue
         rows = _rows_of(entry, value)
         expected = length if entry.sequence == IMAGE or spec.grid_after_text else text + length

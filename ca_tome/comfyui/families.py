@@ -40,6 +40,7 @@ class PerToken:
     sequence: str = JOINT
     mask: bool = False
     timesteps: bool = False
+    segments: bool = False  # [(start, stop, modulation row), …] over img (MiniMax): the grid's range shrinks
     item: int | None = None  # the input is a tuple whose element ``item`` is per token (LTX's RoPE: (rotation, split))
 
 
@@ -49,6 +50,8 @@ class BlockKind:
     blocks: str  # the diffusion model's list of these blocks
     grid_after_text: bool = False  # img = [txt, grid, …] rather than [grid, …]
     stream: int | None = None  # img is a tuple of streams (LTX-2: video, audio); the grid is in this one
+    grid_last: bool = False  # the grid is the end of img (MiniMax: [text, conditions, audio, video])
+    unbatched: bool = False  # img is [tokens, channels] of a batch of one
     per_token: tuple[PerToken, ...] = ()
     unmerged_when: Callable[[dict], str | None] | None = None  # args -> why this call runs whole
 
@@ -194,6 +197,13 @@ FAMILIES = (
             *(PerToken(name, dim=1, sequence=IMAGE, timesteps=True) for name in (
                 "v_timestep", "v_cross_scale_shift_timestep", "v_cross_gate_timestep")))),
     ), video=True, packed=True, patch=(1, 1, 1), unmerged_when=_ltx_guides),
+    # MiniMax-H3 (video + audio, batch 1): img = [text, keyframes, references, audio, video] in one
+    # unbatched sequence; the video grid is its end. RoPE rows span img; ``mod_segments`` gives each
+    # range of img its modulation row (a row per token where a mask keeps tokens clean).
+    Family("MiniMax-H3", "comfy.ldm.minimax.model:MiniMaxH3Model", (
+        BlockKind(DOUBLE, "blocks", grid_last=True, unbatched=True, per_token=(
+            PerToken("rope_freqs", dim=1, sequence=IMAGE), PerToken("mod_segments", sequence=IMAGE, segments=True))),
+    ), video=True, packed=True),
     # SD3 / SD3.5: joint blocks offered as "double_block"; positions were added at the input (no pe).
     Family("SD3/SD3.5", "comfy.ldm.modules.diffusionmodules.mmdit:MMDiT", (
         BlockKind(DOUBLE, "joint_blocks"),

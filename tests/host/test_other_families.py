@@ -20,8 +20,8 @@ MERGED_FAMILIES = ("flux", "flux2", "chroma", "qwen_image", "sd3", "wan21", "hun
 FLUX_BLOCKS = {("double_block", 0), ("double_block", 1), ("single_block", 0), ("single_block", 1)}
 TWO_DOUBLE = {("double_block", 0), ("double_block", 1)}
 ONE_EACH = {("double_block", 0), ("single_block", 0)}
-BLOCKS = {"flux": FLUX_BLOCKS, "flux2": FLUX_BLOCKS, "chroma": FLUX_BLOCKS, "qwen_image": TWO_DOUBLE, "hunyuan_video": ONE_EACH, "ltx2": TWO_DOUBLE, "sd3": TWO_DOUBLE, "wan21": TWO_DOUBLE}
-FRAMES = {"wan21": 3, "hunyuan_video": 3, "ltx2": 3, "qwen_image": 1}  # latent frames of the 5-D families' runs (Wan's odd on purpose)
+BLOCKS = {"flux": FLUX_BLOCKS, "flux2": FLUX_BLOCKS, "chroma": FLUX_BLOCKS, "qwen_image": TWO_DOUBLE, "hunyuan_video": ONE_EACH, "ltx2": TWO_DOUBLE, "minimax": TWO_DOUBLE, "sd3": TWO_DOUBLE, "wan21": TWO_DOUBLE}
+FRAMES = {"wan21": 3, "hunyuan_video": 3, "ltx2": 3, "minimax": 3, "qwen_image": 1}  # latent frames of the 5-D families' runs (Wan's odd on purpose)
 
 
 def token_grid(family, grid=GRID):
@@ -189,7 +189,7 @@ def test_every_family_samples_unpatched(name):
     assert all(torch.isfinite(p).all() for p in parts(latent))
 
 
-@pytest.mark.parametrize("name", ["flux", "qwen_image", "wan21", "hunyuan_video", "ltx2"])
+@pytest.mark.parametrize("name", ["flux", "qwen_image", "wan21", "hunyuan_video", "ltx2", "minimax"])
 def test_the_stats_node_shows_a_dit_run(pack, tmp_path, monkeypatch, name):
     """Image and video runs (4-step ones: few-step models are the common case)."""
     import json
@@ -535,6 +535,85 @@ def test_ltx2_odd_grids_in_a_four_step_run(pack):
     patched = patch(pack, tiny_dit(family), threshold=0.3, schedule="CONFIG_3")
     out = parts(sample_dit(patched, family, Sampling(steps=4, cfg=1.0), frames=3, grid=(5, 7)))
     assert out[0].shape == (1, 128, 3, 5, 7) and all(torch.isfinite(p).all() for p in out)
+    events = report(patched).events
+    assert {e.key.grid for e in events} == {(3, 5, 7)} and sum(e.merged for e in events) > 0
+    assert all(e.recomputed == (e.step in report(patched).checkpoints) for e in events), "cached steps run no matching"
+
+
+def minimax_recording(calls):
+    """A block replacement recording what a MiniMax-H3 block receives: one unbatched sequence."""
+    def replacement(args, extras):
+        segments = [(a, b, r.clone() if isinstance(r, torch.Tensor) else r) for a, b, r in args["mod_segments"]]
+        calls.append({"img": args["img"].clone(), "rope": args["rope_freqs"].clone(), "segments": segments})
+        return extras["original_block"](args)
+    return replacement
+
+
+@pytest.mark.parametrize("cfg", [1.0, 3.5])
+def test_minimax_merges_the_video_segment_only(pack, cfg):
+    """MiniMax-H3: img is [text, audio, video] without a batch dimension (cond and uncond run in
+    separate calls); only the video at its end merges, its RoPE rows follow the kept tokens, its
+    modulation range shrinks to them, and the text and audio reach the block whole."""
+    family = available("minimax")
+    frames = FRAMES[family]
+    model = tiny_dit(family)
+    sampling = Sampling(steps=2, cfg=cfg)
+    baseline = parts(sample_dit(model, family, sampling, frames=frames))
+    identical = parts(sample_dit(patch(pack, model, threshold=1.0), family, sampling, frames=frames))
+    assert all(torch.equal(a, b) for a, b in zip(identical, baseline))
+    unmerged_calls, merged_calls = [], []
+    plain, wrapped = model.clone(), model.clone()
+    plain.set_model_patch_replace(minimax_recording(unmerged_calls), "dit", "double_block", 0)
+    wrapped.set_model_patch_replace(minimax_recording(merged_calls), "dit", "double_block", 0)
+    sample_dit(plain, family, sampling, frames=frames)
+    patched = patch(pack, wrapped, threshold=0.0)
+    merged = parts(sample_dit(patched, family, sampling, frames=frames))
+    assert all(torch.isfinite(p).all() for p in merged) and not torch.equal(merged[0], baseline[0])
+    before, after = unmerged_calls[0], merged_calls[0]
+    video = frames * 64
+    start = before["img"].shape[0] - video
+    assert after["img"].shape[0] == start + frames * 16
+    assert torch.equal(after["img"][:start], before["img"][:start]), "text and audio whole"
+    assert after["segments"][:-1] == before["segments"][:-1]
+    assert after["segments"][-1] == (start, start + frames * 16, before["segments"][-1][2])
+    rows_before, rows_after = before["rope"][0, start:].flatten(1), after["rope"][0, start:].flatten(1)
+    positions = [int(torch.nonzero((rows_before == row).all(-1))[0]) for row in rows_after]
+    assert positions == [f * 64 + r * 8 + c for f in range(frames) for r in range(0, 8, 2) for c in range(0, 8, 2)]
+    assert {e.key.grid for e in report(patched).events} == {token_grid(family)}
+    assert len(report(patched).events) == 2 * 2 * (2 if cfg > 1 else 1), "cond and uncond in separate calls"
+
+
+def test_minimax_tokens_a_mask_keeps_clean_merge_only_among_themselves(pack):
+    """A mask keeping the first video frame: that frame's tokens get their own modulation row each
+    (``mod_segments`` then holds a row per video token), so they merge only with each other, and
+    every kept token keeps its row."""
+    import comfy.nested_tensor
+
+    family = available("minimax")
+    frames = FRAMES[family]
+    video_mask = torch.ones(1, 1, frames, *(side * 2 for side in GRID))
+    video_mask[:, :, 0] = 0
+    mask = comfy.nested_tensor.NestedTensor([video_mask, torch.ones(1, 1, 2, 5)])
+    latent = dit_latent(family, frames=frames)
+    calls = []
+    model = tiny_dit(family)
+    model.set_model_patch_replace(minimax_recording(calls), "dit", "double_block", 1)
+    patched = patch(pack, model, threshold=0.0)
+    out = parts(sample_dit(patched, family, Sampling(steps=2, cfg=1.0, latent=latent, noise_mask=mask), frames=frames))
+    assert all(torch.isfinite(p).all() for p in out)
+    events = report(patched).events
+    assert {e.key.groups for e in events} == {((0, 64), (1, 128))} and all(e.merged == 48 * frames for e in events)
+    rows = calls[-1]["segments"][-1][2]
+    assert isinstance(rows, torch.Tensor) and rows.numel() == frames * 16
+    assert len(set(rows[:16].tolist())) == 1 and len(set(rows[16:].tolist())) == 1 and rows[0] != rows[16], \
+        "the kept clean tokens keep their row, the kept noisy ones theirs"
+
+
+def test_minimax_odd_grids_in_a_four_step_run(pack):
+    family = available("minimax")
+    patched = patch(pack, tiny_dit(family), threshold=0.3, schedule="CONFIG_3")
+    out = parts(sample_dit(patched, family, Sampling(steps=4, cfg=1.0), frames=3, grid=(5, 7)))
+    assert out[0].shape == (1, 24, 3, 10, 14) and all(torch.isfinite(p).all() for p in out)
     events = report(patched).events
     assert {e.key.grid for e in events} == {(3, 5, 7)} and sum(e.merged for e in events) > 0
     assert all(e.recomputed == (e.step in report(patched).checkpoints) for e in events), "cached steps run no matching"
