@@ -9,20 +9,22 @@ import math
 import torch
 from comfy_api.latest import ComfyExtension, io
 
-from .ca_tome.comfyui import (DIT_BLOCKS, LEVELS_AUTO, TARGETS, TokenMerging, apply_token_merging, log_host_check,
-                              merging_patch)
+from .ca_tome.comfyui import (DIT_BLOCKS, FAMILIES, LEVELS_AUTO, TARGETS, VIDEO_CELLS, TokenMerging,
+                              apply_token_merging, log_host_check, merging_patch)
 from .ca_tome.schedule import AUTO, AutoRefresh
 from .ca_tome.schedule import NAMES as SCHEDULE_NAMES
 from .ca_tome.schedule import Schedule
 
 CUSTOM = "custom"
 LEVEL_CHOICES = [LEVELS_AUTO, "1", "2", "4", "8"]
+DITS = ", ".join(family.name for family in FAMILIES)
+VIDEO_CELLS_DEFAULT = TokenMerging.__dataclass_fields__["video_cells"].default
 
 TOOLTIPS = {
     "model": "The model to patch. It is cloned: the input model stays unmerged.",
     "threshold": "Merge every token pair whose cosine similarity is at least this (the paper's t). "
                  "Lower = more tokens merged = faster, less faithful. 0.7 is the paper's choice (UNets); 1.0 "
-                 "merges nothing. On DiTs (Flux, SD3, Wan) the similarity is taken on the image tokens with every "
+                 "merges nothing. On DiTs the similarity is taken on the image tokens with every "
                  "channel standardised over the image, so the few huge channels real DiTs carry in every token "
                  "count no more than any other; the same t merges less there than on a UNet: check the merged "
                  "share with the Stats node.",
@@ -44,17 +46,23 @@ TOOLTIPS = {
                     "the presets are). The first step always recomputes.",
     "levels": "Which UNet levels to merge. 'auto' = the highest-resolution level that has self-attention "
               "(D1/U1 on SD1.x/SD2.x, the 2×-downsampled level on SDXL). A number = every level downsampled at "
-              "most that much (1 = full latent resolution only). Ignored on DiTs (Flux.1, Flux 2, SD3, Wan): see dit_blocks.",
-    "dit_blocks": "DiT models (Flux.1, Flux 2, SD3/SD3.5, Wan 2.1/2.2): which blocks run on merged image or video tokens (text tokens are never "
+              "most that much (1 = full latent resolution only). Ignored on DiTs: see dit_blocks.",
+    "dit_blocks": f"DiT models ({DITS}): which blocks run on merged image or video tokens (text, audio and "
+                  "reference tokens are never "
                   "merged). 'all' (default) = every block: by far the fastest; 'single' = Flux's single-stream "
                   "blocks only: much closer to the unmerged image, a smaller saving; 'double' = Flux's "
-                  "double-stream blocks (every SD3 and Wan block), image stream only: on Flux the smallest saving at "
-                  "about the same closeness as 'single'. Measured trade-offs: BENCHMARKS.md. Ignored on UNets.",
+                  "double-stream blocks (every block of the models that have one kind), image stream only: on Flux "
+                  "the smallest saving at about the same closeness as 'single'. Measured trade-offs: BENCHMARKS.md. "
+                  "Ignored on UNets.",
+    "video_cells": "Video models: the cells tokens merge within. 'spatial' = stride × stride tokens of one latent "
+                   "frame; 'spatio-temporal' = the same tokens of two consecutive frames (the destination in the "
+                   "earlier), so still regions also merge across time. Tokens of different timesteps (a clean "
+                   "first frame) never merge either way. Measured trade-offs: BENCHMARKS.md. Ignored on images.",
     "stride": "Cell size in tokens (stride × stride); one destination token per cell (top-left), the rest "
               "may merge into a destination. 2 is the paper's.",
     "merge": "What is merged. 'qkv' (the paper): the attention input, so q, k and v all shrink — fastest. "
              "'q': queries only (ComfyUI's built-in Tome). 'kv': keys and values only (ToDo), no unmerge needed. "
-             "UNets only: on a DiT (Flux, SD3, Wan) the whole block runs on the merged image tokens.",
+             "UNets only: on a DiT the whole block runs on the merged image tokens.",
     "batch_policy": "All images of a batch (and cond/uncond) merge the same number of tokens. 'min': that number "
                     "is the smallest count above threshold, so no pair below threshold is ever merged. 'max': the "
                     "largest count, as the paper's code (other items then merge some pairs below threshold).",
@@ -84,9 +92,11 @@ def _common_inputs(schedule_default: str) -> list:
 
 def _dit_input() -> list:
     # Last and optional: saved workflows list widget values by position and API prompts saved
-    # before this input existed lack it; both keep loading.
+    # before these inputs existed lack them; both keep loading.
     return [io.Combo.Input("dit_blocks", options=list(DIT_BLOCKS), default=DIT_BLOCKS[0], optional=True,
-                           tooltip=TOOLTIPS["dit_blocks"])]
+                           tooltip=TOOLTIPS["dit_blocks"]),
+            io.Combo.Input("video_cells", options=list(VIDEO_CELLS), default=VIDEO_CELLS_DEFAULT, optional=True,
+                           tooltip=TOOLTIPS["video_cells"], **ADVANCED)]
 
 
 def _unit_interval_error(name: str, value) -> str | None:
@@ -114,10 +124,11 @@ def _schedule_error(schedule: str, custom_steps: str) -> str | None:
 
 
 def _patched(model, schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval, record_stats,
-             dit_blocks, **amount) -> io.NodeOutput:
+             dit_blocks, video_cells, **amount) -> io.NodeOutput:
     config = TokenMerging(schedule=_schedule(schedule, custom_steps, auto_tolerance, auto_max_interval),
                           levels=LEVELS_AUTO if levels == LEVELS_AUTO else int(levels), stride=(stride, stride),
-                          target=merge, record_stats=record_stats, dit_blocks=dit_blocks, **amount)
+                          target=merge, record_stats=record_stats, dit_blocks=dit_blocks, video_cells=video_cells,
+                          **amount)
     return io.NodeOutput(apply_token_merging(model, config))
 
 
@@ -136,8 +147,8 @@ class CATome(io.ComfyNode):
             node_id="CATome",
             display_name="CA-ToMe (Cached Adaptive Token Merging)",
             category="model_patches/unet",
-            description="Speeds up UNet self-attention (SD1.x, SDXL) and DiT blocks (Flux.1, Flux 2, SD3, Wan video) by merging similar "
-                        "tokens; pairs are cached between checkpoint steps.",
+            description=f"Speeds up UNet self-attention (SD1.x, SDXL) and DiT blocks ({DITS}) by merging similar "
+                        "image and video tokens; pairs are cached between checkpoint steps.",
             inputs=[
                 io.Model.Input("model", tooltip=TOOLTIPS["model"]),
                 io.Float.Input("threshold", default=0.7, min=0.0, max=1.0, step=0.01, tooltip=TOOLTIPS["threshold"]),
@@ -156,9 +167,9 @@ class CATome(io.ComfyNode):
     @classmethod
     def execute(cls, model, threshold, schedule, custom_steps, levels, stride, merge, batch_policy,
                 auto_tolerance=AutoRefresh.tolerance, auto_max_interval=AutoRefresh.max_interval,
-                record_stats=False, dit_blocks=DIT_BLOCKS[0]) -> io.NodeOutput:
+                record_stats=False, dit_blocks=DIT_BLOCKS[0], video_cells=VIDEO_CELLS_DEFAULT) -> io.NodeOutput:
         return _patched(model, schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval,
-                        record_stats, dit_blocks, threshold=threshold, batch_policy=batch_policy)
+                        record_stats, dit_blocks, video_cells, threshold=threshold, batch_policy=batch_policy)
 
 
 class CATomeFixedRatio(io.ComfyNode):
@@ -188,9 +199,9 @@ class CATomeFixedRatio(io.ComfyNode):
     @classmethod
     def execute(cls, model, ratio, schedule, custom_steps, levels, stride, merge, auto_tolerance=AutoRefresh.tolerance,
                 auto_max_interval=AutoRefresh.max_interval, record_stats=False,
-                dit_blocks=DIT_BLOCKS[0]) -> io.NodeOutput:
+                dit_blocks=DIT_BLOCKS[0], video_cells=VIDEO_CELLS_DEFAULT) -> io.NodeOutput:
         return _patched(model, schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval,
-                        record_stats, dit_blocks, ratio=ratio)
+                        record_stats, dit_blocks, video_cells, ratio=ratio)
 
 
 class CATomeStats(io.ComfyNode):

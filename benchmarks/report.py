@@ -700,11 +700,57 @@ def wan_targets() -> str:
 
 
 def wan_matching() -> str:
-    """The phrase on what one matching costs at 32k video tokens, against a checkpoint step."""
-    cached = wan_rows()["CA-ToMe, checkpoint step then cached step"]
-    seconds = statistics.median(cached["matching_seconds"])
-    return (f"one matching of the {load('dit_wan.json')['model']['video_tokens']:,} video tokens took {seconds:.2f} s, "
-            f"{percent(seconds / cached['step_0_median'])} of CA-ToMe's checkpoint step")
+    """The phrase on what one matching costs at 32k video tokens, against a checkpoint step, for
+    both kinds of cells (spatio-temporal cells hold half the dsts)."""
+    rows = wan_rows()
+    shares = {}
+    for kind, name in (("spatial", "CA-ToMe, checkpoint step then cached step"),
+                       ("spatio-temporal", "CA-ToMe, spatio-temporal cells")):
+        seconds = statistics.median(rows[name]["matching_seconds"])
+        shares[kind] = (seconds, seconds / rows[name]["step_0_median"])
+    (spatial, spatial_share), (temporal, temporal_share) = shares["spatial"], shares["spatio-temporal"]
+    return (f"one matching of the {load('dit_wan.json')['model']['video_tokens']:,} video tokens took {spatial:.2f} s "
+            f"with spatial cells, {percent(spatial_share)} of CA-ToMe's checkpoint step, and {temporal:.2f} s "
+            f"({percent(temporal_share)}) with spatio-temporal cells")
+
+
+def run_table(name: str) -> str:
+    """A whole-run benchmark (``benchmarks.wan --steps N`` or another family): per variant the run's
+    time (median and range over the repeats), speed-up, merged share, fidelity."""
+    result = load(name)
+    rows = {row["variant"]: row for row in result["variants"]}
+    base = rows["unpatched"]["run_median"]
+    header = ["variant", f"{result['steps']}-step run (s)", "speed-up", "merged", "recomputed at steps",
+              "latent PSNR to unpatched"]
+    lines = []
+    for variant, row in rows.items():
+        psnr = row.get("fidelity_to_unpatched", {}).get("psnr_db")
+        lines.append([variant, f"{row['run_median']:.1f} ({span(row['run_range'], 1, '')})",
+                      times(base / row["run_median"]), percent(statistics.median(row["merged_fraction"])),
+                      ", ".join(map(str, row.get("recomputed_steps", []))) or "–",
+                      "–" if psnr is None else f"{psnr:.1f} dB"])
+    return table(header, lines)
+
+
+def run_source(name: str) -> str:
+    result = load(name)
+    return (f"`{result['command']}` — {result['what']}; {result['model']['tokens']:,} tokens, {result['steps']} steps "
+            f"({result['sampler']}, {result['schedule']}), {result['repeats']} interleaved repeats; "
+            f"{result['timestamp'][:10]}, {result['machine']}, commit {result['commit']}")
+
+
+def psnr_or_identical(psnr) -> str:
+    return "identical" if psnr is None else f"{psnr:.1f} dB"
+
+
+def video_cells_table() -> str:
+    """Spatial against spatio-temporal cells: merged share per threshold and fidelity at equal share."""
+    result = load("video_cells.json")
+    header = ["video", "cells", "setting", "merged", "latent PSNR to unmerged"]
+    lines = [[row["video"], row["cells"], f"t = {row['threshold']}" if "threshold" in row else f"ratio {row['ratio']}",
+              percent(row["merged_fraction"]), psnr_or_identical(row["fidelity_to_unmerged"]["psnr_db"])]
+             for row in result["rows"]]
+    return table(header, lines)
 
 
 GENERATORS = {
@@ -739,6 +785,11 @@ GENERATORS = {
     "dit-wan": wan_table,
     "dit-wan-targets": wan_targets,
     "dit-wan-matching": wan_matching,
+    "dit-wan-run-source": lambda: run_source("dit_wan_5frames_20steps.json"),
+    "dit-wan-run": lambda: run_table("dit_wan_5frames_20steps.json"),
+    "dit-qwen-source": lambda: run_source("dit_qwen_image.json"),
+    "dit-qwen": lambda: run_table("dit_qwen_image.json"),
+    "video-cells": video_cells_table,
 }
 
 

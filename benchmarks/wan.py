@@ -1,23 +1,26 @@
-"""Wan video benchmark: whole Wan blocks on merged video tokens, at the token count of 480p × 81 frames.
+"""Whole DiT blocks on merged tokens at full width: Wan video at 480p × 81 frames, Qwen-Image at 1024².
 
 ComfyUI's own Wan 2.1 class at the 1.3B model's full width (dim 1536, 12 heads of 128, ffn 8960,
 umT5-width text: 512 tokens of 4096) with one block (``--blocks``) and random weights, on a
-latent of 21 frames × 60 × 104 (32,760 video tokens), sampled through ``comfy.sample.sample``
-(euler, cfg 1 — one model call per step) for two steps: step 0 matches (the checkpoint step), step
-1 reuses the pairs (a cached step). Variants, interleaved over ``--repeats`` repeats after a
-warm-up, every step timed by the sampler's callback:
+latent of 21 frames × 60 × 104 (32,760 video tokens); or (``--family qwen_image``) Qwen-Image's
+class at its full width (24 heads of 128, 256 text tokens of 3584) on a 1024² latent (4,096
+image tokens). Sampled through ``comfy.sample.sample`` (euler, cfg 1 — one model call per step)
+for two steps: step 0 matches (the checkpoint step), step 1 reuses the pairs (a cached step); or
+(``--steps`` > 2) a whole run with CONFIG_3. Variants, interleaved over ``--repeats`` repeats
+after a warm-up, every step timed by the sampler's callback:
 
 - unpatched;
 - fixed ratio 0.5 on the CA-ToMe engine, matching every step;
-- CA-ToMe at the threshold that merges about half the video tokens here (calibrated on another
-  seed and prompt), schedule ``once``: a checkpoint step, then a cached one;
+- CA-ToMe at the threshold that merges about half the tokens here (calibrated on another seed and
+  prompt), schedule ``once`` (or CONFIG_3); on video with spatial and with spatio-temporal cells,
+  each calibrated for itself;
 - the free-merge ceiling: the unpatched model on a latent half as wide (half the tokens, no
   matching, no merge).
 
 Fidelity: each merged variant's latent against the unpatched one of the same seed (latent PSNR:
-no VAE). ``python -m benchmarks.wan`` writes results/dit_wan.json (about 20 minutes on 2 CPU
-cores); ``--quick`` runs 3 frames of 16 × 16 in seconds. ``python -m benchmarks.report`` makes the
-BENCHMARKS.md table.
+no VAE). ``python -m benchmarks.wan`` writes results/dit_wan.json (about half an hour on 2 CPU
+cores); other settings write a file named after them; ``--quick`` runs 3 frames of 16 × 16 in
+seconds. ``python -m benchmarks.report`` makes the BENCHMARKS.md tables.
 """
 
 from __future__ import annotations
@@ -43,65 +46,90 @@ from .speed import TARGET_MERGED  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 WAN_1_3B = dict(dim=1536, ffn_dim=8960, num_heads=12, text_dim=4096, freq_dim=256)
-TEXT_TOKENS = 512
-UNPATCHED, RATIO, CA_TOME, CEILING = ("unpatched", "fixed ratio 0.5, matching every step",
-                                      "CA-ToMe, checkpoint step then cached step", "ceiling: half the tokens, no merge")
+# Qwen-Image's width (24 heads of 128 = 3072, Qwen2.5-VL text states of 3584), one block.
+QWEN_IMAGE = dict(num_attention_heads=24, attention_head_dim=128, joint_attention_dim=3584, axes_dims_rope=(16, 56, 56))
+# family -> (model config, text tokens, text width, default latent (frames, height, width))
+FAMILIES = {"wan21": (WAN_1_3B, 512, 4096, (21, 60, 104)), "qwen_image": (QWEN_IMAGE, 256, 3584, (1, 128, 128))}
+UNPATCHED, RATIO, CEILING = "unpatched", "fixed ratio 0.5, matching every step", "ceiling: half the tokens, no merge"
+CA_TOME, CA_TOME_TEMPORAL = "CA-ToMe, checkpoint step then cached step", "CA-ToMe, spatio-temporal cells"
 
 
-def conditioning(seed: int) -> list:
+def ca_tome_name(cells: str, steps: int) -> str:
+    name = CA_TOME if cells == "spatial" else CA_TOME_TEMPORAL
+    return name if steps == 2 else f"{name}, CONFIG_3".replace(", checkpoint step then cached step", "")
+
+
+def conditioning(family: str, seed: int) -> list:
+    _, tokens, width, _ = FAMILIES[family]
     g = torch.Generator().manual_seed(seed)
-    return [[torch.randn(1, TEXT_TOKENS, 4096, generator=g) * 0.1, {}]]
+    return [[torch.randn(1, tokens, width, generator=g) * 0.1, {}]]
 
 
-def timed(model, latent_shape, steps: int, seed: int = 0):
+def timed(model, family: str, latent_shape, steps: int, seed: int = 0):
     latent = torch.zeros(latent_shape)
     stamps = [time.perf_counter()]
     with torch.no_grad():
         out = comfy.sample.sample(model, comfy.sample.prepare_noise(latent, seed), steps, 1.0, "euler", "simple",
-                                  conditioning(10 + seed), conditioning(20 + seed), latent, disable_pbar=True,
-                                  seed=seed, callback=lambda *_: stamps.append(time.perf_counter()))
+                                  conditioning(family, 10 + seed), conditioning(family, 20 + seed), latent,
+                                  disable_pbar=True, seed=seed, callback=lambda *_: stamps.append(time.perf_counter()))
     return out, [b - a for a, b in zip(stamps, stamps[1:])]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=21, help="latent frames (21 = 81 video frames)")
-    parser.add_argument("--height", type=int, default=60, help="latent height (60 = 480 px)")
-    parser.add_argument("--width", type=int, default=104, help="latent width (104 = 832 px)")
+    parser.add_argument("--family", default="wan21", choices=sorted(FAMILIES))
+    parser.add_argument("--frames", type=int, help="latent frames (Wan: 21 = 81 video frames)")
+    parser.add_argument("--height", type=int, help="latent height (Wan: 60 = 480 px; Qwen-Image: 128 = 1024 px)")
+    parser.add_argument("--width", type=int, help="latent width (Wan: 104 = 832 px)")
     parser.add_argument("--blocks", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=2,
+                        help="2: a checkpoint step then a cached one (schedule once); more: a whole run with CONFIG_3")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="3 frames of 16 × 16, one repeat: a check in seconds")
     args = parser.parse_args()
+    config, _, _, default_latent = FAMILIES[args.family]
+    for name, value in zip(("frames", "height", "width"), default_latent):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.quick:
-        args.frames, args.height, args.width, args.repeats = 3, 16, 16, 1
-    steps = 2
+        args.frames, args.height, args.width, args.repeats = min(args.frames, 3), 16, 16, 1
+    steps, video = args.steps, args.family == "wan21"
+    schedule = "once" if steps == 2 else "CONFIG_3"
     shape = (1, 16, args.frames, args.height, args.width)
     half = (1, 16, args.frames, args.height, args.width // 2)
     torch.manual_seed(0)
     pack = load_pack()
-    model = tiny_dit("wan21", **WAN_1_3B, num_layers=args.blocks)
-    recorded = pack.nodes.CATome.execute(model, 0.5, "all", "", "auto", 2, "qkv", "min", record_stats=True).result[0]
-    timed(recorded, shape, steps, seed=1)  # calibration: another seed, another prompt
-    threshold = pack.ca_tome.stats.threshold_for_merged_share(pack.ca_tome.comfyui.last_report(recorded).stats,
-                                                              TARGET_MERGED)
+    model = tiny_dit(args.family, **config, num_layers=args.blocks)
+    cells = ("spatial", "spatio-temporal") if video else ("spatial",)
+    thresholds = {}
+    for kind in cells:  # calibration: another seed, another prompt, the first steps of a run
+        recorded = pack.nodes.CATome.execute(model, 0.5, "all", "", "auto", 2, "qkv", "min", record_stats=True,
+                                             video_cells=kind).result[0]
+        timed(recorded, args.family, shape, 2, seed=1)
+        thresholds[kind] = pack.ca_tome.stats.threshold_for_merged_share(
+            pack.ca_tome.comfyui.last_report(recorded).stats, TARGET_MERGED)
     variants = {
         UNPATCHED: (model, shape),
         RATIO: (pack.nodes.CATomeFixedRatio.execute(model, TARGET_MERGED, "all", "", "auto", 2, "qkv").result[0], shape),
-        CA_TOME: (pack.nodes.CATome.execute(model, threshold, "once", "", "auto", 2, "qkv", "min").result[0], shape),
+        **{ca_tome_name(kind, steps): (pack.nodes.CATome.execute(model, thresholds[kind], schedule, "", "auto", 2, "qkv",
+                                                                 "min", video_cells=kind).result[0], shape)
+           for kind in cells},
         CEILING: (model, half),
     }
-    timed(model, (1, 16, 1, 8, 8), 1)  # warm-up: first-call costs stay out of every variant
+    timed(model, args.family, (1, 16, 1, 8, 8), 1)  # warm-up: first-call costs stay out of every variant
     rows = {name: {"variant": name, "step_seconds": [], "merged_fraction": [], "matching_seconds": []}
             for name in variants}
     reference = None
     for repeat in range(args.repeats):
         for name, (variant, latent_shape) in variants.items():
-            out, step_times = timed(variant, latent_shape, steps)
+            out, step_times = timed(variant, args.family, latent_shape, steps)
             report = pack.ca_tome.comfyui.last_report(variant) if variant is not model else None
             row = rows[name]
             row["step_seconds"].append(step_times)
             row["merged_fraction"].append(report.merged_fraction if report else 0.0)
             row["matching_seconds"].append(sum(e.seconds for e in report.events) if report else 0.0)
+            if report:
+                row["recomputed_steps"] = report.recomputed_steps
             if name == UNPATCHED:
                 reference = out
             elif name != CEILING:
@@ -109,25 +137,38 @@ def main() -> None:
             print(f"repeat {repeat} {name:<45} steps {', '.join(f'{t:.1f}' for t in step_times)} s, "
                   f"merged {100 * row['merged_fraction'][-1]:.1f} %", flush=True)
     for row in rows.values():
-        for step in range(steps):
+        for step in range(min(steps, 2)):
             times = [run[step] for run in row["step_seconds"]]
             row[f"step_{step}_median"], row[f"step_{step}_range"] = statistics.median(times), [min(times), max(times)]
+        totals = [sum(run) for run in row["step_seconds"]]
+        row["run_median"], row["run_range"] = statistics.median(totals), [min(totals), max(totals)]
+    tokens = args.frames * (args.height // 2) * (args.width // 2)
     result = {
-        "what": "Wan 2.1 (ComfyUI's class) at the 1.3B model's full width, reduced depth, random weights; whole "
-                "blocks on merged video tokens",
-        "command": f"python -m benchmarks.wan --frames {args.frames} --height {args.height} --width {args.width} "
-                   f"--blocks {args.blocks} --repeats {args.repeats}" + (" --quick" if args.quick else ""),
+        "what": {"wan21": "Wan 2.1 (ComfyUI's class) at the 1.3B model's full width",
+                 "qwen_image": "Qwen-Image (ComfyUI's class) at the 20B model's full width"}[args.family]
+                + ", reduced depth, random weights; whole blocks on merged image or video tokens",
+        "command": f"python -m benchmarks.wan --family {args.family} --frames {args.frames} --height {args.height} "
+                   f"--width {args.width} --blocks {args.blocks} --steps {steps} --repeats {args.repeats}"
+                   + (" --quick" if args.quick else ""),
         **run_metadata(),
-        "model": {**WAN_1_3B, "num_layers": args.blocks, "video_tokens": args.frames * (args.height // 2) * (args.width // 2),
-                  "text_tokens": TEXT_TOKENS, "latent": list(shape)},
-        "steps": steps, "sampler": "euler, cfg 1", "repeats": args.repeats, "calibrated_threshold": threshold,
-        "calibration": "threshold calibrated on seed 1 (noise and prompt) from a recorded 2-step run; measured on seed 0",
+        "model": {**config, "num_layers": args.blocks, "tokens": tokens, "video_tokens": tokens,
+                  "text_tokens": FAMILIES[args.family][1], "latent": list(shape)},
+        "steps": steps, "schedule": schedule, "sampler": "euler, cfg 1", "repeats": args.repeats,
+        "calibrated_thresholds": thresholds, "calibrated_threshold": thresholds["spatial"],
+        "calibration": "thresholds calibrated on seed 1 (noise and prompt) from a recorded 2-step run; measured on seed 0",
         "ceiling": f"the unpatched model on a latent half as wide ({list(half)}): half the tokens, no matching, no merge",
         "variants": list(rows.values()),
     }
-    path = RESULTS / f"dit_wan{'_quick' if args.quick else ''}.json"
+    path = RESULTS / f"{result_name(args)}{'_quick' if args.quick else ''}.json"
     path.write_text(json.dumps(result, indent=1))
     print(f"wrote {path.relative_to(REPO_ROOT)}")
+
+
+def result_name(args) -> str:
+    """dit_wan.json for the default run; others say what differs."""
+    if args.family == "qwen_image":
+        return "dit_qwen_image"
+    return "dit_wan" if (args.frames, args.steps) == (21, 2) else f"dit_wan_{args.frames}frames_{args.steps}steps"
 
 
 if __name__ == "__main__":

@@ -102,11 +102,13 @@ def identity_plan(token_count: int, batch_size: int) -> MergePlan:
 
 
 def partition(height: int, width: int, stride: tuple[int, int], dst_offsets: torch.Tensor | None = None,
-              device: torch.device | str | None = None, frames: int = 1):
+              device: torch.device | str | None = None, frames: int = 1, temporal: int = 1):
     """(src, dst) token indices of a ``height × width`` grid split into ``sx × sy`` cells.
 
     A video is ``frames`` such grids one after the other (tokens in (frame, row, column) order),
-    each split alike: cells never span two frames, and a src may match a dst of any frame.
+    each split alike: with ``temporal`` 1 cells never span two frames; with ``temporal`` t a cell
+    spans t frames, its dst in the earliest (frames left over hold no dst, as leftover rows). A src
+    may match a dst of any frame.
 
     One dst per full cell: the top-left token, or ``dst_offsets[cell]`` (0 .. sx·sy-1, row-major
     inside the cell) for random dst. Rows/columns left over when the grid is not divisible by the
@@ -124,8 +126,15 @@ def partition(height: int, width: int, stride: tuple[int, int], dst_offsets: tor
         src, dst = _partition(height, width, stride, dst_offsets, device)
     if frames == 1:
         return src, dst
-    first = torch.arange(frames, device=device).unsqueeze(1) * (height * width)
-    return (src + first).flatten(), (dst + first).flatten()
+    if temporal == 1:
+        first = torch.arange(frames, device=device).unsqueeze(1) * (height * width)
+        return (src + first).flatten(), (dst + first).flatten()
+    tokens = frames * height * width
+    dst_frames = torch.arange(0, frames - frames % temporal, temporal, device=device).unsqueeze(1)
+    dst = (dst + dst_frames * (height * width)).flatten()
+    is_dst = torch.zeros(tokens, dtype=torch.int8, device=device)
+    is_dst[dst] = 1
+    return torch.argsort(is_dst, stable=True)[: tokens - dst.numel()], dst
 
 
 @functools.lru_cache(maxsize=64)
@@ -234,6 +243,7 @@ def plan_merge(
     rank_dtype: torch.dtype | None = None,
     return_similarity: bool = False,
     frames: int = 1,
+    temporal: int = 1,
     groups: torch.Tensor | None = None,
 ) -> MergePlan | tuple[MergePlan, torch.Tensor | None]:
     """Plan which tokens of ``metric`` [B, N, C] (N = frames·height·width) to merge.
@@ -250,7 +260,8 @@ def plan_merge(
     a cell is its top-left token unless ``random_dst``, which draws from ``generator`` only (a
     fresh one seeded 0 on the metric's device if none is given), never from the global RNG.
     ``chunk_size`` and ``rank_dtype`` are passed to :func:`best_matches`. ``frames`` > 1: a
-    video of that many ``height × width`` grids, cells within each frame (see :func:`partition`).
+    video of that many ``height × width`` grids, cells within each frame, or spanning ``temporal``
+    frames each (see :func:`partition`).
     ``groups`` [N] (integers): tokens of different groups are never merged together, e.g.
     frames denoised at different timesteps; in ratio mode r is then capped at the srcs that have a
     dst in their group (one host sync).
@@ -287,7 +298,9 @@ def plan_merge(
         generator = generator if generator is not None else torch.Generator(metric.device).manual_seed(0)
         cells = (height // sy) * (width // sx)
         dst_offsets = torch.randint(sx * sy, (cells,), generator=generator, device=generator.device)
-    src, dst = partition(height, width, (sx, sy), dst_offsets, device=metric.device, frames=frames)
+    if not (isinstance(temporal, int) and temporal >= 1):
+        raise ValueError(f"temporal must be a positive integer (frames per cell), got {temporal!r}")
+    src, dst = partition(height, width, (sx, sy), dst_offsets, device=metric.device, frames=frames, temporal=temporal)
     if src.numel() == 0 or dst.numel() == 0:
         return result(identity_plan(tokens, batch))
     if groups is not None:

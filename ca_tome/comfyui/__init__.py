@@ -3,7 +3,10 @@ wrappers and the hosts' patch call forms. The engine one level up never imports 
 
 from .hooks import log_host_check
 from .patcher import UnsupportedModel, apply_token_merging, last_report, merging_patch
-from .run import DIT_BLOCKS, LEVELS_AUTO, TARGETS, MergingPatch, RunLog, RunReport, RunState, TokenMerging
+from .families import FAMILIES
+from .run import (DIT_BLOCKS, LEVELS_AUTO, TARGETS, VIDEO_CELLS, MergingPatch, RunLog, RunReport, RunState,
+                  TokenMerging)
 
-__all__ = ["DIT_BLOCKS", "LEVELS_AUTO", "TARGETS", "MergingPatch", "RunLog", "RunReport", "RunState", "TokenMerging",
-           "UnsupportedModel", "apply_token_merging", "last_report", "log_host_check", "merging_patch"]
+__all__ = ["DIT_BLOCKS", "FAMILIES", "LEVELS_AUTO", "TARGETS", "VIDEO_CELLS", "MergingPatch", "RunLog", "RunReport",
+           "RunState", "TokenMerging", "UnsupportedModel", "apply_token_merging", "last_report", "log_host_check",
+           "merging_patch"]

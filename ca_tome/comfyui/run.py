@@ -27,6 +27,8 @@ LEVELS_AUTO = "auto"
 TARGETS = ("qkv", "q", "kv")
 # DiT blocks to merge: "all", only the double (joint) blocks, or only Flux's single blocks.
 DIT_BLOCKS = ("all", "double", "single")
+# Video cells: stride × stride tokens of one frame, or of two consecutive frames (frames per cell).
+VIDEO_CELLS = {"spatial": 1, "spatio-temporal": 2}
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,9 @@ class TokenMerging:
     attention input (the paper), "q" the queries only (ComfyUI's Tome), "kv" keys and values
     only (ToDo; no unmerge needed). ``record_stats`` also computes fresh pairs at every step for
     the Stats node (what is merged does not change; it costs a matching per step). ``dit_blocks``:
-    which blocks of a DiT (Flux, SD3) run on merged image tokens; ``levels`` and ``target`` are
-    UNet settings (a DiT block merges its whole input).
+    which blocks of a DiT (Flux, SD3) run on merged image tokens; ``video_cells``: whether a video's
+    cells span one frame or two; ``levels`` and ``target`` are UNet settings (a DiT block merges
+    its whole input).
     """
 
     schedule: Schedule
@@ -52,12 +55,15 @@ class TokenMerging:
     batch_policy: str = "min"
     record_stats: bool = False
     dit_blocks: str = "all"
+    video_cells: str = "spatial"
 
     def __post_init__(self):
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         if self.dit_blocks not in DIT_BLOCKS:
             raise ValueError(f"dit_blocks must be one of {DIT_BLOCKS}, got {self.dit_blocks!r}")
+        if self.video_cells not in VIDEO_CELLS:
+            raise ValueError(f"video_cells must be one of {tuple(VIDEO_CELLS)}, got {self.video_cells!r}")
         if self.levels != LEVELS_AUTO and not (isinstance(self.levels, int) and self.levels >= 1):
             raise ValueError(f"levels must be 'auto' or a max downsample factor ≥ 1, got {self.levels!r}")
 
@@ -68,7 +74,7 @@ class TokenMerging:
         *frames, height, width = grid
         return plan_merge(metric, height, width, threshold=self.threshold, ratio=self.ratio, stride=self.stride,
                           batch_policy=self.batch_policy, return_similarity=return_similarity,
-                          frames=frames[0] if frames else 1, groups=groups)
+                          frames=frames[0] if frames else 1, temporal=VIDEO_CELLS[self.video_cells], groups=groups)
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,9 @@ def dit_model(family):
     return tiny_dit(family)
 
 
-def patch(pack, model, threshold=0.0, schedule="all", dit_blocks="all"):
+def patch(pack, model, threshold=0.0, schedule="all", dit_blocks="all", **inputs):
     return pack.nodes.CATome.execute(model, threshold, schedule, "", "auto", 2, "qkv", "min",
-                                     dit_blocks=dit_blocks).result[0]
+                                     dit_blocks=dit_blocks, **inputs).result[0]
 
 
 def report(patched):
@@ -333,6 +333,29 @@ def test_wan_video_merges_within_frames_and_kept_tokens_keep_their_own_rope_rows
     positions = [int(torch.nonzero((rows_before == row).all(-1))[0]) for row in rows_after]
     corners = [f * 64 + r * 8 + c for f in range(frames) for r in range(0, 8, 2) for c in range(0, 8, 2)]
     assert positions == corners, "each kept token keeps its own RoPE row: every frame's cell corners, in order"
+
+
+def test_spatio_temporal_cells_span_two_frames_and_still_never_mix_timesteps(pack):
+    """'spatio-temporal' cells: the dst of each cell is in the earlier of two frames, so with every
+    src merged only frame 0's corners stay (3 frames: the last one holds no dst). With Wan 2.2 5B's
+    clean first frame, the noisy frames find no dst of their own timestep and stay whole."""
+    available("wan21")
+    plain, wrapped, unmerged_calls, merged_calls = recorded_clones(tiny_dit("wan21"), "double_block", 0)
+    patched = patch(pack, wrapped, threshold=0.0, schedule="once", video_cells="spatio-temporal")
+    run("wan21", plain, steps=1, cfg=1.0)
+    run("wan21", patched, steps=1, cfg=1.0)
+    (before,), (after,) = unmerged_calls, merged_calls
+    rows_before, rows_after = before["pe"][0].flatten(1), after["pe"][0].flatten(1)
+    positions = [int(torch.nonzero((rows_before == row).all(-1))[0]) for row in rows_after]
+    assert positions == [r * 8 + c for r in range(0, 8, 2) for c in range(0, 8, 2)]
+    family = available("wan22_5b")
+    frames = FRAMES["wan21"]
+    mask = torch.ones(1, 1, frames, *(side * 2 for side in GRID))
+    mask[:, :, 0] = 0
+    patched = patch(pack, tiny_dit(family), threshold=0.0, video_cells="spatio-temporal")
+    out = sample_dit(patched, family, Sampling(steps=2, cfg=1.0, noise_mask=mask), frames=frames)
+    assert torch.isfinite(out).all()
+    assert {e.merged for e in report(patched).events} == {48}, "frame 0's srcs only"
 
 
 def test_wan_image_to_video_keeps_the_clip_tokens_whole(pack):

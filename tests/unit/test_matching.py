@@ -303,3 +303,16 @@ def test_a_src_alone_in_its_group_is_never_merged():
     assert 1 not in plan.merged_src.tolist() and plan.merged_count == 11
     with pytest.raises(ValueError, match="one group per token"):
         plan_merge(metric, 4, 4, ratio=0.5, groups=groups[:8])
+
+
+@pytest.mark.parametrize("frames", [3, 4])
+def test_spatio_temporal_cells_span_two_frames_with_the_dst_in_the_earlier(frames):
+    src, dst = partition(4, 4, (2, 2), frames=frames, temporal=2)
+    corners = [0, 2, 8, 10]
+    assert dst.tolist() == [f * 16 + c for f in range(0, frames - frames % 2, 2) for c in corners]
+    assert sorted(src.tolist() + dst.tolist()) == list(range(frames * 16)), "every token once"
+    metric = torch.randn(1, frames * 16, 8, generator=torch.Generator().manual_seed(frames))
+    plan = plan_merge(metric, 4, 4, frames=frames, temporal=2, threshold=-1.0)
+    assert plan.merged_count == frames * 16 - dst.numel(), "threshold below every similarity: every src merges"
+    with pytest.raises(ValueError, match="temporal must be a positive integer"):
+        plan_merge(metric, 4, 4, frames=frames, temporal=0, ratio=0.5)
