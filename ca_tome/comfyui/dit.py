@@ -111,31 +111,37 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
         return run_block(args)
     merged = torch.cat((x[:, :start], plan.merge(grid), x[:, start + tokens:]), dim=1)
     block_input = merged.clone()  # blocks add their update in place
-    merged_args = {**args, "img": _replace(streams, spec.stream, block_input[0] if spec.unbatched else block_input)}
-    for entry in spec.per_token:
-        value = args.get(entry.name)
-        if value is None:
-            continue
-        if entry.segments:
-            merged_args[entry.name] = _shrunk_segments(value, start, tokens, plan)
-            continue
-        rows = _rows_of(entry, value)
-        # where the grid starts in the input's sequence: img, or the joint [txt, img] / [img, txt]
-        offset = start if entry.sequence == IMAGE else text if layout.text_first else 0
-        if entry.timesteps:
-            if entry.name not in timestep_rows:
-                continue  # one row for every token
-            kept = timestep_rows[entry.name].row_of_token[_kept_positions(plan, start, tokens, x.shape[1])]
-        elif entry.mask:
-            merged_args[entry.name] = _keep_mask(value, offset, tokens, plan)
-            continue
-        else:
-            kept = _kept_positions(plan, offset, tokens, rows.shape[entry.dim])
-        merged_args[entry.name] = _replace(value, entry.item, _gather_along(rows, entry.dim, kept))
+    merged_args = {**args, "img": _replace(streams, spec.stream, block_input[0] if spec.unbatched else block_input),
+                   **_kept_inputs(spec, args, plan, start, text if layout.text_first else 0, x.shape[1], timestep_rows)}
     out = run_block(merged_args)
     output = out["img"][spec.stream] if spec.stream is not None else out["img"]
     full = unmerged_output(x, merged, output.unsqueeze(0) if spec.unbatched else output, plan, start)
     return {**out, "img": _replace(out["img"], spec.stream, full[0] if spec.unbatched else full)}
+
+
+def _kept_inputs(spec: BlockKind, args: dict, plan: MergePlan, start: int, joint_start: int, length: int,
+                 timestep_rows: dict) -> dict:
+    """The block's per-token inputs for the merged sequence: each input's rows of the kept tokens.
+    ``start``: where the grid begins in ``img`` (of ``length`` tokens); ``joint_start``: where it
+    begins in the joint [txt, img] (or [img, txt]) sequence."""
+    inputs = {}
+    for entry in spec.per_token:
+        value = args.get(entry.name)
+        if value is None or (entry.timesteps and entry.name not in timestep_rows):  # absent, or one row for all
+            continue
+        offset = start if entry.sequence == IMAGE else joint_start
+        if entry.segments:
+            inputs[entry.name] = _shrunk_segments(value, start, plan.token_count, plan)
+        elif entry.mask:
+            inputs[entry.name] = _keep_mask(value, offset, plan.token_count, plan)
+        else:
+            rows = _rows_of(entry, value)
+            if entry.timesteps:
+                kept = timestep_rows[entry.name].row_of_token[_kept_positions(plan, start, plan.token_count, length)]
+            else:
+                kept = _kept_positions(plan, offset, plan.token_count, rows.shape[entry.dim])
+            inputs[entry.name] = _replace(value, entry.item, _gather_along(rows, entry.dim, kept))
+    return inputs
 
 
 def _grid_segment(segments, start: int, tokens: int):
