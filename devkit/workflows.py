@@ -38,6 +38,26 @@ OUTPUTS = {
     "CATomeFixedRatio": [("MODEL", "MODEL")],
     "CATomeStats": [("IMAGE", "IMAGE")],
     "EasyCache": [("MODEL", "MODEL")],
+    "LoadImage": [("IMAGE", "IMAGE"), ("MASK", "MASK")],
+    "WanImageToVideo": [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT")],
+    "ModelSamplingAuraFlow": [("MODEL", "MODEL")],
+    "EmptySD3LatentImage": [("LATENT", "LATENT")],
+    "DualCLIPLoader": [("CLIP", "CLIP")],
+    "RandomNoise": [("NOISE", "NOISE")],
+    "KSamplerSelect": [("SAMPLER", "SAMPLER")],
+    "BasicScheduler": [("SIGMAS", "SIGMAS")],
+    "BasicGuider": [("GUIDER", "GUIDER")],
+    "CFGGuider": [("GUIDER", "GUIDER")],
+    "SamplerCustomAdvanced": [("output", "LATENT"), ("denoised_output", "LATENT")],
+    "VAEDecodeTiled": [("IMAGE", "IMAGE")],
+    "LTXAVTextEncoderLoader": [("CLIP", "CLIP")],
+    "LTXVAudioVAELoader": [("Audio VAE", "VAE")],
+    "LTXVConditioning": [("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+    "EmptyLTXVLatentVideo": [("LATENT", "LATENT")],
+    "LTXVEmptyLatentAudio": [("Latent", "LATENT")],
+    "LTXVConcatAVLatent": [("latent", "LATENT")],
+    "LTXVScheduler": [("SIGMAS", "SIGMAS")],
+    "LTXVSeparateAVLatent": [("video_latent", "LATENT"), ("audio_latent", "LATENT")],
 }
 # Widget names in the order the graph editor stores their values, and linked inputs with types.
 WIDGETS = {
@@ -57,12 +77,34 @@ WIDGETS = {
     "VAEDecode": [],
     "SaveImage": ["filename_prefix"],
     "CATome": ["threshold", "schedule", "custom_steps", "levels", "stride", "merge", "auto_tolerance",
-               "auto_max_interval", "record_stats", "batch_policy", "dit_blocks"],
+               "auto_max_interval", "record_stats", "batch_policy", "dit_blocks", "video_cells"],
     "CATomeFixedRatio": ["ratio", "schedule", "custom_steps", "levels", "stride", "merge", "auto_tolerance",
-                         "auto_max_interval", "record_stats", "dit_blocks"],
+                         "auto_max_interval", "record_stats", "dit_blocks", "video_cells"],
     "CATomeStats": ["filename_prefix"],
     "EasyCache": ["reuse_threshold", "start_percent", "end_percent", "verbose"],
+    "LoadImage": ["image"],
+    "WanImageToVideo": ["width", "height", "length", "batch_size"],
+    "ModelSamplingAuraFlow": ["shift"],
+    "EmptySD3LatentImage": ["width", "height", "batch_size"],
+    "DualCLIPLoader": ["clip_name1", "clip_name2", "type", "device"],
+    "RandomNoise": ["noise_seed"],
+    "KSamplerSelect": ["sampler_name"],
+    "BasicScheduler": ["scheduler", "steps", "denoise"],
+    "BasicGuider": [],
+    "CFGGuider": ["cfg"],
+    "SamplerCustomAdvanced": [],
+    "VAEDecodeTiled": ["tile_size", "overlap", "temporal_size", "temporal_overlap"],
+    "LTXAVTextEncoderLoader": ["text_encoder", "ckpt_name", "device"],
+    "LTXVAudioVAELoader": ["ckpt_name"],
+    "LTXVConditioning": ["frame_rate"],
+    "EmptyLTXVLatentVideo": ["width", "height", "length", "batch_size"],
+    "LTXVEmptyLatentAudio": ["frames_number", "frame_rate", "batch_size"],
+    "LTXVConcatAVLatent": [],
+    "LTXVScheduler": ["steps", "max_shift", "base_shift", "stretch", "terminal"],
+    "LTXVSeparateAVLatent": [],
 }
+# Every input socket, linked or not (optional ones the examples leave open too: the graph editor
+# numbers a node's sockets by their place in this list).
 LINKED = {
     "CLIPTextEncode": [("clip", "CLIP")],
     "FluxGuidance": [("conditioning", "CONDITIONING")],
@@ -76,14 +118,28 @@ LINKED = {
     "CATomeFixedRatio": [("model", "MODEL")],
     "CATomeStats": [("model", "MODEL"), ("samples", "LATENT")],
     "EasyCache": [("model", "MODEL")],
+    "WanImageToVideo": [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("vae", "VAE"),
+                        ("clip_vision_output", "CLIP_VISION_OUTPUT"), ("start_image", "IMAGE")],
+    "ModelSamplingAuraFlow": [("model", "MODEL")],
+    "BasicScheduler": [("model", "MODEL")],
+    "BasicGuider": [("model", "MODEL"), ("conditioning", "CONDITIONING")],
+    "CFGGuider": [("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+    "SamplerCustomAdvanced": [("noise", "NOISE"), ("guider", "GUIDER"), ("sampler", "SAMPLER"), ("sigmas", "SIGMAS"),
+                              ("latent_image", "LATENT")],
+    "VAEDecodeTiled": [("samples", "LATENT"), ("vae", "VAE")],
+    "LTXVConditioning": [("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+    "LTXVEmptyLatentAudio": [("audio_vae", "VAE")],
+    "LTXVConcatAVLatent": [("video_latent", "LATENT"), ("audio_latent", "LATENT")],
+    "LTXVScheduler": [("latent", "LATENT")],
+    "LTXVSeparateAVLatent": [("av_latent", "LATENT")],
 }
 _SHARED_DEFAULTS = {"custom_steps": "every 5", "levels": "auto", "stride": 2, "merge": "qkv", "auto_tolerance": 0.1,
                     "auto_max_interval": 10, "record_stats": False}
 WIDTHS = {"VAEDecode": 200, "SaveImage": 300, "CATomeStats": 200}
-SEED_WIDGET = {"KSampler": 0, "KSamplerAdvanced": 1}  # where the seed sits among the widgets
+SEED_WIDGET = {"KSampler": 0, "KSamplerAdvanced": 1, "RandomNoise": 0}  # where the seed sits among the widgets
 CA_TOME_DEFAULTS = {"threshold": 0.7, "schedule": "CONFIG_3", **_SHARED_DEFAULTS, "batch_policy": "min",
-                    "dit_blocks": "all"}
-RATIO_DEFAULTS = {"ratio": 0.5, "schedule": "all", **_SHARED_DEFAULTS, "dit_blocks": "all"}
+                    "dit_blocks": "all", "video_cells": "spatial"}
+RATIO_DEFAULTS = {"ratio": 0.5, "schedule": "all", **_SHARED_DEFAULTS, "dit_blocks": "all", "video_cells": "spatial"}
 EASYCACHE_DEFAULTS = {"reuse_threshold": 0.2, "start_percent": 0.15, "end_percent": 0.95, "verbose": False}
 
 
@@ -144,7 +200,9 @@ def ui_format(nodes: list[Node]) -> dict:
 class SplitFiles:
     """A model shipped as separate files (Flux 2, Wan): diffusion model, text encoder (with the
     CLIPLoader type that reads it) and VAE, plus the empty-latent node (and its widgets beyond a
-    square size) and the guidance it takes (None: no FluxGuidance node)."""
+    square size), the guidance it takes (None: no FluxGuidance node) and the model-sampling node
+    its template puts between the diffusion model and the sampler (node type and widgets; None:
+    none)."""
     unet: str
     text_encoder: str
     text_encoder_type: str
@@ -152,6 +210,7 @@ class SplitFiles:
     latent_node: str
     guidance: float | None = None
     latent_widgets: tuple[tuple[str, object], ...] = ()
+    model_sampling: tuple[str, dict] | None = None
 
 
 def _txt2img(checkpoint: str | SplitFiles, size: int, steps: int, branches: list[tuple[str, list[tuple[str, dict]]]],
@@ -185,6 +244,10 @@ def _txt2img(checkpoint: str | SplitFiles, size: int, steps: int, branches: list
         nodes.append(Node(7, "FluxGuidance", {"guidance": checkpoint.guidance}, {"conditioning": (2, 0)}, pos=(760, -200)))
     elif isinstance(checkpoint, SplitFiles):
         positive = (2, 0)
+    if isinstance(checkpoint, SplitFiles) and checkpoint.model_sampling is not None:
+        sampling_type, sampling_widgets = checkpoint.model_sampling
+        nodes.append(Node(8, sampling_type, sampling_widgets, {"model": model}, pos=(380, 700)))
+        model = (8, 0)
     for index, (title, patches) in enumerate(branches):
         base, y = 10 * (index + 1), 380 * index
         branch_model = model
@@ -216,14 +279,24 @@ FLUX2 = SplitFiles("flux2_dev_fp8mixed.safetensors", "mistral_3_small_flux2_bf16
 WAN21_T2V = SplitFiles("wan2.1_t2v_1.3B_fp16.safetensors", "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "wan",
                        "wan_2.1_vae.safetensors", "EmptyHunyuanLatentVideo",
                        latent_widgets=(("width", 832), ("height", 480), ("length", 33)))
+# The files and settings of ComfyUI's Qwen-Image 2512 text-to-image template (1328 × 1328, 50 steps, cfg 4).
+QWEN_IMAGE = SplitFiles("qwen_image_2512_fp8_e4m3fn.safetensors", "qwen_2.5_vl_7b_fp8_scaled.safetensors", "qwen_image",
+                        "qwen_image_vae.safetensors", "EmptySD3LatentImage",
+                        model_sampling=("ModelSamplingAuraFlow", {"shift": 3.1}))
+VIDEO_PROMPT = "a red fox running through a snowy forest, cinematic, slow motion"
+
 
 def _two_experts(high: str, low: str, files: SplitFiles, steps: int, switch: int, cfg: float, shift: float,
-                 branches: list[tuple[str, list[tuple[str, dict]]]]) -> list[Node]:
+                 branches: list[tuple[str, list[tuple[str, dict]]]],
+                 prompt_text: str = VIDEO_PROMPT,
+                 start_image: str | None = None) -> list[Node]:
     """Wan 2.2 14B: a high-noise expert samples steps 0..switch, a low-noise expert the rest
     (KSamplerAdvanced twice, the second without new noise). Every branch patches both experts
     alike; CA-ToMe places its checkpoints by each step's place in the whole denoising, so the two
-    halves recompute where one run would."""
-    prompt = {"text": "a red fox running through a snowy forest, cinematic, slow motion"}
+    halves recompute where one run would. With ``start_image`` (image-to-video) the latent node is
+    WanImageToVideo: it encodes the loaded image as the first frame and hands the samplers its
+    conditioning and latent."""
+    prompt = {"text": prompt_text}
     nodes = [
         Node(1, "UNETLoader", {"unet_name": high, "weight_dtype": "default"}, pos=(0, 120), title="High-noise expert"),
         Node(2, "UNETLoader", {"unet_name": low, "weight_dtype": "default"}, pos=(0, 280), title="Low-noise expert"),
@@ -234,10 +307,14 @@ def _two_experts(high: str, low: str, files: SplitFiles, steps: int, switch: int
         Node(8, "CLIPTextEncode", {"text": "blurry, low quality, static"}, {"clip": (5, 0)}, pos=(380, 260),
              title="Negative"),
         Node(9, files.latent_node, {"width": 832, "height": 480, "batch_size": 1, **dict(files.latent_widgets)},
+             {"positive": (7, 0), "negative": (8, 0), "vae": (6, 0), "start_image": (10, 0)} if start_image else {},
              pos=(380, 480)),
         Node(3, "ModelSamplingSD3", {"shift": shift}, {"model": (1, 0)}, pos=(380, 700)),
         Node(4, "ModelSamplingSD3", {"shift": shift}, {"model": (2, 0)}, pos=(380, 820)),
     ]
+    positive, negative, latent = ((9, 0), (9, 1), (9, 2)) if start_image else ((7, 0), (8, 0), (9, 0))
+    if start_image:
+        nodes.insert(6, Node(10, "LoadImage", {"image": start_image}, pos=(0, 760)))
     for index, (title, patches) in enumerate(branches):
         base, y = 20 * (index + 1), 520 * index
         experts = []
@@ -253,17 +330,116 @@ def _two_experts(high: str, low: str, files: SplitFiles, steps: int, switch: int
         nodes += [
             Node(base + 1, "KSamplerAdvanced", {"add_noise": "enable", **common, "start_at_step": 0,
                                                 "end_at_step": switch, "return_with_leftover_noise": "enable"},
-                 {"model": experts[0], "positive": (7, 0), "negative": (8, 0), "latent_image": (9, 0)},
+                 {"model": experts[0], "positive": positive, "negative": negative, "latent_image": latent},
                  pos=(1120, y), title=f"KSampler high noise ({title})"),
             Node(base + 2, "KSamplerAdvanced", {"add_noise": "disable", **common, "start_at_step": switch,
                                                 "end_at_step": 10000, "return_with_leftover_noise": "disable"},
-                 {"model": experts[1], "positive": (7, 0), "negative": (8, 0), "latent_image": (base + 1, 0)},
+                 {"model": experts[1], "positive": positive, "negative": negative, "latent_image": (base + 1, 0)},
                  pos=(1480, y), title=f"KSampler low noise ({title})"),
             Node(base + 3, "VAEDecode", {}, {"samples": (base + 2, 0), "vae": (6, 0)}, pos=(1840, y)),
             Node(base + 4, "SaveImage", {"filename_prefix": f"ca_tome/{title.lower().replace(' ', '_')}"},
                  {"images": (base + 3, 0)}, pos=(2080, y), title=f"Save ({title})"),
         ]
     return nodes
+
+
+def _per_branch(shared: list[Node], model: tuple[int, int], branches: list[tuple[str, list[tuple[str, dict]]]],
+                sampling) -> list[Node]:
+    """The nodes every branch shares, then per branch its patch nodes chained after ``model`` and
+    the nodes ``sampling(base id, y, title, patched model)`` returns: for the templates that sample
+    with SamplerCustomAdvanced (a guider takes the model), whose shape differs from model to model."""
+    nodes = list(shared)
+    for index, (title, patches) in enumerate(branches):
+        base, y = 20 * (index + 1), 460 * index
+        branch_model = model
+        for order, (patch_type, patch_widgets) in enumerate(patches):
+            node_id = base + 10 + order
+            nodes.append(Node(node_id, patch_type, patch_widgets, {"model": branch_model}, pos=(1140, y + 200 * order),
+                              title=title if len(patches) == 1 else patch_type))
+            branch_model = (node_id, 0)
+        nodes += sampling(base, y, title, branch_model)
+    return nodes
+
+
+def _save(node_id: int, images: tuple[int, int], title: str, pos: tuple[int, int]) -> Node:
+    return Node(node_id, "SaveImage", {"filename_prefix": f"ca_tome/{title.lower().replace(' ', '_')}"},
+                {"images": images}, pos=pos, title=f"Save ({title})")
+
+
+def _hunyuan_video(branches: list[tuple[str, list[tuple[str, dict]]]]) -> list[Node]:
+    """ComfyUI's HunyuanVideo 1.0 text-to-video template (848 × 480, 73 frames): no negative prompt,
+    embedded guidance 6 (FluxGuidance) and a BasicGuider; its scheduler reads the loaded model."""
+    shared = [
+        Node(1, "UNETLoader", {"unet_name": "hunyuan_video_t2v_720p_bf16.safetensors", "weight_dtype": "default"},
+             pos=(0, 200)),
+        Node(2, "DualCLIPLoader", {"clip_name1": "clip_l.safetensors", "clip_name2": "llava_llama3_fp8_scaled.safetensors",
+                                   "type": "hunyuan_video", "device": "default"}, pos=(0, 380)),
+        Node(3, "VAELoader", {"vae_name": "hunyuan_video_vae_bf16.safetensors"}, pos=(0, 580)),
+        Node(4, "CLIPTextEncode", {"text": VIDEO_PROMPT}, {"clip": (2, 0)}, pos=(380, 0), title="Positive"),
+        Node(5, "FluxGuidance", {"guidance": 6.0}, {"conditioning": (4, 0)}, pos=(760, 0)),
+        Node(6, "EmptyHunyuanLatentVideo", {"width": 848, "height": 480, "length": 73, "batch_size": 1}, pos=(380, 260)),
+        Node(7, "ModelSamplingSD3", {"shift": 7.0}, {"model": (1, 0)}, pos=(380, 480)),
+        Node(8, "BasicScheduler", {"scheduler": "simple", "steps": 20, "denoise": 1.0}, {"model": (1, 0)}, pos=(380, 600)),
+        Node(9, "KSamplerSelect", {"sampler_name": "euler"}, pos=(380, 780)),
+        Node(10, "RandomNoise", {"noise_seed": 42}, pos=(380, 880)),
+    ]
+
+    def sampling(base, y, title, model):
+        return [
+            Node(base + 1, "BasicGuider", {}, {"model": model, "conditioning": (5, 0)}, pos=(1500, y)),
+            Node(base + 2, "SamplerCustomAdvanced", {},
+                 {"noise": (10, 0), "guider": (base + 1, 0), "sampler": (9, 0), "sigmas": (8, 0), "latent_image": (6, 0)},
+                 pos=(1760, y), title=f"Sampler ({title})"),
+            Node(base + 3, "VAEDecodeTiled", {"tile_size": 256, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8},
+                 {"samples": (base + 2, 0), "vae": (3, 0)}, pos=(2120, y)),
+            _save(base + 4, (base + 3, 0), title, pos=(2480, y)),
+        ]
+
+    return _per_branch(shared, (7, 0), branches, sampling)
+
+
+def _ltx2_video(branches: list[tuple[str, list[tuple[str, dict]]]]) -> list[Node]:
+    """The first pass of ComfyUI's LTX-2 text-to-video template: its 1280 × 720 halved (352 rows
+    after LTX's 32-pixel rounding), 121 frames at 24 fps, the dev model at 20 steps, cfg 4. The
+    video latent and the audio latent are concatenated and sampled together, as the template does
+    (LTX-2 denoises both in one pass); the audio is dropped after sampling (only the video latent
+    is decoded; the frames are saved as images). The template's second pass (×2 latent upscaler,
+    distilled LoRA, 3 steps) is left out."""
+    checkpoint = "ltx-2-19b-dev-fp8.safetensors"
+    shared = [
+        Node(1, "CheckpointLoaderSimple", {"ckpt_name": checkpoint}, pos=(0, 200)),
+        Node(2, "LTXAVTextEncoderLoader", {"text_encoder": "gemma_3_12B_it_fp4_mixed.safetensors", "ckpt_name": checkpoint,
+                                           "device": "default"}, pos=(0, 380)),
+        Node(3, "LTXVAudioVAELoader", {"ckpt_name": checkpoint}, pos=(0, 580)),
+        Node(4, "CLIPTextEncode", {"text": VIDEO_PROMPT}, {"clip": (2, 0)}, pos=(380, 0), title="Positive"),
+        Node(5, "CLIPTextEncode", {"text": "blurry, low quality, still frame, frames, watermark, overlay, titles, "
+                                           "has blurbox, has subtitles"}, {"clip": (2, 0)}, pos=(380, 260),
+             title="Negative"),
+        Node(6, "LTXVConditioning", {"frame_rate": 24.0}, {"positive": (4, 0), "negative": (5, 0)}, pos=(760, 0)),
+        Node(7, "EmptyLTXVLatentVideo", {"width": 640, "height": 352, "length": 121, "batch_size": 1}, pos=(380, 480)),
+        Node(8, "LTXVEmptyLatentAudio", {"frames_number": 121, "frame_rate": 24, "batch_size": 1},
+             {"audio_vae": (3, 0)}, pos=(380, 680)),
+        Node(9, "LTXVConcatAVLatent", {}, {"video_latent": (7, 0), "audio_latent": (8, 0)}, pos=(760, 480)),
+        Node(10, "LTXVScheduler", {"steps": 20, "max_shift": 2.05, "base_shift": 0.95, "stretch": True, "terminal": 0.1},
+             {"latent": (9, 0)}, pos=(760, 640)),
+        Node(11, "KSamplerSelect", {"sampler_name": "euler_ancestral"}, pos=(760, 880)),
+        Node(12, "RandomNoise", {"noise_seed": 42}, pos=(760, 980)),
+    ]
+
+    def sampling(base, y, title, model):
+        return [
+            Node(base + 1, "CFGGuider", {"cfg": 4.0}, {"model": model, "positive": (6, 0), "negative": (6, 1)},
+                 pos=(1500, y)),
+            Node(base + 2, "SamplerCustomAdvanced", {},
+                 {"noise": (12, 0), "guider": (base + 1, 0), "sampler": (11, 0), "sigmas": (10, 0), "latent_image": (9, 0)},
+                 pos=(1760, y), title=f"Sampler ({title})"),
+            Node(base + 3, "LTXVSeparateAVLatent", {}, {"av_latent": (base + 2, 0)}, pos=(2120, y)),
+            Node(base + 4, "VAEDecodeTiled", {"tile_size": 512, "overlap": 64, "temporal_size": 4096, "temporal_overlap": 8},
+                 {"samples": (base + 3, 0), "vae": (1, 2)}, pos=(2120, y + 140)),
+            _save(base + 5, (base + 4, 0), title, pos=(2480, y)),
+        ]
+
+    return _per_branch(shared, (1, 0), branches, sampling)
 
 
 UNPATCHED = ("unpatched", [])
@@ -283,6 +459,19 @@ WORKFLOWS = {
                                           SplitFiles("", WAN21_T2V.text_encoder, "wan", WAN21_T2V.vae,
                                                      "EmptyHunyuanLatentVideo", latent_widgets=(("length", 81),)),
                                           steps=20, switch=10, cfg=3.5, shift=8.0, branches=[UNPATCHED, CA_TOME]),
+    # The Wan 2.2 image-to-video template: the loaded image is the first frame (example.png ships in
+    # ComfyUI's input folder; the template's own image is not in the host).
+    "ca_tome_wan22_i2v_14b": _two_experts("wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors",
+                                          "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors",
+                                          SplitFiles("", WAN21_T2V.text_encoder, "wan", WAN21_T2V.vae, "WanImageToVideo",
+                                                     latent_widgets=(("width", 640), ("height", 640), ("length", 81))),
+                                          steps=20, switch=10, cfg=3.5, shift=5.0, branches=[UNPATCHED, CA_TOME],
+                                          prompt_text="the girl with big fox ears waves her arms and dances on the green "
+                                                      "hill, clouds drift across the blue sky",
+                                          start_image="example.png"),
+    "ca_tome_qwen_image": _txt2img(QWEN_IMAGE, 1328, 50, [UNPATCHED, CA_TOME], cfg=4.0, scheduler="simple"),
+    "ca_tome_ltx2_t2v": _ltx2_video([UNPATCHED, CA_TOME]),
+    "ca_tome_hunyuan_video_t2v": _hunyuan_video([UNPATCHED, CA_TOME]),
     "ca_tome_sd35_medium": _txt2img(SD35, 1024, 28, [UNPATCHED, CA_TOME], cfg=4.5, scheduler="sgm_uniform"),
     "ca_tome_stats_sd15": _txt2img(SD15, 512, 20, [("CA-ToMe", [("CATome", {**CA_TOME_DEFAULTS, "record_stats": True})])]) + [
         Node(20, "CATomeStats", {"filename_prefix": "ca_tome/stats"}, {"model": (10, 0), "samples": (11, 0)},
@@ -297,11 +486,26 @@ WORKFLOWS = {
 }
 
 
-# The examples the tests run on a generated all-in-one checkpoint: SD3.5 on the tiny SD3, the others
-# on the tiny SD1.5 (it stands in for SDXL and Flux: Flux's loader takes only a full-width model,
-# with T5-XXL and CLIP-L, which cannot be made small). The split-file ones (Flux 2) need a text
-# encoder that cannot be generated small here.
-ON_TINY_CHECKPOINT = [name for name, nodes in WORKFLOWS.items() if any(n.type == "CheckpointLoaderSimple" for n in nodes)]
+# The loader nodes of the examples and their inputs that name a model file.
+MODEL_FILES = {
+    "CheckpointLoaderSimple": ("ckpt_name",),
+    "UNETLoader": ("unet_name",),
+    "CLIPLoader": ("clip_name",),
+    "DualCLIPLoader": ("clip_name1", "clip_name2"),
+    "VAELoader": ("vae_name",),
+    "LTXAVTextEncoderLoader": ("text_encoder", "ckpt_name"),
+    "LTXVAudioVAELoader": ("ckpt_name",),
+}
+MODEL_FILE_INPUTS = tuple(dict.fromkeys(name for names in MODEL_FILES.values() for name in names))
+
+# The examples the tests run on a generated all-in-one checkpoint (the ones whose only loader is
+# CheckpointLoaderSimple): SD3.5 on the tiny SD3, the others on the tiny SD1.5 (it stands in for
+# SDXL and Flux: Flux's loader takes only a full-width model, with T5-XXL and CLIP-L, which cannot
+# be made small). The split-file ones (Flux 2, Wan, Qwen-Image, HunyuanVideo) and LTX-2 (a
+# checkpoint, but with a Gemma 3 text encoder and an audio VAE) need files that cannot be
+# generated small here.
+ON_TINY_CHECKPOINT = [name for name, nodes in WORKFLOWS.items()
+                      if {n.type for n in nodes} & set(MODEL_FILES) == {"CheckpointLoaderSimple"}]
 TINY_STAND_INS = {SD35: "sd3_tiny"}  # the checkpoint a workflow names -> the devkit.checkpoints kind it runs on
 
 
@@ -309,7 +513,6 @@ def tiny_checkpoint_kind(name: str) -> str:
     """The generated checkpoint (a devkit.checkpoints kind) that example ``name`` runs on in the tests."""
     (loader,) = [n for n in WORKFLOWS[name] if n.type == "CheckpointLoaderSimple"]
     return TINY_STAND_INS.get(loader.widgets["ckpt_name"], "tiny")
-MODEL_FILE_INPUTS = ("ckpt_name", "unet_name", "clip_name", "vae_name")
 
 
 def api_workflow(name: str, checkpoint: str | None = None, size: int | None = None, steps: int | None = None) -> dict:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from devkit.checkpoints import ensure_checkpoint
-from devkit.workflows import tiny_checkpoint_kind
-from devkit.host import ARTIFACTS, PACK_LINK_NAME, REPO_ROOT, Server, comfyui_path, free_port
+from devkit.workflows import WORKFLOWS, tiny_checkpoint_kind
+from devkit.host import ARTIFACTS, PACK_LINK_NAME, REPO_ROOT, Server, comfyui_path, free_port, host_version
 
 E2E_ARTIFACTS = ARTIFACTS / "e2e"
 
@@ -43,6 +43,22 @@ def server(host_path):
     # Every prompt runs every node: outputs of one test never come from another test's cache.
     with Server(host_path, free_port(), E2E_ARTIFACTS / "server.log", output, ("--cache-none",)) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def require_nodes(server):
+    """require_nodes(what): skip the test unless the server defines every node class of ``what``,
+    an example workflow's name or one node class (LTX-2's audio-video nodes, for one, are missing
+    from ComfyUI 0.3.75). Detected from the server's /object_info, not from its version."""
+    defined = set(server.get("/object_info"))
+
+    def require(what: str) -> None:
+        needed = {node.type for node in WORKFLOWS[what]} if what in WORKFLOWS else {what}
+        missing = sorted(needed - defined)
+        if missing:
+            pytest.skip(f"{what} needs node classes this ComfyUI ({host_version(server.host_path)}) lacks: "
+                        f"{', '.join(missing)}")
+    return require
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -74,7 +74,8 @@ NOT_ON_DEFAULTS = {"ca_tome_stats_sd15", "ca_tome_with_easycache_sd15"}
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
-def test_example_workflow_in_the_graph_editor(server, browser, checkpoint_for, name):
+def test_example_workflow_in_the_graph_editor(server, browser, checkpoint_for, require_nodes, name):
+    require_nodes(name)
     workflow = json.loads((WORKFLOW_DIR / f"{name}.json").read_text())
     page = browser.new_page(viewport={"width": 1800, "height": 1000})
     errors = []
