@@ -709,6 +709,7 @@ def wan_matching() -> str:
         seconds = statistics.median(rows[name]["matching_seconds"])
         shares[kind] = (seconds, seconds / rows[name]["step_0_median"])
     (spatial, spatial_share), (temporal, temporal_share) = shares["spatial"], shares["spatio-temporal"]
+    require(spatial_share > 0.05, "dit-wan-matching", "matching is past ~5 % of a checkpoint step")
     return (f"one matching of the {load('dit_wan.json')['model']['video_tokens']:,} video tokens took {spatial:.2f} s "
             f"with spatial cells, {percent(spatial_share)} of CA-ToMe's checkpoint step, and {temporal:.2f} s "
             f"({percent(temporal_share)}) with spatio-temporal cells")
@@ -757,6 +758,32 @@ def run_source(name: str) -> str:
     return (f"`{result['command']}` — {result['what']}; {result['model']['tokens']:,} tokens, {result['steps']} steps "
             f"({result['sampler']}, {result['schedule']}), {result['repeats']} interleaved repeats; "
             f"{result['timestamp'][:10]}, {result['machine']}, commit {result['commit']}")
+
+
+FEW_STEPS = (4, 6, 8, 20)
+
+
+def few_step_schedules() -> str:
+    """What each preset recomputes in short runs — derived from the schedules themselves (evenly
+    spaced steps), not measured."""
+    from ca_tome.schedule import PRESETS, Schedule
+
+    header = ["schedule", *(f"{n} steps: recomputed at" for n in FEW_STEPS)]
+    rows = []
+    for name in PRESETS:
+        checkpoints = [sorted(Schedule.preset(name).for_steps(n)) for n in FEW_STEPS]
+        rows.append([name, *(f"{', '.join(map(str, steps))} ({len(steps)} of {n})"
+                             for steps, n in zip(checkpoints, FEW_STEPS))])
+    every = all(len(Schedule.preset("CONFIG_3").for_steps(n)) == n for n in FEW_STEPS[:3])
+    require(every, "few-step-schedules", "CONFIG_3 recomputes at every step of a 4-, 6- or 8-step run")
+    return table(header, rows)
+
+
+def readme_families() -> str:
+    """The DiT families the node merges, from the family table itself."""
+    from ca_tome.comfyui.families import FAMILIES
+
+    return ", ".join(family.name for family in FAMILIES)
 
 
 def psnr_or_identical(psnr) -> str:
@@ -810,6 +837,8 @@ GENERATORS = {
     "dit-qwen-source": lambda: run_source("dit_qwen_image.json"),
     "dit-qwen": lambda: run_table("dit_qwen_image.json"),
     "video-cells": video_cells_table,
+    "readme-families": readme_families,
+    "few-step-schedules": few_step_schedules,
     "video-cells-verdict": video_cells_verdict,
 }
 

@@ -3,12 +3,13 @@
 An entry says what the block patch (``dit.block_patch``) needs to know about a family, and nothing
 is special-cased elsewhere:
 - which of the model's block lists to replace, under which ``patches_replace["dit"]`` kind;
-- where the image (or video) grid sits in a block's ``img``: first, or after the text (Flux's
-  single blocks see [txt, img]); what follows the grid (reference images, context latents)
+- where the image (or video) grid sits in a block's ``img``: first, after the text (Flux's
+  single blocks see [txt, img]) or last (MiniMax-H3), and in which stream when ``img`` is a
+  tuple (LTX-2's (video, audio)); everything else (reference images, context latents, audio)
   passes whole, as does the text stream;
 - which block inputs are per-token, along which dimension, and over which sequence — the
-  joint [txt, img] one (the grid then starts after the text) or ``img`` itself —, so the kept
-  tokens keep their own rows (RoPE tables, attention masks);
+  joint [txt, img] one (or [img, txt]) or ``img`` itself —, so the kept tokens keep their own rows
+  (RoPE tables, attention masks, per-frame or per-token timestep modulation, modulation ranges);
 - the token grid: (height, width) for images, (frames, height, width) for video, from the latent
   and the patch size;
 - when a model call or a block call must run unmerged, with the reason that is logged.

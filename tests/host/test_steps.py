@@ -55,3 +55,18 @@ def test_a_run_split_in_two_recomputes_where_the_single_run_does(pack, sd15_mode
     whole, first, second = recomputed
     assert first | {split + step for step in second} == whole | {split}, (whole, first, second)
     assert len(whole) >= 7, "the preset's checkpoints spread over the run"
+
+
+@pytest.mark.parametrize("schedule,recomputed", [("CONFIG_3", [0, 1, 2, 3]), ("once", [0])])
+def test_a_four_step_distilled_style_run_at_cfg_one(pack, sd15_model, schedule, recomputed):
+    """4 steps at cfg 1 (Lightning / turbo style): CONFIG_3 recomputes at every step there (its
+    points c/50 land on every step), ``once`` reuses the first step's pairs; t=1 stays the
+    unpatched model and a lower t merges."""
+    run = Sampling(steps=4, cfg=1.0, scheduler="sgm_uniform")
+    baseline = sample(sd15_model, run)
+    assert (sample(pack.nodes.CATome.execute(sd15_model, 1.0, schedule, "", "auto", 2, "qkv", "min").result[0], run)
+            == baseline).all()
+    patched = patch(pack, sd15_model, schedule)
+    out = sample(patched, run)
+    assert report(patched).recomputed_steps == recomputed and report(patched).merged_fraction > 0
+    assert not (out == baseline).all()
