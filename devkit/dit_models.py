@@ -160,8 +160,7 @@ def _flux_config(config: dict, text_position_axes: list[int], params: str = "com
         # Newer hosts' FluxParams (and ChromaParams) have a required `txt_ids_dims` (which txt_ids
         # axes carry positions: none on Flux 1 and Chroma, the last on Flux 2, as their model
         # detection writes) and ChromaParams a `vec_in_dim`. Older hosts reject the keywords.
-        module, name = params.split(":")
-        fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+        fields = _fields(params)
         extra = {"txt_ids_dims": text_position_axes, "vec_in_dim": None}
         return {**config, **{key: value for key, value in extra.items() if key in fields and key not in config}}
     return build
@@ -170,10 +169,15 @@ def _flux_config(config: dict, text_position_axes: list[int], params: str = "com
 def _known_fields(config: dict, params: str):
     """The config without the keys this host's params class lacks (older hosts: no ``meanflow_sum``)."""
     def build() -> dict:
-        module, name = params.split(":")
-        fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+        fields = _fields(params)
         return {key: value for key, value in config.items() if key in fields or key == "image_model"}
     return build
+
+
+def _fields(params: str) -> set[str]:
+    """The field names of this host's params dataclass ``"module:Class"`` (they differ by host)."""
+    module, name = params.split(":")
+    return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
 
 
 # family -> (ComfyUI model class name, supported_models config class name, unet config factory)
