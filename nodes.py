@@ -9,7 +9,7 @@ import math
 import torch
 from comfy_api.latest import ComfyExtension, io
 
-from .ca_tome.comfyui import (DIT_BLOCKS, FAMILIES, LEVELS_AUTO, TARGETS, VIDEO_CELLS, TokenMerging,
+from .ca_tome.comfyui import (DIT_BLOCKS, FAMILIES, LEVELS_AUTO, TARGETS, VIDEO_CELLS, VIDEO_SEARCH, TokenMerging,
                               apply_token_merging, log_host_check, merging_patch)
 from .ca_tome.schedule import AUTO, AutoRefresh
 from .ca_tome.schedule import NAMES as SCHEDULE_NAMES
@@ -19,6 +19,7 @@ CUSTOM = "custom"
 LEVEL_CHOICES = [LEVELS_AUTO, "1", "2", "4", "8"]
 DITS = ", ".join(family.name for family in FAMILIES)
 VIDEO_CELLS_DEFAULT = TokenMerging.__dataclass_fields__["video_cells"].default
+VIDEO_SEARCH_DEFAULT = TokenMerging.__dataclass_fields__["video_search"].default
 
 TOOLTIPS = {
     "model": "The model to patch. It is cloned: the input model stays unmerged.",
@@ -58,6 +59,11 @@ TOOLTIPS = {
                    "frame; 'spatio-temporal' = the same tokens of two consecutive frames (the destination in the "
                    "earlier), so still regions also merge across time. Tokens of different timesteps (a clean "
                    "first frame) never merge either way. Measured trade-offs: BENCHMARKS.md. Ignored on images.",
+    "video_search": "Video models: where a token looks for the destination it merges into. 'neighbourhood' = the "
+                    "cells within two cells of its own, in its own, the previous and the next (cell) frame: the "
+                    "matching costs a few percent of the global search's at 32k tokens. 'global' = every "
+                    "destination of the video (the matching grows with the square of the token count). Measured "
+                    "trade-offs: BENCHMARKS.md. Ignored on images, which always search globally.",
     "stride": "Cell size in tokens (stride × stride); one destination token per cell (top-left), the rest "
               "may merge into a destination. 2 is the paper's.",
     "merge": "What is merged. 'qkv' (the paper): the attention input, so q, k and v all shrink — fastest. "
@@ -96,7 +102,9 @@ def _dit_input() -> list:
     return [io.Combo.Input("dit_blocks", options=list(DIT_BLOCKS), default=DIT_BLOCKS[0], optional=True,
                            tooltip=TOOLTIPS["dit_blocks"]),
             io.Combo.Input("video_cells", options=list(VIDEO_CELLS), default=VIDEO_CELLS_DEFAULT, optional=True,
-                           tooltip=TOOLTIPS["video_cells"], **ADVANCED)]
+                           tooltip=TOOLTIPS["video_cells"], **ADVANCED),
+            io.Combo.Input("video_search", options=list(VIDEO_SEARCH), default=VIDEO_SEARCH_DEFAULT, optional=True,
+                           tooltip=TOOLTIPS["video_search"], **ADVANCED)]
 
 
 def _unit_interval_error(name: str, value) -> str | None:
@@ -124,11 +132,11 @@ def _schedule_error(schedule: str, custom_steps: str) -> str | None:
 
 
 def _patched(model, schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval, record_stats,
-             dit_blocks, video_cells, **amount) -> io.NodeOutput:
+             dit_blocks, video_cells, video_search, **amount) -> io.NodeOutput:
     config = TokenMerging(schedule=_schedule(schedule, custom_steps, auto_tolerance, auto_max_interval),
                           levels=LEVELS_AUTO if levels == LEVELS_AUTO else int(levels), stride=(stride, stride),
                           target=merge, record_stats=record_stats, dit_blocks=dit_blocks, video_cells=video_cells,
-                          **amount)
+                          video_search=video_search, **amount)
     return io.NodeOutput(apply_token_merging(model, config))
 
 
@@ -167,9 +175,11 @@ class CATome(io.ComfyNode):
     @classmethod
     def execute(cls, model, threshold, schedule, custom_steps, levels, stride, merge, batch_policy,
                 auto_tolerance=AutoRefresh.tolerance, auto_max_interval=AutoRefresh.max_interval,
-                record_stats=False, dit_blocks=DIT_BLOCKS[0], video_cells=VIDEO_CELLS_DEFAULT) -> io.NodeOutput:
+                record_stats=False, dit_blocks=DIT_BLOCKS[0], video_cells=VIDEO_CELLS_DEFAULT,
+                video_search=VIDEO_SEARCH_DEFAULT) -> io.NodeOutput:
         return _patched(model, schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval,
-                        record_stats, dit_blocks, video_cells, threshold=threshold, batch_policy=batch_policy)
+                        record_stats, dit_blocks, video_cells, video_search, threshold=threshold,
+                        batch_policy=batch_policy)
 
 
 class CATomeFixedRatio(io.ComfyNode):
@@ -199,9 +209,10 @@ class CATomeFixedRatio(io.ComfyNode):
     @classmethod
     def execute(cls, model, ratio, schedule, custom_steps, levels, stride, merge, auto_tolerance=AutoRefresh.tolerance,
                 auto_max_interval=AutoRefresh.max_interval, record_stats=False,
-                dit_blocks=DIT_BLOCKS[0], video_cells=VIDEO_CELLS_DEFAULT) -> io.NodeOutput:
+                dit_blocks=DIT_BLOCKS[0], video_cells=VIDEO_CELLS_DEFAULT,
+                video_search=VIDEO_SEARCH_DEFAULT) -> io.NodeOutput:
         return _patched(model, schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval,
-                        record_stats, dit_blocks, video_cells, ratio=ratio)
+                        record_stats, dit_blocks, video_cells, video_search, ratio=ratio)
 
 
 class CATomeStats(io.ComfyNode):

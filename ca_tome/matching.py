@@ -209,6 +209,133 @@ def best_matches(metric: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, chu
     return best, where
 
 
+# Cells per tile (frames, rows, columns) of the neighbourhood search: the srcs of one tile rank the
+# dsts of the tile and its halo in one small matrix product, then a mask keeps each src's own window.
+NEIGHBOURHOOD_TILE = (1, 4, 4)
+
+
+@dataclass(frozen=True)
+class Neighbourhood:
+    """Where every src looks for its dst: within ``frames`` cells in time and ``cells`` cells in
+    each spatial direction of its own cell (Chebyshev distance in cell units)."""
+
+    frames: int = 1
+    cells: int = 2
+
+    def __post_init__(self):
+        if not all(isinstance(v, int) and v >= 0 for v in (self.frames, self.cells)):
+            raise ValueError(f"neighbourhood radii must be integers ≥ 0, got {self.frames!r}, {self.cells!r}")
+
+
+@dataclass(frozen=True)
+class _Tiles:
+    """Index tables of a neighbourhood search on one grid (see :func:`_tiles`)."""
+
+    tokens: torch.Tensor  # [tiles, P] token index, or N for a place outside the grid
+    window: torch.Tensor  # [tiles, Q] dst position, or D for a cell that holds no dst
+    in_reach: torch.Tensor  # [P, Q] the window cell is within the radii of the token's cell (every tile alike)
+    place: torch.Tensor  # [N] each token's place in tokens.flatten()
+
+
+@functools.lru_cache(maxsize=32)
+def _tiles(frames, height, width, stride, temporal, reach: Neighbourhood, device) -> _Tiles:
+    sx, sy = stride
+    tile_t, tile_y, tile_x = NEIGHBOURHOOD_TILE
+    # Cells as tokens see them (leftover rows, columns and frames form cells that hold no dst) ...
+    cells = (-(-frames // temporal), -(-height // sy), -(-width // sx))
+    # ... and the cells that hold one.
+    dst_cells = (frames // temporal, height // sy, width // sx)
+    tile_counts = [-(-c // t) for c, t in zip(cells, NEIGHBOURHOOD_TILE)]
+
+    def axis(count, tile, size, unit, radius):
+        start = torch.arange(count, device=device) * tile  # first cell of each tile
+        local = torch.arange(tile * unit, device=device)  # token offsets inside a tile
+        token = start[:, None] * unit + local[None, :]
+        window = start[:, None] - radius + torch.arange(tile + 2 * radius, device=device)[None, :]
+        reach_ok = (torch.arange(tile + 2 * radius, device=device)[None, :] - radius - local[:, None] // unit).abs() <= radius
+        return token, window, reach_ok
+
+    ft, fw, fr = axis(tile_counts[0], tile_t, frames, temporal, reach.frames)
+    yt, yw, yr = axis(tile_counts[1], tile_y, height, sy, reach.cells)
+    xt, xw, xr = axis(tile_counts[2], tile_x, width, sx, reach.cells)
+
+    def grid(t, y, x):  # [tiles_t, tiles_y, tiles_x, t·y·x] of three per-axis tables
+        return (t[:, None, None, :, None, None], y[None, :, None, None, :, None], x[None, None, :, None, None, :])
+
+    f, y, x = grid(ft, yt, xt)
+    inside = (f < frames) & (y < height) & (x < width)
+    tokens = torch.where(inside, (f * height + y) * width + x, frames * height * width)
+    cf, cy, cx = grid(fw, yw, xw)
+    holds_dst = (cf >= 0) & (cf < dst_cells[0]) & (cy >= 0) & (cy < dst_cells[1]) & (cx >= 0) & (cx < dst_cells[2])
+    window = torch.where(holds_dst, (cf * dst_cells[1] + cy) * dst_cells[2] + cx, math.prod(dst_cells))
+    tiles = math.prod(tile_counts)
+    tokens, window = tokens.reshape(tiles, -1), window.reshape(tiles, -1)
+    in_reach = (fr[:, None, None, :, None, None] & yr[None, :, None, None, :, None] & xr[None, None, :, None, None, :])
+    in_reach = in_reach.reshape(tokens.shape[1], window.shape[1])
+    flat = tokens.flatten()
+    place = torch.empty(frames * height * width + 1, dtype=torch.long, device=device)
+    place[flat] = torch.arange(flat.numel(), device=device)
+    return _Tiles(tokens, window, in_reach, place[:-1])
+
+
+def neighbourhood_matches(metric: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, grid: tuple[int, int, int],
+                          stride: tuple[int, int], temporal: int, reach: Neighbourhood,
+                          rank_dtype: torch.dtype | None = None, groups: torch.Tensor | None = None):
+    """:func:`best_matches`, each src ranking only the dsts within ``reach`` of its cell.
+
+    A global search costs N²/(sx·sy) products; at a video's 32k tokens that is 7.5 % of a whole
+    Wan 1.3B checkpoint step on this project's CPU (benchmarks/results/dit_wan.json). Here the grid
+    is cut into tiles of :data:`NEIGHBOURHOOD_TILE` cells; the tokens of a tile rank the dsts of
+    the tile and a halo of the radii, in one batched product, and a mask keeps each src's own
+    window, so the result is exactly that of a search over the window. ``src``/``dst`` are
+    :func:`partition`'s for the same ``grid`` (frames, height, width), ``stride`` and
+    ``temporal``; a src with no dst in reach (or in its group) gets similarity −inf.
+    """
+    batch, tokens, channels = metric.shape
+    rank_dtype = rank_dtype or rank_dtype_for(metric.device)
+    tiles = _tiles(*grid, tuple(stride), temporal, reach, metric.device)
+    unit = _unit(metric)  # once: the ranking, the dsts and the exact similarities all read it
+    zero = metric.new_zeros(batch, 1, channels, dtype=rank_dtype)
+    token_ranked = torch.cat((unit.to(rank_dtype), zero), dim=1)
+    dst_unit = unit[:, dst]
+    dst_ranked = torch.cat((dst_unit.to(rank_dtype), zero), dim=1)
+    in_window = tiles.window < dst.numel()  # [tiles, Q]
+    if groups is not None:
+        token_group = torch.cat((groups, groups.new_full((1,), -1)))[tiles.tokens]  # [tiles, P]
+        window_group = torch.cat((groups[dst], groups.new_full((1,), -2)))[tiles.window]  # [tiles, Q]
+    per_tile, per_window = tiles.tokens.shape[1], tiles.window.shape[1]
+    itemsize = torch.finfo(rank_dtype).bits // 8
+    chunk = max(1, DEFAULT_CHUNK_BYTES // (itemsize * batch * (per_tile + per_window) * channels))
+    best_rank = torch.empty(batch, tiles.tokens.numel(), dtype=SIMILARITY_DTYPE, device=metric.device)
+    best_pos = torch.empty(batch, tiles.tokens.numel(), dtype=torch.long, device=metric.device)
+    for start in range(0, tiles.tokens.shape[0], chunk):
+        part = slice(start, start + chunk)
+        token_rows = tiles.tokens[part]
+        window = tiles.window[part]
+        count = token_rows.shape[0]
+        queries = token_ranked[:, token_rows.flatten()].view(batch * count, per_tile, channels)
+        keys = dst_ranked[:, window.flatten()].view(batch * count, per_window, channels)
+        ranks = torch.bmm(queries, keys.transpose(1, 2)).view(batch, count, per_tile, per_window)
+        allowed = tiles.in_reach & in_window[part, None, :]
+        if groups is not None:
+            allowed = allowed & (token_group[part, :, None] == window_group[part, None, :])
+        ranks.masked_fill_(~allowed, -math.inf)
+        value, index = ranks.max(dim=-1)
+        rows = slice(start * per_tile, start * per_tile + count * per_tile)
+        best_rank[:, rows] = value.flatten(1)
+        best_pos[:, rows] = window.unsqueeze(0).expand(batch, -1, -1).gather(2, index).flatten(1)
+    place = tiles.place[src]
+    where = best_pos[:, place]
+    alone = best_rank[:, place] == -math.inf
+    where.masked_fill_(alone, 0)
+    # The similarity of each src to the dst it picked, exact in float32 (as best_matches).
+    picked = dst[where]
+    rows = torch.arange(batch, device=metric.device).unsqueeze(1) * tokens
+    flat = unit.reshape(-1, channels)
+    similarity = (flat[(src + rows).flatten()] * flat[(picked + rows).flatten()]).sum(dim=-1).view(batch, -1)
+    return similarity.masked_fill_(alone, -math.inf), where
+
+
 @functools.lru_cache(maxsize=None)
 def rank_dtype_for(device: torch.device) -> torch.dtype:
     """bf16 where matrix products in it are native (CUDA with bf16, CPUs with AVX512-BF16 or AMX),
@@ -245,6 +372,7 @@ def plan_merge(
     frames: int = 1,
     temporal: int = 1,
     groups: torch.Tensor | None = None,
+    neighbourhood: Neighbourhood | None = None,
 ) -> MergePlan | tuple[MergePlan, torch.Tensor | None]:
     """Plan which tokens of ``metric`` [B, N, C] (N = frames·height·width) to merge.
 
@@ -265,6 +393,8 @@ def plan_merge(
     ``groups`` [N] (integers): tokens of different groups are never merged together, e.g.
     frames denoised at different timesteps; in ratio mode r is then capped at the srcs that have a
     dst in their group (one host sync).
+    ``neighbourhood``: each src ranks only the dsts within these radii of its cell
+    (:func:`neighbourhood_matches`) instead of every dst of the grid.
     Costs at most one device→host sync (reading r in threshold mode), none in ratio mode, and
     no host→device copy (every index is built on the metric's device; with ``random_dst``, a
     ``generator`` on another device costs one); r = 0 gives the identity plan.
@@ -309,7 +439,11 @@ def plan_merge(
         groups = groups.to(metric.device)
 
     with torch.no_grad():
-        similarity, dst_pos = best_matches(metric, src, dst, chunk_size, rank_dtype, groups)
+        if neighbourhood is None:
+            similarity, dst_pos = best_matches(metric, src, dst, chunk_size, rank_dtype, groups)
+        else:
+            similarity, dst_pos = neighbourhood_matches(metric, src, dst, (frames, height, width), (sx, sy), temporal,
+                                                        neighbourhood, rank_dtype, groups)
         if threshold is not None:
             counts = (similarity >= threshold).sum(dim=-1)
             r = int((counts.min() if batch_policy == "min" else counts.max()).item())

@@ -77,9 +77,10 @@ WIDGETS = {
     "VAEDecode": [],
     "SaveImage": ["filename_prefix"],
     "CATome": ["threshold", "schedule", "custom_steps", "levels", "stride", "merge", "auto_tolerance",
-               "auto_max_interval", "record_stats", "batch_policy", "dit_blocks", "video_cells"],
+               "auto_max_interval", "record_stats", "batch_policy", "dit_blocks", "video_cells",
+               "video_search"],
     "CATomeFixedRatio": ["ratio", "schedule", "custom_steps", "levels", "stride", "merge", "auto_tolerance",
-                         "auto_max_interval", "record_stats", "dit_blocks", "video_cells"],
+                         "auto_max_interval", "record_stats", "dit_blocks", "video_cells", "video_search"],
     "CATomeStats": ["filename_prefix"],
     "EasyCache": ["reuse_threshold", "start_percent", "end_percent", "verbose"],
     "LoadImage": ["image"],
@@ -138,8 +139,9 @@ _SHARED_DEFAULTS = {"custom_steps": "every 5", "levels": "auto", "stride": 2, "m
 WIDTHS = {"VAEDecode": 200, "SaveImage": 300, "CATomeStats": 200}
 SEED_WIDGET = {"KSampler": 0, "KSamplerAdvanced": 1, "RandomNoise": 0}  # where the seed sits among the widgets
 CA_TOME_DEFAULTS = {"threshold": 0.7, "schedule": "CONFIG_3", **_SHARED_DEFAULTS, "batch_policy": "min",
-                    "dit_blocks": "all", "video_cells": "spatial"}
-RATIO_DEFAULTS = {"ratio": 0.5, "schedule": "all", **_SHARED_DEFAULTS, "dit_blocks": "all", "video_cells": "spatial"}
+                    "dit_blocks": "all", "video_cells": "spatial", "video_search": "neighbourhood"}
+RATIO_DEFAULTS = {"ratio": 0.5, "schedule": "all", **_SHARED_DEFAULTS, "dit_blocks": "all", "video_cells": "spatial",
+                  "video_search": "neighbourhood"}
 EASYCACHE_DEFAULTS = {"reuse_threshold": 0.2, "start_percent": 0.15, "end_percent": 0.95, "verbose": False}
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..cache import PairCache, PairKey
-from ..matching import MergePlan, plan_merge, stale_fraction
+from ..matching import MergePlan, Neighbourhood, plan_merge, stale_fraction
 from ..schedule import Schedule
 from ..stats import StatsRecorder
 
@@ -29,6 +29,9 @@ TARGETS = ("qkv", "q", "kv")
 DIT_BLOCKS = ("all", "double", "single")
 # Video cells: stride × stride tokens of one frame, or of two consecutive frames (frames per cell).
 VIDEO_CELLS = {"spatial": 1, "spatio-temporal": 2}
+# Where a video token looks for its dst: the cells within one (cell) frame and two cells of its own,
+# or every dst of the video (N² products: 7.5 % of a Wan checkpoint step at 32k tokens).
+VIDEO_SEARCH = {"neighbourhood": Neighbourhood(frames=1, cells=2), "global": None}
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,9 @@ class TokenMerging:
     only (ToDo; no unmerge needed). ``record_stats`` also computes fresh pairs at every step for
     the Stats node (what is merged does not change; it costs a matching per step). ``dit_blocks``:
     which blocks of a DiT (Flux, SD3) run on merged image tokens; ``video_cells``: whether a video's
-    cells span one frame or two; ``levels`` and ``target`` are UNet settings (a DiT block merges
-    its whole input).
+    cells span one frame or two; ``video_search``: where a video token looks for its dst (images
+    always search every dst); ``levels`` and ``target`` are UNet settings (a DiT block merges its
+    whole input).
     """
 
     schedule: Schedule
@@ -56,6 +60,7 @@ class TokenMerging:
     record_stats: bool = False
     dit_blocks: str = "all"
     video_cells: str = "spatial"
+    video_search: str = "neighbourhood"
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -64,6 +69,8 @@ class TokenMerging:
             raise ValueError(f"dit_blocks must be one of {DIT_BLOCKS}, got {self.dit_blocks!r}")
         if self.video_cells not in VIDEO_CELLS:
             raise ValueError(f"video_cells must be one of {tuple(VIDEO_CELLS)}, got {self.video_cells!r}")
+        if self.video_search not in VIDEO_SEARCH:
+            raise ValueError(f"video_search must be one of {tuple(VIDEO_SEARCH)}, got {self.video_search!r}")
         if self.levels != LEVELS_AUTO and not (isinstance(self.levels, int) and self.levels >= 1):
             raise ValueError(f"levels must be 'auto' or a max downsample factor ≥ 1, got {self.levels!r}")
 
@@ -71,10 +78,11 @@ class TokenMerging:
              groups: torch.Tensor | None = None):
         """Match ``metric`` on its token ``grid``: (height, width), or (frames, height, width) for
         video; tokens of different ``groups`` [N] never merge."""
-        *frames, height, width = grid
+        frames, height, width = (1, *grid) if len(grid) == 2 else grid
         return plan_merge(metric, height, width, threshold=self.threshold, ratio=self.ratio, stride=self.stride,
-                          batch_policy=self.batch_policy, return_similarity=return_similarity,
-                          frames=frames[0] if frames else 1, temporal=VIDEO_CELLS[self.video_cells], groups=groups)
+                          batch_policy=self.batch_policy, return_similarity=return_similarity, frames=frames,
+                          temporal=VIDEO_CELLS[self.video_cells], groups=groups,
+                          neighbourhood=VIDEO_SEARCH[self.video_search] if frames > 1 else None)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Matching and merge plans: oracles against the peers, properties, memory."""
 
 import importlib.util
+import math
 import sys
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ca_tome import partition, plan_merge
-from ca_tome.matching import best_matches
+from ca_tome.matching import Neighbourhood, best_matches, neighbourhood_matches
 from devkit.host import REPO_ROOT
 from devkit.memory import peak_matching_memory
 
@@ -316,3 +317,55 @@ def test_spatio_temporal_cells_span_two_frames_with_the_dst_in_the_earlier(frame
     assert plan.merged_count == frames * 16 - dst.numel(), "threshold below every similarity: every src merges"
     with pytest.raises(ValueError, match="temporal must be a positive integer"):
         plan_merge(metric, 4, 4, frames=frames, temporal=0, ratio=0.5)
+
+
+def windowed_oracle(metric, src, dst, grid, stride, temporal, reach, groups=None):
+    """Every src against every dst, masked to the dsts within reach of its cell: the definition."""
+    frames, height, width = grid
+    sx, sy = stride
+    coords = lambda tokens: torch.stack((tokens // (height * width) // temporal,  # noqa: E731
+                                         tokens % (height * width) // width // sy, tokens % width // sx), dim=-1)
+    src_cell, dst_cell = coords(src), coords(dst)
+    gap = (src_cell[:, None, :] - dst_cell[None, :, :]).abs()
+    allowed = (gap[..., 0] <= reach.frames) & (gap[..., 1] <= reach.cells) & (gap[..., 2] <= reach.cells)
+    if groups is not None:
+        allowed &= groups[src][:, None] == groups[dst][None, :]
+    unit = torch.nn.functional.normalize(metric, dim=-1)
+    similarity = (unit[:, src] @ unit[:, dst].transpose(1, 2)).masked_fill(~allowed, -math.inf)
+    return similarity.max(dim=-1)
+
+
+@pytest.mark.parametrize("grid, stride, temporal, reach", [
+    ((1, 9, 11), (2, 2), 1, Neighbourhood(0, 1)),  # odd image: leftover row and column
+    ((5, 7, 10), (2, 2), 1, Neighbourhood(1, 2)),  # more tiles than fit one chunk of any size
+    ((5, 6, 6), (2, 2), 2, Neighbourhood(1, 1)),  # spatio-temporal cells, a leftover frame
+    ((3, 12, 20), (3, 2), 1, Neighbourhood(0, 0)),  # own cell only
+], ids=["odd-image", "video", "spatio-temporal", "own-cell"])
+def test_neighbourhood_search_is_the_global_search_masked_to_the_window(grid, stride, temporal, reach):
+    frames, height, width = grid
+    metric = torch.randn(2, frames * height * width, 12, generator=torch.Generator().manual_seed(3))
+    src, dst = partition(height, width, stride, frames=frames, temporal=temporal)
+    groups = torch.randint(2, (metric.shape[1],), generator=torch.Generator().manual_seed(4))
+    for token_groups in (None, groups):
+        similarity, where = neighbourhood_matches(metric, src, dst, grid, stride, temporal, reach,
+                                                  rank_dtype=torch.float32, groups=token_groups)
+        expected, expected_where = windowed_oracle(metric, src, dst, grid, stride, temporal, reach, token_groups)
+        found = torch.isfinite(expected)
+        assert torch.equal(torch.isfinite(similarity), found)
+        assert torch.equal(where[found], expected_where[found])
+        torch.testing.assert_close(similarity[found], expected[found], atol=1e-5, rtol=0)
+
+
+def test_a_neighbourhood_that_covers_the_grid_plans_as_the_global_search():
+    metric = torch.randn(2, 4 * 8 * 10, 16, generator=torch.Generator().manual_seed(5))
+    common = dict(frames=4, threshold=0.2, rank_dtype=torch.float32)
+    near = plan_merge(metric, 8, 10, neighbourhood=Neighbourhood(frames=3, cells=4), **common)
+    everywhere = plan_merge(metric, 8, 10, **common)
+    assert near.merged_count == everywhere.merged_count > 0
+    assert torch.equal(near.pairs, everywhere.pairs)
+    narrow = plan_merge(metric, 8, 10, neighbourhood=Neighbourhood(frames=0, cells=1), **common)
+    assert narrow.merged_count < everywhere.merged_count, "a smaller window finds fewer pairs above t"
+    gap = lambda plan: ((plan.merged_src % 10) // 2 - (plan.merged_dst % 10) // 2).abs().max()  # noqa: E731
+    assert gap(narrow) <= 1 < gap(everywhere)
+    with pytest.raises(ValueError, match="integers ≥ 0"):
+        Neighbourhood(frames=-1)
