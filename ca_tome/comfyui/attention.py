@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from .run import RunState
 
 RUN_KEY = "ca_tome_run"  # transformer_options: the RunState of the sampling call in progress
@@ -43,22 +45,15 @@ def merge_patch(*args, **kwargs):
 
 
 def _merge_unet_block(n, context_attn1, value_attn1, extra_options):
-    run = extra_options.get(RUN_KEY)
-    if not isinstance(run, RunState) or n.ndim != 3:
+    decided = _unet_plan(n, extra_options)
+    if decided is None:
         return n, context_attn1, value_attn1
-    grid = token_grid(n.shape[1], extra_options.get("original_shape"))
-    if grid is None or run.max_downsample is None or grid[0] > run.max_downsample:
-        return n, context_attn1, value_attn1
-    block = (*extra_options.get("block", ("?", 0)), extra_options.get("block_index", 0))
-    plan = run.plan(block, extra_options, n, grid[1:])
-    if plan.is_identity:
-        return n, context_attn1, value_attn1
+    plan, target = decided
 
     def merge_same_tokens(x):
         # Another pack's patch may have changed k/v (e.g. appended reference tokens): leave those.
         return plan.merge(x) if x.shape[:2] == n.shape[:2] else x
 
-    target = run.config.target
     if target == "kv":
         return n, merge_same_tokens(context_attn1), merge_same_tokens(value_attn1)
     extra_options[PLAN_KEY] = plan
@@ -67,6 +62,21 @@ def _merge_unet_block(n, context_attn1, value_attn1, extra_options):
         return merged, context_attn1, value_attn1
     same = lambda x: merged if x is n else merge_same_tokens(x)  # noqa: E731
     return merged, same(context_attn1), same(value_attn1)
+
+
+@torch.compiler.disable
+def _unet_plan(n, extra_options):
+    """(plan, merge target) for this block call, or None: every read of the run's state and the
+    matching, never traced by torch.compile (see ``dit._decide``)."""
+    run = extra_options.get(RUN_KEY)
+    if not isinstance(run, RunState) or n.ndim != 3:
+        return None
+    grid = token_grid(n.shape[1], extra_options.get("original_shape"))
+    if grid is None or run.max_downsample is None or grid[0] > run.max_downsample:
+        return None
+    block = (*extra_options.get("block", ("?", 0)), extra_options.get("block_index", 0))
+    plan = run.plan(block, extra_options, n, grid[1:])
+    return None if plan.is_identity else (plan, run.config.target)
 
 
 def unmerge_patch(out, extra_options):

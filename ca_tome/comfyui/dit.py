@@ -69,23 +69,62 @@ def apply_model_wrapper(family: Family, executor, *args, **kwargs):
     return executor(*args, **kwargs)
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What the eager half of a block call decided (see :func:`_decide`), for the half a compiler
+    may trace: the plan, where the grid starts in the stream, where it starts in the joint
+    sequence, and the per-token timestep inputs' rows."""
+
+    plan: MergePlan
+    start: int
+    joint_start: int
+    timestep_rows: dict
+
+
 def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict) -> dict:
     """Replacement of one DiT block: merge its grid, run it (or the patch it replaced), unmerge the update."""
     def run_block(block_args):
         return previous(block_args, extras) if previous is not None else extras["original_block"](block_args)
 
+    decision = _decide(spec, index, args)
+    if decision is None:
+        return run_block(args)
+    plan, start = decision.plan, decision.start
+    streams = args["img"]
+    x = _grid_stream(spec, streams)
+    grid = x[:, start:start + plan.token_count]
+    merged = torch.cat((x[:, :start], plan.merge(grid), x[:, start + plan.token_count:]), dim=1)
+    block_input = merged.clone()  # blocks add their update in place
+    merged_args = {**args, "img": _replace(streams, spec.stream, block_input[0] if spec.unbatched else block_input),
+                   **_kept_inputs(spec, args, plan, start, decision.joint_start, x.shape[1], decision.timestep_rows)}
+    out = run_block(merged_args)
+    output = out["img"][spec.stream] if spec.stream is not None else out["img"]
+    full = unmerged_output(x, merged, output.unsqueeze(0) if spec.unbatched else output, plan, start)
+    return {**out, "img": _replace(out["img"], spec.stream, full[0] if spec.unbatched else full)}
+
+
+def _grid_stream(spec: BlockKind, streams):
+    """The stream that holds the grid, [B, L, C] (LTX-2: img = (video, audio); MiniMax: unbatched)."""
+    x = streams[spec.stream] if spec.stream is not None else streams
+    return x.unsqueeze(0) if spec.unbatched and isinstance(x, torch.Tensor) and x.ndim == 2 else x
+
+
+@torch.compiler.disable
+def _decide(spec: BlockKind, index: int, args: dict) -> Decision | None:
+    """Whether and how this block call merges: every read of the run's state (the step, the pair
+    cache) and the matching. Never traced by torch.compile: the core compile node drops its guards
+    on ``transformer_options``, where the run lives, so a traced read would stay frozen at its first
+    value; here the plan is decided at every call and reaches the traced half as a value. None:
+    the block runs whole."""
     options = args.get("transformer_options", {})
     run, layout = options.get(RUN_KEY), options.get(LAYOUT_KEY)
     if not isinstance(run, RunState) or layout is None or (spec.kind, index) not in run.dit_blocks:
-        return run_block(args)
+        return None
     reason = spec.unmerged_when(args) if spec.unmerged_when else None
     if reason:
         run.note_once(f"CA-ToMe: {reason}.")
-        return run_block(args)
-    streams = args["img"]
-    x = streams[spec.stream] if spec.stream is not None else streams  # LTX-2: img = (video, audio)
-    if spec.unbatched and isinstance(x, torch.Tensor) and x.ndim == 2:
-        x = x.unsqueeze(0)
+        return None
+    x = _grid_stream(spec, args["img"])
     txt = args.get("txt")
     # The text the block sees: its own stream where it has one, else where the host says the image
     # starts (some models add tokens to the prompt's: Hunyuan 1.5's vision and glyph tokens), else
@@ -94,29 +133,21 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
             else (options.get("img_slice") or (layout.text,))[0] if spec.grid_after_text else layout.text)
     tokens = layout.tokens
     if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[1] < tokens:
-        return run_block(args)
+        return None
     start = x.shape[1] - tokens if spec.grid_last else text if spec.grid_after_text and layout.text_first else 0
     reason = _sequence_mismatch(spec, args, x.shape[1], text) or _segment_mismatch(spec, args, start, tokens)
     if reason:
         run.note_once(f"CA-ToMe: {reason}; these blocks run unmerged.")
-        return run_block(args)
-    grid = x[:, start:start + tokens]
+        return None
     timestep_rows = {entry.name: TimestepRows.of(_rows_of(entry, args[entry.name]), entry.dim, x.shape[1])
                      for entry in spec.per_token if entry.timesteps and args.get(entry.name) is not None}
     timestep_rows = {name: rows for name, rows in timestep_rows.items() if rows is not None}
     deciding = next(iter(timestep_rows.values()), None)  # the first timestep input says which tokens may merge
     groups = deciding.groups(start, tokens) if deciding is not None else _segment_groups(spec, args, start, tokens)
-    plan = run.plan((spec.kind, index, 0), options, metric.DIT(grid), layout.grid, groups)
+    plan = run.plan((spec.kind, index, 0), options, metric.DIT(x[:, start:start + tokens]), layout.grid, groups)
     if plan.is_identity:
-        return run_block(args)
-    merged = torch.cat((x[:, :start], plan.merge(grid), x[:, start + tokens:]), dim=1)
-    block_input = merged.clone()  # blocks add their update in place
-    merged_args = {**args, "img": _replace(streams, spec.stream, block_input[0] if spec.unbatched else block_input),
-                   **_kept_inputs(spec, args, plan, start, text if layout.text_first else 0, x.shape[1], timestep_rows)}
-    out = run_block(merged_args)
-    output = out["img"][spec.stream] if spec.stream is not None else out["img"]
-    full = unmerged_output(x, merged, output.unsqueeze(0) if spec.unbatched else output, plan, start)
-    return {**out, "img": _replace(out["img"], spec.stream, full[0] if spec.unbatched else full)}
+        return None
+    return Decision(plan, start, text if layout.text_first else 0, timestep_rows)
 
 
 def _kept_inputs(spec: BlockKind, args: dict, plan: MergePlan, start: int, joint_start: int, length: int,
