@@ -61,8 +61,8 @@ TOOLTIPS = {
                    "first frame) never merge either way. Measured trade-offs: BENCHMARKS.md. Ignored on images.",
     "video_search": "Video models: where a token looks for the destination it merges into. 'neighbourhood' = the "
                     "cells within two cells of its own, in its own, the previous and the next (cell) frame: the "
-                    "matching costs a few percent of the global search's at 32k tokens. 'global' = every "
-                    "destination of the video (the matching grows with the square of the token count). Measured "
+                    "matching grows with the token count only. 'global' = every destination of the video: the "
+                    "closest matches, at a matching cost that grows with the square of the token count. Measured "
                     "trade-offs: BENCHMARKS.md. Ignored on images, which always search globally.",
     "stride": "Cell size in tokens (stride × stride); one destination token per cell (top-left), the rest "
               "may merge into a destination. 2 is the paper's.",

@@ -699,28 +699,35 @@ def wan_targets() -> str:
             + ("**met**" if met else "**not met**"))
 
 
+WAN_MATCHING_LIMIT = 0.05  # the video issue's bound on one matching's share of a checkpoint step
+
+
 def wan_matching() -> str:
-    """The phrase on what one matching costs at 32k video tokens, against a checkpoint step, for
-    both kinds of cells (spatio-temporal cells hold half the dsts)."""
+    """The phrase on what one matching costs at 32k video tokens, against a checkpoint step: the
+    global dst search and the neighbourhood search (spatial and spatio-temporal cells)."""
     rows = wan_rows()
-    shares = {}
-    for kind, name in (("spatial", "CA-ToMe, checkpoint step then cached step"),
-                       ("spatio-temporal", "CA-ToMe, spatio-temporal cells")):
+    shares = []
+    for name in ("CA-ToMe, global dst search", "CA-ToMe, checkpoint step then cached step",
+                 "CA-ToMe, spatio-temporal cells"):
         seconds = statistics.median(rows[name]["matching_seconds"])
-        shares[kind] = (seconds, seconds / rows[name]["step_0_median"])
-    (spatial, spatial_share), (temporal, temporal_share) = shares["spatial"], shares["spatio-temporal"]
-    require(spatial_share > 0.05, "dit-wan-matching", "matching is past ~5 % of a checkpoint step")
-    return (f"one matching of the {load('dit_wan.json')['model']['video_tokens']:,} video tokens took {spatial:.2f} s "
-            f"with spatial cells, {percent(spatial_share)} of CA-ToMe's checkpoint step, and {temporal:.2f} s "
-            f"({percent(temporal_share)}) with spatio-temporal cells")
+        shares.append((seconds, seconds / rows[name]["step_0_median"]))
+    (every, every_share), (near, near_share), (temporal, temporal_share) = shares
+    require(near_share < WAN_MATCHING_LIMIT < every_share, "dit-wan-matching",
+            "the default neighbourhood search stays under ~5 % of a checkpoint step, the global one does not")
+    past = f", past the issue's ~{percent(WAN_MATCHING_LIMIT, 0)}" if every_share > WAN_MATCHING_LIMIT else ""
+    return (f"one matching of the {load('dit_wan.json')['model']['video_tokens']:,} video tokens took {every:.2f} s "
+            f"with the global dst search ({percent(every_share)} of its checkpoint step{past}), and {near:.2f} s "
+            f"({percent(near_share)}) with the neighbourhood search, the default ({temporal:.2f} s, "
+            f"{percent(temporal_share)}, with spatio-temporal cells)")
 
 
 def video_cells_verdict() -> str:
     """Why ``video_cells`` defaults to spatial: fidelity at equal share, and the share at equal t."""
     rows = load("video_cells.json")["rows"]
 
-    def find(video, cells, key, value):
-        return next(r for r in rows if r["video"] == video and r["cells"] == cells and r.get(key) == value)
+    def find(video, cells, key, value, search="neighbourhood"):
+        return next(r for r in rows if r["video"] == video and r["cells"] == cells and r["search"] == search
+                    and r.get(key) == value)
 
     videos = list(dict.fromkeys(r["video"] for r in rows))
     gaps = {video: find(video, "spatial", "ratio", 0.5)["fidelity_to_unmerged"]["psnr_db"]
@@ -793,11 +800,30 @@ def psnr_or_identical(psnr) -> str:
 def video_cells_table() -> str:
     """Spatial against spatio-temporal cells: merged share per threshold and fidelity at equal share."""
     result = load("video_cells.json")
-    header = ["video", "cells", "setting", "merged", "latent PSNR to unmerged"]
-    lines = [[row["video"], row["cells"], f"t = {row['threshold']}" if "threshold" in row else f"ratio {row['ratio']}",
+    header = ["video", "cells", "dst search", "setting", "merged", "latent PSNR to unmerged"]
+    lines = [[row["video"], row["cells"], row["search"],
+              f"t = {row['threshold']}" if "threshold" in row else f"ratio {row['ratio']}",
               percent(row["merged_fraction"]), psnr_or_identical(row["fidelity_to_unmerged"]["psnr_db"])]
              for row in result["rows"]]
     return table(header, lines)
+
+
+def video_search_verdict() -> str:
+    """What the neighbourhood search gives up against the global one: the share at equal t, the
+    fidelity at equal share."""
+    pairs = {}
+    for row in load("video_cells.json")["rows"]:
+        setting = ("threshold", row["threshold"]) if "threshold" in row else ("ratio", row["ratio"])
+        pairs.setdefault((row["video"], row["cells"], setting), {})[row["search"]] = row
+    gaps = [p["global"]["fidelity_to_unmerged"]["psnr_db"] - p["neighbourhood"]["fidelity_to_unmerged"]["psnr_db"]
+            for (_, _, setting), p in pairs.items() if setting[0] == "ratio"]
+    share_loss = [p["global"]["merged_fraction"] - p["neighbourhood"]["merged_fraction"]
+                  for (_, _, setting), p in pairs.items() if setting[0] == "threshold"]
+    require(all(gap > 0 for gap in gaps), "video-search-verdict", "the global search is closer at equal share")
+    return (f"at equal share (the fixed ratio 0.5) the global search stayed {span(gaps, 1, ' dB')} closer to the "
+            f"unmerged run than the neighbourhood search, for both kinds of cells and both videos, and at equal t the "
+            f"neighbourhood search merged up to {100 * max(share_loss):.0f} points less: with random weights a "
+            "token's most similar one lies anywhere in the video, the worst case for a local search")
 
 
 GENERATORS = {
@@ -840,6 +866,7 @@ GENERATORS = {
     "readme-families": readme_families,
     "few-step-schedules": few_step_schedules,
     "video-cells-verdict": video_cells_verdict,
+    "video-search-verdict": video_search_verdict,
 }
 
 

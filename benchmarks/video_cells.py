@@ -1,5 +1,6 @@
 """Video cells: spatial (2×2 tokens of one latent frame) against spatio-temporal (the same tokens of
-two consecutive frames) — merged share at equal threshold, fidelity at equal share.
+two consecutive frames), and the dst search: in the default neighbourhood or over the whole video —
+merged share at equal threshold, fidelity at equal share.
 
 ComfyUI's own Wan 2.1 class, narrow (dim 256, 4 heads, 2 blocks) with random weights, on two
 videos of 9 latent frames × 32 × 48 latent pixels (9 × 16 × 24 = 3,456 video tokens):
@@ -12,8 +13,9 @@ videos of 9 latent frames × 32 × 48 latent pixels (9 × 16 × 24 = 3,456 video
   in common than distant ones.
 
 Each run: 8 steps, euler, cfg 1, schedule ``all`` (fresh pairs every step, so caching does not
-blur the comparison). Rows: thresholds 0.6 … 0.3 for both cell kinds (merged share and latent
-PSNR to the unmerged run of the same seed), and the fixed ratio 0.5 for both (equal share).
+blur the comparison). Rows: thresholds 0.6 … 0.3 for both cell kinds and both searches (merged
+share and latent PSNR to the unmerged run of the same seed), and the fixed ratio 0.5 for each
+(equal share).
 ``python -m benchmarks.video_cells`` writes results/video_cells.json (a few minutes on 2 CPU
 cores); ``python -m benchmarks.report`` makes the BENCHMARKS.md table.
 """
@@ -40,6 +42,7 @@ MODEL = dict(dim=256, ffn_dim=1024, num_heads=4, num_layers=2)
 THRESHOLDS = (0.6, 0.5, 0.4, 0.3)
 RATIO = 0.5
 CELLS = ("spatial", "spatio-temporal")
+SEARCHES = ("neighbourhood", "global")
 STEPS = 8
 
 
@@ -77,23 +80,25 @@ def main() -> None:
     rows = []
     for video, (latent, denoise) in videos.items():
         reference = sampled(model, latent, denoise)
-        for cells in CELLS:
+        for cells, search in ((cells, search) for search in SEARCHES for cells in CELLS):
             settings = [("threshold", t) for t in THRESHOLDS] + [("ratio", RATIO)]
             for mode, value in settings:
                 node = pack.nodes.CATome if mode == "threshold" else pack.nodes.CATomeFixedRatio
-                common = dict(video_cells=cells)
+                common = dict(video_cells=cells, video_search=search)
                 patched = (node.execute(model, value, "all", "", "auto", 2, "qkv", "min", **common) if mode == "threshold"
                            else node.execute(model, value, "all", "", "auto", 2, "qkv", **common)).result[0]
                 out = sampled(patched, latent, denoise)
                 report = pack.ca_tome.comfyui.last_report(patched)
-                row = {"video": video, "cells": cells, mode: value, "merged_fraction": report.merged_fraction,
+                row = {"video": video, "cells": cells, "search": search, mode: value,
+                       "merged_fraction": report.merged_fraction,
                        "fidelity_to_unmerged": fidelity(out, reference)}
                 rows.append(row)
                 psnr = row["fidelity_to_unmerged"]["psnr_db"]
-                print(f"{video:<13} {cells:<16} {mode} {value:<4} merged {100 * row['merged_fraction']:5.1f} % "
+                print(f"{video:<13} {cells:<16} {search:<13} {mode} {value:<4} merged {100 * row['merged_fraction']:5.1f} % "
                       f"PSNR {'identical' if psnr is None else f'{psnr:.2f} dB'}", flush=True)
     result = {
-        "what": "spatial vs spatio-temporal video cells on a narrow Wan 2.1 (ComfyUI's class, random weights)",
+        "what": "spatial vs spatio-temporal video cells, neighbourhood vs global dst search, on a narrow Wan 2.1 "
+                "(ComfyUI's class, random weights)",
         "command": "python -m benchmarks.video_cells",
         **run_metadata(),
         "model": {**MODEL, "video_tokens": FRAMES * (HEIGHT // 2) * (WIDTH // 2), "latent": [1, 16, FRAMES, HEIGHT, WIDTH]},

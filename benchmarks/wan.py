@@ -13,7 +13,8 @@ after a warm-up, every step timed by the sampler's callback:
 - fixed ratio 0.5 on the CA-ToMe engine, matching every step;
 - CA-ToMe at the threshold that merges about half the tokens here (calibrated on another seed and
   prompt), schedule ``once`` (or CONFIG_3); on video with spatial and with spatio-temporal cells,
-  each calibrated for itself;
+  each searching its dsts in the default neighbourhood, and spatial cells with the global dst
+  search, each calibrated for itself;
 - the free-merge ceiling: the unpatched model on a latent half as wide (half the tokens, no
   matching, no merge).
 
@@ -51,12 +52,17 @@ QWEN_IMAGE = dict(num_attention_heads=24, attention_head_dim=128, joint_attentio
 # family -> (model config, text tokens, text width, default latent (frames, height, width))
 FAMILIES = {"wan21": (WAN_1_3B, 512, 4096, (21, 60, 104)), "qwen_image": (QWEN_IMAGE, 256, 3584, (1, 128, 128))}
 UNPATCHED, RATIO, CEILING = "unpatched", "fixed ratio 0.5, matching every step", "ceiling: half the tokens, no merge"
-CA_TOME, CA_TOME_TEMPORAL = "CA-ToMe, checkpoint step then cached step", "CA-ToMe, spatio-temporal cells"
+CA_TOME = "CA-ToMe, checkpoint step then cached step"
+# (video_cells, video_search) -> what the variant's name adds; the first is the node's default.
+VIDEO_VARIANTS = {("spatial", "neighbourhood"): "", ("spatial", "global"): "global dst search",
+                  ("spatio-temporal", "neighbourhood"): "spatio-temporal cells"}
 
 
-def ca_tome_name(cells: str, steps: int) -> str:
-    name = CA_TOME if cells == "spatial" else CA_TOME_TEMPORAL
-    return name if steps == 2 else f"{name}, CONFIG_3".replace(", checkpoint step then cached step", "")
+def ca_tome_name(kind: tuple[str, str], steps: int) -> str:
+    extra = VIDEO_VARIANTS.get(kind, "")
+    if steps == 2:
+        return f"CA-ToMe, {extra}" if extra else CA_TOME
+    return ", ".join(["CA-ToMe", *([extra] if extra else []), "CONFIG_3"])
 
 
 def conditioning(family: str, seed: int) -> list:
@@ -100,20 +106,25 @@ def main() -> None:
     torch.manual_seed(0)
     pack = load_pack()
     model = tiny_dit(args.family, **config, num_layers=args.blocks)
-    cells = ("spatial", "spatio-temporal") if video else ("spatial",)
+    kinds = list(VIDEO_VARIANTS) if video else [("spatial", "neighbourhood")]
+    if args.steps > 2:  # a whole run: the default search against the other cells only
+        kinds = [kind for kind in kinds if kind[1] == "neighbourhood"]
     thresholds = {}
-    for kind in cells:  # calibration: another seed, another prompt, the first steps of a run
+    for kind in kinds:  # calibration: another seed, another prompt, the same steps as the measured run
+        cells, search = kind
         recorded = pack.nodes.CATome.execute(model, 0.5, "all", "", "auto", 2, "qkv", "min", record_stats=True,
-                                             video_cells=kind).result[0]
+                                             video_cells=cells, video_search=search).result[0]
         timed(recorded, args.family, shape, 2, seed=1)
-        thresholds[kind] = pack.ca_tome.stats.threshold_for_merged_share(
-            pack.ca_tome.comfyui.last_report(recorded).stats, TARGET_MERGED)
+        records = pack.ca_tome.comfyui.last_report(recorded).stats
+        if steps == 2:  # schedule once: step 0's pairs serve both steps
+            records = [r for r in records if r.step == 0]
+        thresholds[kind] = pack.ca_tome.stats.threshold_for_merged_share(records, TARGET_MERGED)
     variants = {
         UNPATCHED: (model, shape),
         RATIO: (pack.nodes.CATomeFixedRatio.execute(model, TARGET_MERGED, "all", "", "auto", 2, "qkv").result[0], shape),
-        **{ca_tome_name(kind, steps): (pack.nodes.CATome.execute(model, thresholds[kind], schedule, "", "auto", 2, "qkv",
-                                                                 "min", video_cells=kind).result[0], shape)
-           for kind in cells},
+        **{ca_tome_name(kind, steps): (pack.nodes.CATome.execute(
+            model, thresholds[kind], schedule, "", "auto", 2, "qkv", "min", video_cells=kind[0],
+            video_search=kind[1]).result[0], shape) for kind in kinds},
         CEILING: (model, half),
     }
     timed(model, args.family, (1, 16, 1, 8, 8), 1)  # warm-up: first-call costs stay out of every variant
@@ -154,8 +165,10 @@ def main() -> None:
         "model": {**config, "num_layers": args.blocks, "tokens": tokens, "video_tokens": tokens,
                   "text_tokens": FAMILIES[args.family][1], "latent": list(shape)},
         "steps": steps, "schedule": schedule, "sampler": "euler, cfg 1", "repeats": args.repeats,
-        "calibrated_thresholds": thresholds, "calibrated_threshold": thresholds["spatial"],
-        "calibration": "thresholds calibrated on seed 1 (noise and prompt) from a recorded 2-step run; measured on seed 0",
+        "calibrated_thresholds": {ca_tome_name(kind, steps): t for kind, t in thresholds.items()},
+        "calibration": "thresholds calibrated on seed 1 (noise and prompt) from a recorded 2-step run"
+                       + (" (its step 0: the measured run reuses step 0's pairs)" if steps == 2 else "")
+                       + "; measured on seed 0",
         "ceiling": f"the unpatched model on a latent half as wide ({list(half)}): half the tokens, no matching, no merge",
         "variants": list(rows.values()),
     }
