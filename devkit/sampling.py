@@ -70,6 +70,7 @@ class Sampling:
     last_step: int | None = None
     latent: torch.Tensor | None = None
     noise_mask: torch.Tensor | None = None  # as a latent's "noise_mask" (1 = denoise, 0 = keep)
+    callback: object = None  # the sampler's step callback: callback(step, x0, x, total_steps)
 
 
 def sample(model, run: Sampling = Sampling(), positive=None, negative=None):
@@ -81,7 +82,7 @@ def sample(model, run: Sampling = Sampling(), positive=None, negative=None):
         positive if positive is not None else conditioning(1),
         negative if negative is not None else conditioning(2),
         latent, denoise=run.denoise, start_step=run.start_step, last_step=run.last_step,
-        noise_mask=run.noise_mask, disable_pbar=True, seed=run.seed)
+        noise_mask=run.noise_mask, callback=run.callback, disable_pbar=True, seed=run.seed)
 
 
 def load_pack():

@@ -23,6 +23,11 @@ log = logging.getLogger("ca_tome")
 
 OPTIONS_KEY = "ca_tome"  # transformer_options: the MergingPatch of the node that patched the model
 WRAPPER_KEY = "ca_tome"
+# A keyword every model call of a patched model carries. ComfyUI's TorchCompileModel (0.33 and newer)
+# drops dynamo's guards on transformer_options, where every patch lives, so code compiled for the
+# unpatched model would also serve the patched one (CA-ToMe silently doing nothing); dynamo guards
+# on the names of the keywords the diffusion model gets, so this one keeps the two apart.
+COMPILE_GUARD_KEYWORD = "ca_tome"
 
 
 def top_attention_level(diffusion_model) -> int | None:
@@ -78,11 +83,11 @@ def apply_token_merging(model, config: TokenMerging):
         return patched
     wrappers = comfy.patcher_extension.WrappersMP
     patched.add_wrapper_with_key(wrappers.OUTER_SAMPLE, WRAPPER_KEY, outer_sample_wrapper)
+    patched.add_wrapper_with_key(wrappers.APPLY_MODEL, WRAPPER_KEY, functools.partial(_apply_model_wrapper, family))
     if top is not None:
         patched.set_model_attn1_patch(merge_patch)
         patched.set_model_attn1_output_patch(unmerge_patch)
         return patched
-    patched.add_wrapper_with_key(wrappers.APPLY_MODEL, WRAPPER_KEY, functools.partial(apply_model_wrapper, family))
     replaced = options.get("patches_replace", {}).get("dit", {})
     for kind, count in blocks.items():
         for index in range(count):  # every block: which ones merge is the run's choice (a later node may change it)
@@ -90,6 +95,12 @@ def apply_token_merging(model, config: TokenMerging):
             patched.set_model_patch_replace(functools.partial(block_patch, family.kind(kind), index, previous),
                                             "dit", kind, index)
     return patched
+
+
+def _apply_model_wrapper(family, executor, *args, **kwargs):
+    """Every model call: the compile guard keyword; DiTs: also the call's token layout."""
+    kwargs = {**kwargs, COMPILE_GUARD_KEYWORD: True}
+    return apply_model_wrapper(family, executor, *args, **kwargs) if family else executor(*args, **kwargs)
 
 
 def _selected_blocks(blocks: dict[str, int], choice: str) -> frozenset:

@@ -1,0 +1,115 @@
+"""torch.compile with CA-ToMe: the host's own TorchCompileModel node (inductor, on the CPU) before and
+after the node, and a per-block compile of a DiT's blocks (the way KJNodes compiles them).
+
+What can go wrong under compile, and what each test would see:
+- state read inside the compiled region is frozen at its first traced value (the core node drops
+  dynamo's guards on ``transformer_options``, where the run lives): the pairs of later checkpoint
+  steps would never be recomputed — every step's merge events and denoised latent are compared
+  with the eager run's, checkpoint steps and cached steps alike;
+- code compiled for the unpatched model serving the patched one (ComfyUI 0.33's guard filter):
+  the unpatched model is compiled and sampled first, then the patched ones must still merge;
+- a new sequence length at every recomputation: recompiles until dynamo's limit, then eager.
+"""
+
+import pytest
+import torch
+
+from devkit.dit_models import sample_dit, tiny_dit
+from devkit.sampling import Sampling, sample
+
+SCHEDULE = "0, 3, 6"  # custom steps of an 8-step run: checkpoints 0, 3, 6; every other step cached
+STEPS = 8
+THRESHOLD = {"unet": 0.5, "flux": 0.3}  # these random models merge a fair share, not everything
+# Relative L2 of compiled against eager: inductor fuses and reorders float32 arithmetic (seen here:
+# 2e-6 on the UNet, 1e-5 on Flux), while a merge that differs changes the latent by percents.
+TOLERANCE = 1e-4
+
+
+@pytest.fixture
+def fresh_dynamo():
+    """Each test compiles from scratch and leaves nothing compiled behind."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    yield torch._dynamo.utils.counters
+    torch._dynamo.reset()
+
+
+def model_of(kind):
+    from devkit.sampling import tiny_model
+
+    return tiny_model("sd15") if kind == "unet" else tiny_dit("flux")
+
+
+def traced_run(kind, model, seed=0):
+    """(every step's denoised latent, the run's merge events as (step, recomputed, merged))."""
+    denoised = []
+    run = Sampling(steps=STEPS, size=(16, 16), seed=seed, callback=lambda step, x0, x, total: denoised.append(x0.clone()))
+    if kind == "unet":
+        sample(model, run)
+    else:
+        sample_dit(model, "flux", run)
+    return denoised
+
+
+def ca_tome(pack, model, kind, **inputs):
+    return pack.nodes.CATome.execute(model, THRESHOLD[kind], "custom", SCHEDULE, "auto", 2, "qkv", "min",
+                                     **inputs).result[0]
+
+
+def events(pack, model):
+    report = pack.ca_tome.comfyui.last_report(model)
+    return [(e.step, e.recomputed, e.merged) for e in report.events] if report else []
+
+
+def assert_like_eager(steps, eager_steps, what):
+    assert len(steps) == len(eager_steps) == STEPS
+    for step, (x0, expected) in enumerate(zip(steps, eager_steps)):
+        error = float((x0 - expected).norm() / expected.norm())
+        assert error < TOLERANCE, f"{what}: step {step}'s denoised latent is {error:.1e} from eager"
+
+
+@pytest.mark.parametrize("kind", ["unet", "flux"])
+def test_compiled_before_or_after_the_node_merges_as_eager_at_every_step(pack, fresh_dynamo, kind):
+    from comfy_extras.nodes_torch_compile import TorchCompileModel
+
+    def compiled(model):
+        return TorchCompileModel.execute(model, "inductor").result[0]
+
+    model = model_of(kind)
+    plain = traced_run(kind, model)
+    eager_model = ca_tome(pack, model, kind)
+    eager = traced_run(kind, eager_model)
+    eager_events = events(pack, eager_model)
+    assert {step for step, recomputed, _ in eager_events if recomputed} == {0, 3, 6}
+    assert len({merged for *_, merged in eager_events}) > 2, "the merged count changes at the checkpoints"
+    assert float((eager[-1] - plain[-1]).norm() / plain[-1].norm()) > 100 * TOLERANCE, "merging changes the output"
+
+    compiled_plain = compiled(model)  # compiled and run first: its code must not serve the patched models
+    assert_like_eager(traced_run(kind, compiled_plain), plain, "compiled, unpatched")
+    for order, patched in (("compile, then CA-ToMe", ca_tome(pack, compiled_plain, kind)),
+                           ("CA-ToMe, then compile", compiled(ca_tome(pack, model, kind)))):
+        steps = traced_run(kind, patched)
+        assert events(pack, patched) == eager_events, f"{order}: the same pairs recomputed and merged at every step"
+        assert_like_eager(steps, eager, order)
+    assert fresh_dynamo["frames"]["ok"] > 0, "dynamo compiled the model"
+    assert_like_eager(traced_run(kind, compiled_plain), plain, "compiled, unpatched, after the patched runs")
+
+
+def test_per_block_compile_of_a_dit_merges_as_eager(pack, fresh_dynamo):
+    """KJNodes-style: every block of the DiT compiled on its own; CA-ToMe's block replacement calls
+    the compiled block on the merged tokens."""
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+
+    model = model_of("flux")
+    eager_model = ca_tome(pack, model, "flux")
+    eager = traced_run("flux", eager_model)
+    blocks = [f"diffusion_model.{kind}.{index}" for kind in ("double_blocks", "single_blocks")
+              for index in range(len(getattr(model.get_model_object("diffusion_model"), kind)))]
+    for order in ("compile, then CA-ToMe", "CA-ToMe, then compile"):
+        patched = ca_tome(pack, model, "flux") if order.startswith("CA") else model.clone()
+        set_torch_compile_wrapper(patched, backend="inductor", keys=blocks)
+        patched = ca_tome(pack, patched, "flux") if order.startswith("compile") else patched
+        steps = traced_run("flux", patched)
+        assert events(pack, patched) == events(pack, eager_model), order
+        assert_like_eager(steps, eager, order)
+    assert fresh_dynamo["frames"]["ok"] > 0, "dynamo compiled the blocks"
