@@ -20,6 +20,7 @@ LEVEL_CHOICES = [LEVELS_AUTO, "1", "2", "4", "8"]
 DITS = ", ".join(family.name for family in FAMILIES)
 VIDEO_CELLS_DEFAULT = TokenMerging.__dataclass_fields__["video_cells"].default
 VIDEO_SEARCH_DEFAULT = TokenMerging.__dataclass_fields__["video_search"].default
+COUNT_BUCKETS_DEFAULT = TokenMerging.__dataclass_fields__["count_buckets"].default
 
 TOOLTIPS = {
     "model": "The model to patch. It is cloned: the input model stays unmerged.",
@@ -64,6 +65,11 @@ TOOLTIPS = {
                     "matching grows with the token count only. 'global' = every destination of the video: the "
                     "closest matches, at a matching cost that grows with the square of the token count. Measured "
                     "trade-offs: BENCHMARKS.md. Ignored on images, which always search globally.",
+    "count_buckets": "For torch.compile (TorchCompileModel, per-block compile nodes, CUDA graphs): round the number of "
+                     "merged tokens down to one of this many evenly spaced counts, so the compiled model meets a few "
+                     "sequence lengths per image size instead of a new one at every recomputation (each a recompile "
+                     "with dynamic shapes off). Rounding down never merges a pair below the threshold; it merges "
+                     "up to 75%/buckets less. 0 = the exact count: best without compile, or with dynamic shapes.",
     "stride": "Cell size in tokens (stride × stride); one destination token per cell (top-left), the rest "
               "may merge into a destination. 2 is the paper's.",
     "merge": "What is merged. 'qkv' (the paper): the attention input, so q, k and v all shrink — fastest. "
@@ -164,6 +170,8 @@ class CATome(io.ComfyNode):
                 io.Combo.Input("batch_policy", options=["min", "max"], default="min", tooltip=TOOLTIPS["batch_policy"],
                                **ADVANCED),
                 *_dit_input(),
+                io.Int.Input("count_buckets", default=COUNT_BUCKETS_DEFAULT, min=0, max=64, optional=True,
+                             tooltip=TOOLTIPS["count_buckets"], **ADVANCED),
             ],
             outputs=[io.Model.Output(tooltip="The model with CA-ToMe attached.")],
         )
@@ -176,10 +184,10 @@ class CATome(io.ComfyNode):
     def execute(cls, model, threshold, schedule, custom_steps, levels, stride, merge, batch_policy,
                 auto_tolerance=AutoRefresh.tolerance, auto_max_interval=AutoRefresh.max_interval,
                 record_stats=False, dit_blocks=DIT_BLOCKS[0], video_cells=VIDEO_CELLS_DEFAULT,
-                video_search=VIDEO_SEARCH_DEFAULT) -> io.NodeOutput:
+                video_search=VIDEO_SEARCH_DEFAULT, count_buckets=COUNT_BUCKETS_DEFAULT) -> io.NodeOutput:
         return _patched(model, schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval,
                         record_stats, dit_blocks, video_cells, video_search, threshold=threshold,
-                        batch_policy=batch_policy)
+                        batch_policy=batch_policy, count_buckets=count_buckets)
 
 
 class CATomeFixedRatio(io.ComfyNode):

@@ -373,6 +373,7 @@ def plan_merge(
     temporal: int = 1,
     groups: torch.Tensor | None = None,
     neighbourhood: Neighbourhood | None = None,
+    count_buckets: int | None = None,
 ) -> MergePlan | tuple[MergePlan, torch.Tensor | None]:
     """Plan which tokens of ``metric`` [B, N, C] (N = frames·height·width) to merge.
 
@@ -398,6 +399,10 @@ def plan_merge(
     Costs at most one device→host sync (reading r in threshold mode), none in ratio mode, and
     no host→device copy (every index is built on the metric's device; with ``random_dst``, a
     ``generator`` on another device costs one); r = 0 gives the identity plan.
+    ``count_buckets`` K (threshold mode): r rounded down to a multiple of ⌈S/K⌉ (S = the src
+    count, the most that can merge), so the merged sequence takes at most K + 1 lengths per grid:
+    a compiled model then compiles for a few lengths instead of a new one at every recomputation.
+    Rounding down never merges a pair below the threshold.
     ``return_similarity=True`` also returns every src's best similarity [B, S] (None when no
     matching ran), for statistics.
     """
@@ -417,6 +422,8 @@ def plan_merge(
         raise ValueError(f"threshold must be a finite number, got {threshold!r}")
     if ratio is not None and not (0.0 <= ratio <= 1.0):
         raise ValueError(f"ratio must be between 0 and 1, got {ratio!r}")
+    if count_buckets is not None and not (isinstance(count_buckets, int) and count_buckets >= 1):
+        raise ValueError(f"count_buckets must be a positive integer, got {count_buckets!r}")
 
     def result(plan, similarity=None):
         return (plan, similarity) if return_similarity else plan
@@ -447,6 +454,9 @@ def plan_merge(
         if threshold is not None:
             counts = (similarity >= threshold).sum(dim=-1)
             r = int((counts.min() if batch_policy == "min" else counts.max()).item())
+            if count_buckets is not None:
+                bucket = -(-src.numel() // count_buckets)
+                r -= r % bucket
         else:
             r = min(int(ratio * tokens), src.numel())
             if groups is not None:

@@ -47,7 +47,8 @@ class TokenMerging:
     which blocks of a DiT (Flux, SD3) run on merged image tokens; ``video_cells``: whether a video's
     cells span one frame or two; ``video_search``: where a video token looks for its dst (images
     always search every dst); ``levels`` and ``target`` are UNet settings (a DiT block merges its
-    whole input).
+    whole input). ``count_buckets`` (threshold mode) rounds the merged count down to a few lengths
+    per grid, for compiled models (see :func:`ca_tome.matching.plan_merge`).
     """
 
     schedule: Schedule
@@ -61,6 +62,7 @@ class TokenMerging:
     dit_blocks: str = "all"
     video_cells: str = "spatial"
     video_search: str = "neighbourhood"
+    count_buckets: int = 0  # threshold mode: 0 = the exact merged count, K = rounded down to K + 1 lengths
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -71,6 +73,8 @@ class TokenMerging:
             raise ValueError(f"video_cells must be one of {tuple(VIDEO_CELLS)}, got {self.video_cells!r}")
         if self.video_search not in VIDEO_SEARCH:
             raise ValueError(f"video_search must be one of {tuple(VIDEO_SEARCH)}, got {self.video_search!r}")
+        if not (isinstance(self.count_buckets, int) and self.count_buckets >= 0):
+            raise ValueError(f"count_buckets must be an integer ≥ 0, got {self.count_buckets!r}")
         if self.levels != LEVELS_AUTO and not (isinstance(self.levels, int) and self.levels >= 1):
             raise ValueError(f"levels must be 'auto' or a max downsample factor ≥ 1, got {self.levels!r}")
 
@@ -82,7 +86,8 @@ class TokenMerging:
         return plan_merge(metric, height, width, threshold=self.threshold, ratio=self.ratio, stride=self.stride,
                           batch_policy=self.batch_policy, return_similarity=return_similarity, frames=frames,
                           temporal=VIDEO_CELLS[self.video_cells], groups=groups,
-                          neighbourhood=VIDEO_SEARCH[self.video_search] if frames > 1 else None)
+                          neighbourhood=VIDEO_SEARCH[self.video_search] if frames > 1 else None,
+                          count_buckets=self.count_buckets or None)
 
 
 @dataclass(frozen=True)

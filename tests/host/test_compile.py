@@ -11,6 +11,8 @@ What can go wrong under compile, and what each test would see:
 - a new sequence length at every recomputation: recompiles until dynamo's limit, then eager.
 """
 
+import logging
+
 import pytest
 import torch
 
@@ -113,3 +115,50 @@ def test_per_block_compile_of_a_dit_merges_as_eager(pack, fresh_dynamo):
         assert events(pack, patched) == events(pack, eager_model), order
         assert_like_eager(steps, eager, order)
     assert fresh_dynamo["frames"]["ok"] > 0, "dynamo compiled the blocks"
+
+
+class RecompileLimitHits(logging.Handler):
+    """Counts dynamo's "hit config.recompile_limit" warnings: past it a frame runs eagerly."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.hits = 0
+
+    def emit(self, record):
+        self.hits += "recompile_limit" in record.getMessage()
+
+
+BUCKETS = 4
+
+
+def test_count_buckets_keep_a_static_shape_compile_under_the_recompile_limit(pack, fresh_dynamo):
+    """Per-block compile with dynamic shapes off (KJNodes' default): every merged length the blocks
+    meet is a compilation. Exact counts meet a new one at almost every recomputation and run into
+    dynamo's recompile limit (then those frames run eagerly); ``count_buckets`` keeps them to a few."""
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+
+    model = model_of("flux")
+    blocks = [f"diffusion_model.{kind}.{index}" for kind in ("double_blocks", "single_blocks")
+              for index in range(len(getattr(model.get_model_object("diffusion_model"), kind)))]
+    watcher = RecompileLimitHits()
+    logging.getLogger("torch._dynamo").addHandler(watcher)
+
+    def compiled_runs(count_buckets):
+        torch._dynamo.reset()
+        watcher.hits = 0
+        patched = model.clone()
+        set_torch_compile_wrapper(patched, backend="inductor", dynamic=False, keys=blocks)
+        patched = ca_tome(pack, patched, "flux", count_buckets=count_buckets)
+        lengths = set()
+        for seed in range(3):
+            traced_run("flux", patched, seed)
+            lengths |= {merged for *_, merged in events(pack, patched)}
+        return lengths, watcher.hits
+
+    try:
+        exact_lengths, exact_hits = compiled_runs(0)
+        bucket_lengths, bucket_hits = compiled_runs(BUCKETS)
+    finally:
+        logging.getLogger("torch._dynamo").removeHandler(watcher)
+    assert len(exact_lengths) > torch._dynamo.config.recompile_limit and exact_hits > 0, (exact_lengths, exact_hits)
+    assert len(bucket_lengths) <= BUCKETS + 1 and bucket_hits == 0, (bucket_lengths, bucket_hits)

@@ -192,6 +192,27 @@ def test_ratio_is_capped_at_the_src_count():
     assert plan_merge(random_metric(1, 8, 8), 8, 8, ratio=1.0).merged_count == 48
 
 
+@pytest.mark.parametrize("buckets", [1, 4, 8, 16])
+def test_count_buckets_round_the_merged_count_down_to_a_few_lengths(buckets):
+    """A compiled model sees at most buckets + 1 merged lengths per grid, and the pairs merged are
+    the best ones of the exact plan (rounding down never merges a pair below the threshold)."""
+    sources = 12 * 12 * 3 // 4
+    bucket = -(-sources // buckets)
+    counts = set()
+    for seed in range(12):
+        metric = clustered_metric(2, 12, 12, seed=seed)
+        for threshold in (0.3, 0.6, 0.8, 0.95):
+            exact = plan_merge(metric, 12, 12, threshold=threshold)
+            rounded = plan_merge(metric, 12, 12, threshold=threshold, count_buckets=buckets)
+            assert rounded.merged_count % bucket == 0
+            assert exact.merged_count - bucket < rounded.merged_count <= exact.merged_count
+            if not rounded.is_identity:
+                assert set(map(tuple, rounded.pairs[0].tolist())) <= set(map(tuple, exact.pairs[0].tolist()))
+            counts.add(rounded.merged_count)
+    assert len(counts) <= buckets + 1
+    assert len(counts) > 1 or buckets == 1, "the thresholds cover more than one bucket"
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
@@ -201,6 +222,7 @@ def test_ratio_is_capped_at_the_src_count():
         ({"ratio": 1.5}, "between 0 and 1"),
         ({"threshold": 0.5, "batch_policy": "mean"}, "batch_policy"),
         ({"threshold": 0.5, "stride": (0, 2)}, "stride"),
+        ({"threshold": 0.5, "count_buckets": 0}, "count_buckets"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):
