@@ -42,6 +42,13 @@ def model_of(kind):
     return tiny_model("sd15") if kind == "unet" else tiny_dit("flux")
 
 
+def flux_blocks(model) -> list[str]:
+    """Every block of a Flux model, as keys for a per-block compile."""
+    diffusion_model = model.get_model_object("diffusion_model")
+    return [f"diffusion_model.{kind}.{index}" for kind in ("double_blocks", "single_blocks")
+            for index in range(len(getattr(diffusion_model, kind)))]
+
+
 def traced_run(kind, model, seed=0):
     """(every step's denoised latent, the run's merge events as (step, recomputed, merged))."""
     denoised = []
@@ -111,8 +118,7 @@ def test_per_block_compile_of_a_dit_merges_as_eager(pack, fresh_dynamo):
     model = model_of("flux")
     eager_model = ca_tome(pack, model, "flux")
     eager = traced_run("flux", eager_model)
-    blocks = [f"diffusion_model.{kind}.{index}" for kind in ("double_blocks", "single_blocks")
-              for index in range(len(getattr(model.get_model_object("diffusion_model"), kind)))]
+    blocks = flux_blocks(model)
     for order in ("compile, then CA-ToMe", "CA-ToMe, then compile"):
         patched = ca_tome(pack, model, "flux") if order.startswith("CA") else model.clone()
         set_torch_compile_wrapper(patched, backend="inductor", keys=blocks)
@@ -144,8 +150,7 @@ def test_count_buckets_keep_a_static_shape_compile_under_the_recompile_limit(pac
     from comfy_api.torch_helpers import set_torch_compile_wrapper
 
     model = model_of("flux")
-    blocks = [f"diffusion_model.{kind}.{index}" for kind in ("double_blocks", "single_blocks")
-              for index in range(len(getattr(model.get_model_object("diffusion_model"), kind)))]
+    blocks = flux_blocks(model)
     watcher = RecompileLimitHits()
     logging.getLogger("torch._dynamo").addHandler(watcher)
 
