@@ -18,7 +18,7 @@ compiled keeps ≥ 80 % of the eager saving. Dynamo's counters are recorded per 
 frames compiled (all, and during the timed runs: recompilations), graph breaks, graphs.
 
 ``python -m benchmarks.compiled [--shape unet|flux]`` → results/compiled_<shape>.json;
-``python -m benchmarks.report`` turns it into BENCHMARKS.md's table.
+(no table generator yet: its first clean run will add one to ``benchmarks.report``).
 """
 
 from __future__ import annotations

@@ -826,58 +826,6 @@ def video_search_verdict() -> str:
             "token's most similar one lies anywhere in the video, the worst case for a local search")
 
 
-# --- speed under torch.compile (benchmarks.compiled) ---
-
-COMPILED_FILES = {"full SD1.5 UNet, 1024²": "compiled_unet.json", "Flux block, 4096 tokens": "compiled_flux.json"}
-COMPILED_TARGET = 0.8  # share of its eager saving the merged step keeps under compile
-
-
-def compiled_savings(result: dict) -> tuple[float, float]:
-    """(eager saving, compiled saving) of the merged step: 1 − merged / unpatched, step medians."""
-    rows = result["variants"]
-
-    def saving(mode):
-        return 1 - rows[f"{mode}, merged"]["later_steps_median"] / rows[f"{mode}, unpatched"]["later_steps_median"]
-
-    return saving("eager"), saving("compiled")
-
-
-def compiled_table() -> str:
-    """Per shape and variant: s/step (median and range over every timed step), speed-up over the
-    same mode's unpatched step, and what dynamo compiled (warm-up; during the timed runs)."""
-    header = ["shape", "variant", "s/step (range)", "speed-up", "merged",
-              "frames compiled (ok), graph breaks: warm-up", "frames compiled in the timed runs"]
-    lines = []
-    for shape, file in COMPILED_FILES.items():
-        rows = load(file)["variants"]
-        for name, row in rows.items():
-            base = rows[f"{name.split(',')[0]}, unpatched"]["later_steps_median"]
-            warm = row["warm_up"]
-            dynamo = f"{warm['frames']} ({warm['frames_ok']}), {warm['graph_breaks']}" if name.startswith("compiled") else "–"
-            later = sum(run["frames"] for run in row["timed_runs"]) if name.startswith("compiled") else "–"
-            lines.append([shape, name, f"{row['later_steps_median']:.2f} ({span([row['later_steps_min'], row['later_steps_max']], 2, '')})",
-                          times(base / row["later_steps_median"]), percent(row["merged_fraction"], 0), dynamo, str(later)])
-    return table(header, lines)
-
-
-def compiled_sources() -> str:
-    return "\n".join(f"- {shape}: `benchmarks/results/{file}` — `{result['command']}`, {result['timestamp'][:10]}, "
-                     f"{result['machine']} ({result['cpu']}), torch {result['torch']}, ComfyUI {result['comfyui']}, "
-                     f"commit {result['commit']}"
-                     for shape, file in COMPILED_FILES.items() for result in [load(file)])
-
-
-def compiled_verdict() -> str:
-    """How much of its eager saving the merged step keeps under compile, per shape, against the target."""
-    parts, met = [], True
-    for shape, file in COMPILED_FILES.items():
-        eager, compiled = compiled_savings(load(file))
-        met &= compiled >= COMPILED_TARGET * eager
-        parts.append(f"{shape}: {percent(compiled, 0)} of a compiled step saved against {percent(eager, 0)} eager, "
-                     f"{percent(compiled / eager, 0)} of the eager saving kept")
-    return "; ".join(parts) + f" (target ≥ {percent(COMPILED_TARGET, 0)}) — " + ("**met**" if met else "**not met**")
-
-
 GENERATORS = {
     "speed-512-source": lambda: speed_source(512),
     "speed-512-steps": lambda: steps_table(load("speed_512.json")),
@@ -919,9 +867,6 @@ GENERATORS = {
     "few-step-schedules": few_step_schedules,
     "video-cells-verdict": video_cells_verdict,
     "video-search-verdict": video_search_verdict,
-    "compiled": compiled_table,
-    "compiled-sources": compiled_sources,
-    "compiled-verdict": compiled_verdict,
 }
 
 
