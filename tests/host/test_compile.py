@@ -50,7 +50,7 @@ def flux_blocks(model) -> list[str]:
 
 
 def traced_run(kind, model, seed=0):
-    """(every step's denoised latent, the run's merge events as (step, recomputed, merged))."""
+    """Every step's denoised latent (x0) of one real sampling run."""
     denoised = []
     run = Sampling(steps=STEPS, size=(16, 16), seed=seed, callback=lambda step, x0, x, total: denoised.append(x0.clone()))
     if kind == "unet":
