@@ -1,0 +1,32 @@
+"""The pixel "latent" the trained models see: exactly invertible, unit-spread, the family's shape."""
+
+import pytest
+import torch
+
+from devkit.training import PixelCodec, crops, photographs, stalled
+
+
+@pytest.mark.parametrize("channels, block", [(4, 1), (16, 2)])
+def test_codec_round_trip_and_shape(channels, block):
+    codec = PixelCodec(channels)
+    rgb = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    latent = codec.encode(rgb)
+    assert codec.block == block
+    assert latent.shape == (2, channels, 32 // block, 32 // block)
+    assert torch.allclose(codec.decode(latent), rgb, atol=1e-5)
+
+
+def test_crops_are_real_photograph_patches():
+    images = photographs()
+    pixels, labels = crops(images, 32, 8, torch.Generator().manual_seed(0))
+    assert pixels.shape == (8, 3, 32, 32) and 0 <= pixels.min() and pixels.max() <= 1
+    assert labels.max() < len(images)
+    assert pixels.flatten(1).std(1).min() > 0  # photographs, not flat fills
+
+
+def test_training_stops_when_the_loss_stalls():
+    falling = [{"loss": 1.0 / (1 + i)} for i in range(16)]
+    flat = [{"loss": 0.5} for _ in range(16)]
+    assert not stalled(falling)
+    assert stalled(flat)
+    assert not stalled(flat[:15])  # too few logs to tell
