@@ -29,14 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
-from datetime import date
 
 import torch
 
-from devkit.host import REPO_ROOT, host_version, import_comfy
+from devkit.host import REPO_ROOT, import_comfy, run_metadata
 
 import_comfy()
 
@@ -171,8 +169,7 @@ def main() -> None:
         "command": "python -m benchmarks.dit " + " ".join(f"--{k} {v}" for k, v in vars(args).items()
                                                            if k != "quick" and (k, args.family) not in UNUSED)
                    + (" --quick" if args.quick else ""),
-        "date": date.today().isoformat(), "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, no GPU",
-        "torch": torch.__version__, "comfyui": host_version(),
+        **run_metadata(),
         "model": {**shape, "image_tokens": (args.latent // 2) ** 2, "text_tokens": TEXT[args.family][0]},
         "steps": args.steps, "sampler": "euler, cfg 1", "calibrated_threshold": threshold,
         "calibration_passes": calibration, "variants": rows,

@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
-from datetime import date
 
 import torch
 
 from ca_tome import partition, plan_merge, stale_fraction
 from ca_tome.stats import pair_codes
-from devkit.host import REPO_ROOT, host_version
+from devkit.host import REPO_ROOT, run_metadata
 from devkit.memory import peak_matching_memory
 
 from .speed import RESULTS, TARGET_MERGED, load, ranking, spread, timed_run
@@ -116,15 +114,13 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
     result = {
-        "command": f"python -m benchmarks.micro --repeats {args.repeats}", "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, no GPU", "torch": torch.__version__,
+        "command": f"python -m benchmarks.micro --repeats {args.repeats}", **run_metadata(),
         "shape": f"batch 2, {CHANNELS} channels, 2x2 stride", "engine_ms": engine_timings(args.repeats),
         "product_chunk_srcs": PRODUCT_CHUNK_SRCS, "memory_batch": MEMORY_BATCH,
         "matching_memory": {f"{side * 8}px grid {side}x{side}": peak_matching_memory(side, side, CHANNELS, batch=MEMORY_BATCH)
                             for side in (256, 512)},
     }
     result["ranking_fidelity"] = ranking_fidelity(steps=20, size=256)
-    result["comfyui"] = host_version()
     path = RESULTS / "micro.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {path.relative_to(REPO_ROOT)}")

@@ -27,14 +27,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import platform
 import statistics
 import time
 from dataclasses import dataclass
-from datetime import date
 from typing import Callable
 
-from devkit.host import REPO_ROOT, comfyui_path, host_version, import_comfy
+from devkit.host import REPO_ROOT, comfyui_path, import_comfy, run_metadata
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 TARGET_MERGED = 0.5
@@ -57,13 +55,13 @@ class Variant:
     during: Callable = contextlib.nullcontext  # context held while it samples
 
 
-def timed_run(model, positive, negative, latent, steps, seed):
-    """(samples, seconds of every step) of one real sampling run."""
+def timed_run(model, positive, negative, latent, steps, seed, cfg=7.5):
+    """(samples, seconds of every step) of one real sampling run (euler, normal)."""
     import comfy.sample
 
     stamps = [time.perf_counter()]
     noise = comfy.sample.prepare_noise(latent, seed)
-    samples = comfy.sample.sample(model, noise, steps, 7.5, "euler", "normal", positive, negative, latent,
+    samples = comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", positive, negative, latent,
                                   callback=lambda *_: stamps.append(time.perf_counter()), disable_pbar=True, seed=seed)
     return samples, [b - a for a, b in zip(stamps, stamps[1:])]
 
@@ -244,10 +242,7 @@ def main(argv=None) -> None:
         "what": "full SD1.5 UNet shape (random weights), euler, cfg 7.5, batch 2 (cond + uncond)",
         "command": "python -m benchmarks.speed " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "quick") + (" --quick" if args.quick else ""),
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip()
-                   + f", {torch.get_num_threads()} CPU threads, no GPU",
-        "torch": torch.__version__, "comfyui": host_version(), "checkpoint": loaded.checkpoint,
+        **run_metadata(), "checkpoint": loaded.checkpoint,
         "size": pixels, "repeats": args.repeats, "step_run_steps": args.step_run_steps, "run_steps": args.run_steps,
         "calibrated_threshold": t50, "calibrated_at": 512,
         "steps": steps_result, "runs": runs_result,
