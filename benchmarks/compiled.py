@@ -17,8 +17,8 @@ common. The saving a mode keeps is 1 − merged / unpatched (step medians); the 
 compiled keeps ≥ 80 % of the eager saving. Dynamo's counters are recorded per compiled variant:
 frames compiled (all, and during the timed runs: recompilations), graph breaks, graphs.
 
-``python -m benchmarks.compiled [--shape unet|flux]`` → results/compiled_<shape>.json;
-(no table generator yet: its first clean run will add one to ``benchmarks.report``).
+``python -m benchmarks.compiled [--shape unet|flux]`` → results/compiled_<shape>.json, which
+``benchmarks.report`` turns into BENCHMARKS.md's table and the verdict README repeats.
 """
 
 from __future__ import annotations

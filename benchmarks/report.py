@@ -59,8 +59,13 @@ def span(values, digits=1, unit="×") -> str:
     return f"{low}{unit}" if low == high else f"{low}–{high}{unit}"
 
 
+def measured_on(result: dict) -> str:
+    """The day a result was measured: its timestamp (run_metadata), or the date older files carry."""
+    return result["timestamp"][:10] if "timestamp" in result else result["date"]
+
+
 def source(result: dict, file: str) -> str:
-    return f"`benchmarks/results/{file}` — `{result['command']}`, {result['date']}, {result['machine']}, ComfyUI {result['comfyui']}"
+    return f"`benchmarks/results/{file}` — `{result['command']}`, {measured_on(result)}, {result['machine']}, ComfyUI {result['comfyui']}"
 
 
 # --- the speed suite (benchmarks.speed) ---
@@ -645,18 +650,29 @@ def dit_similarity_table() -> str:
     """Per DiT family and similarity candidate: how much injected massive channels move the merged
     share, and the latent fidelity at the calibrated threshold with and without them."""
     result = load("dit_similarity.json")
-    massive = result["fidelity_massive"]
+    return similarity_table(result["families"], result["chosen"], result["fidelity_massive"],
+                            {"flux": "Flux", "sd3": "SD3"})
+
+
+def trained_similarity_table() -> str:
+    """The same measurement on the Flux trained on photographs (the random-weight answer is the
+    Flux rows of the table above)."""
+    result, random_weights = load("trained.json"), load("dit_similarity.json")
+    return similarity_table({"flux": result["dit_similarity_trained_flux"]}, random_weights["chosen"],
+                            random_weights["fidelity_massive"], {"flux": "Flux, trained"})
+
+
+def similarity_table(families: dict, chosen: str, massive: dict, labels: dict) -> str:
     header = ["model", "similarity", "largest change of the merged share by massive channels",
               "calibrated t", "without: merged, latent PSNR",
               f"with {massive['channels']} {'smooth' if massive['smooth'] else 'constant'} channels at "
               f"{massive['scale']}×: merged, latent PSNR", "fixed ratio at the share merged without: latent PSNR"]
     rows = []
-    for family, data in result["families"].items():
+    for family, data in families.items():
         for row in data["fidelity"]:
             name = row["similarity"]
             shift = massive_shift(data, name)
-            rows.append([{"flux": "Flux", "sd3": "SD3"}[family],
-                         f"`{name}`" + (" (chosen)" if name == result["chosen"] else ""),
+            rows.append([labels[family], f"`{name}`" + (" (chosen)" if name == chosen else ""),
                          f"{100 * shift:.1f} points", f"{row['threshold']:.3f}",
                          *(f"{percent(row[k]['merged_fraction'])}, {row[k]['psnr_db']:.1f} dB" for k in ("without", "with")),
                          f"{row['fixed_ratio_at_that_share']['psnr_db']:.1f} dB"])
@@ -826,6 +842,159 @@ def video_search_verdict() -> str:
             "token's most similar one lies anywhere in the video, the worst case for a local search")
 
 
+# --- speed under torch.compile (benchmarks.compiled) ---
+
+COMPILED_FILES = {"full SD1.5 UNet, 1024²": "compiled_unet.json", "Flux block, 4096 tokens": "compiled_flux.json"}
+COMPILED_TARGET = 0.8  # share of its eager saving the merged step keeps under compile
+
+
+def compiled_savings(result: dict) -> tuple[float, float]:
+    """(eager saving, compiled saving) of the merged step: 1 − merged / unpatched, step medians."""
+    rows = result["variants"]
+
+    def saving(mode):
+        return 1 - rows[f"{mode}, merged"]["later_steps_median"] / rows[f"{mode}, unpatched"]["later_steps_median"]
+
+    return saving("eager"), saving("compiled")
+
+
+def compiled_table() -> str:
+    """Per shape and variant: s/step (median and range over every timed step), speed-up over the
+    same mode's unpatched step, and what dynamo compiled (warm-up; during the timed runs)."""
+    header = ["shape", "variant", "s/step (range)", "speed-up", "merged",
+              "frames compiled (ok), graph breaks: warm-up", "frames compiled in the timed runs"]
+    lines = []
+    for shape, file in COMPILED_FILES.items():
+        rows = load(file)["variants"]
+        for name, row in rows.items():
+            base = rows[f"{name.split(',')[0]}, unpatched"]["later_steps_median"]
+            warm = row["warm_up"]
+            dynamo = f"{warm['frames']} ({warm['frames_ok']}), {warm['graph_breaks']}" if name.startswith("compiled") else "–"
+            later = sum(run["frames"] for run in row["timed_runs"]) if name.startswith("compiled") else "–"
+            lines.append([shape, name, f"{row['later_steps_median']:.2f} ({span([row['later_steps_min'], row['later_steps_max']], 2, '')})",
+                          times(base / row["later_steps_median"]), percent(row["merged_fraction"], 0), dynamo, str(later)])
+    return table(header, lines)
+
+
+def compiled_sources() -> str:
+    return "\n".join(f"- {shape}: `benchmarks/results/{file}` — `{result['command']}`, {result['timestamp'][:10]}, "
+                     f"{result['machine']} ({result['cpu']}), torch {result['torch']}, ComfyUI {result['comfyui']}, "
+                     f"commit {result['commit']}"
+                     for shape, file in COMPILED_FILES.items() for result in [load(file)])
+
+
+def compiled_verdict() -> str:
+    """How much of its eager saving the merged step keeps under compile, per shape, against the target."""
+    parts, met = [], True
+    for shape, file in COMPILED_FILES.items():
+        eager, compiled = compiled_savings(load(file))
+        met &= compiled >= COMPILED_TARGET * eager
+        parts.append(f"{shape}: {percent(compiled, 0)} of a compiled step saved against {percent(eager, 0)} eager, "
+                     f"{percent(compiled / eager, 0)} of the eager saving kept")
+    return "; ".join(parts) + f" (target ≥ {percent(COMPILED_TARGET, 0)}) — " + ("**met**" if met else "**not met**")
+
+
+# --- short runs (benchmarks.few_steps) ---
+
+def few_steps_rows() -> dict[str, dict]:
+    return load("few_steps.json")["rows"]
+
+
+def few_steps_table() -> str:
+    """Per step count and variant: the whole run's time (median and range over the rounds), its
+    speed-up over the unpatched run, merged share, matchings and fidelity of the seed-7 run."""
+    header = ["steps", "variant", "whole run, s: median (range)", "speed-up", "merged", "matchings",
+              "PSNR to unpatched", "SSIM"]
+    lines = []
+    for steps, row in few_steps_rows().items():
+        base = row["unpatched"]["run_seconds"]["median"]
+        for name, variant in row.items():
+            seconds = variant["run_seconds"]
+            fidelity = variant["fidelity_to_unpatched"]
+            lines.append([steps, name + (f" ({variant['ratio']:.3f})" if "ratio" in variant else ""),
+                          f"{seconds['median']:.1f} ({span([seconds['min'], seconds['max']], 1, '')}), "
+                          f"{seconds['n']} run{'s' if seconds['n'] > 1 else ''}",
+                          times(base / seconds["median"]), percent(variant["merged_fraction"]) if variant["merged_fraction"] else "–",
+                          str(variant["runs"][0]["matchings"]), psnr_or_identical(fidelity["psnr"]), f"{fidelity['ssim']:.3f}"])
+    return table(header, lines)
+
+
+def few_steps_source() -> str:
+    result = load("few_steps.json")
+    return (f"`benchmarks/results/few_steps.json` — `{result['command']}`, {result['what']}; {result['timestamp'][:10]}, "
+            f"{result['machine']} ({result['cpu']}), torch {result['torch']}, ComfyUI {result['comfyui']}, "
+            f"commit {result['commit']}")
+
+
+# --- models trained on photographs (benchmarks.trained) ---
+
+WEIGHTS_KINDS = ("trained", "random")
+
+
+def db(value) -> str:
+    return "identical" if value is None else f"{value:.2f}"
+
+
+def trained_threshold_table() -> str:
+    """Threshold against the fixed ratio at the share the threshold merged, per family and weights."""
+    result = load("trained.json")
+    header = ["model", "weights", "target share (calibrated t)", "merged", "CA-ToMe PSNR / SSIM",
+              "fixed ratio PSNR / SSIM", "threshold − ratio, dB"]
+    lines = []
+    for family, kinds in result["families"].items():
+        for kind in WEIGHTS_KINDS:
+            for share, row in zip(kinds[kind]["calibrated"], kinds[kind]["threshold_vs_ratio"]):
+                ours, ratio = row["ca_tome"], row["fixed_ratio_at_that_share"]
+                lines.append([family, kind, f"{percent(float(share), 0)} (t = {row['threshold']:.3f})",
+                              percent(ours["merged_fraction"]), f"{db(ours['psnr'])} / {ours['ssim']:.3f}",
+                              f"{db(ratio['psnr'])} / {ratio['ssim']:.3f}", f"{ours['psnr'] - ratio['psnr']:+.2f}"])
+    return table(header, lines)
+
+
+def trained_schedules_table() -> str:
+    """`all`, CONFIG_3 and `auto` at the 50 % threshold, per family and weights."""
+    result = load("trained.json")
+    header = ["model", "weights", "schedule", "merged", "PSNR", "SSIM"]
+    lines = [[family, kind, row["schedule"], percent(row["merged_fraction"]), db(row["psnr"]), f"{row['ssim']:.3f}"]
+             for family, kinds in result["families"].items() for kind in WEIGHTS_KINDS for row in kinds[kind]["schedules"]]
+    return table(header, lines)
+
+
+def trained_blocks_table() -> str:
+    """Flux: which blocks merge, each at its own 50 % threshold and beside the fixed ratio at its share."""
+    kinds = load("trained.json")["families"]["flux"]
+    header = ["weights", "dit_blocks", "merged", "CA-ToMe PSNR / SSIM", "fixed ratio PSNR / SSIM"]
+    lines = []
+    for kind in WEIGHTS_KINDS:
+        for blocks, row in kinds[kind]["dit_blocks"].items():
+            ours, ratio = row["ca_tome"], row["fixed_ratio_at_that_share"]
+            lines.append([kind, blocks, percent(ours["merged_fraction"]), f"{db(ours['psnr'])} / {ours['ssim']:.3f}",
+                          f"{db(ratio['psnr'])} / {ratio['ssim']:.3f}"])
+    return table(header, lines)
+
+
+def trained_source() -> str:
+    result = load("trained.json")
+    return (f"`benchmarks/results/trained.json` — `{result['command']}`; calibrated on the "
+            f"{result['calibration']['prompt']} prompt, seed {result['calibration']['seed']}, measured on the "
+            f"{result['measured']['prompt']} prompt, seed {result['measured']['seed']}; {result['steps']} steps "
+            f"({result['sampler']}), {result['latent']}² latent; {result['timestamp'][:10]}, {result['machine']} "
+            f"({result['cpu']}), torch {result['torch']}, ComfyUI {result['comfyui']}, commit {result['commit']}")
+
+
+def training_table() -> str:
+    """What each model was trained with and how far it got (devkit/weights/<family>.json)."""
+    header = ["model", "parameters", "steps", "minutes", "loss: first → last log", "stopped", "weights (sha256)"]
+    lines = []
+    for path in sorted((ROOT / "devkit" / "weights").glob("*.json")):
+        record = json.loads(path.read_text())
+        curve = record["loss_curve"]
+        lines.append([record["family"], f"{record['parameters']:,}", str(record["steps"]), str(record["minutes"]),
+                      f"{curve[0]['loss']:.3f} → {curve[-1]['loss']:.3f}", record["stopped"],
+                      f"`{path.with_suffix('.safetensors').name}` ({record['sha256'][:12]}…)"])
+    return table(header, lines)
+
+
 GENERATORS = {
     "speed-512-source": lambda: speed_source(512),
     "speed-512-steps": lambda: steps_table(load("speed_512.json")),
@@ -867,6 +1036,17 @@ GENERATORS = {
     "few-step-schedules": few_step_schedules,
     "video-cells-verdict": video_cells_verdict,
     "video-search-verdict": video_search_verdict,
+    "compiled": compiled_table,
+    "compiled-sources": compiled_sources,
+    "compiled-verdict": compiled_verdict,
+    "few-steps": few_steps_table,
+    "few-steps-source": few_steps_source,
+    "trained-threshold": trained_threshold_table,
+    "trained-schedules": trained_schedules_table,
+    "trained-blocks": trained_blocks_table,
+    "trained-source": trained_source,
+    "trained-similarity": trained_similarity_table,
+    "training": training_table,
 }
 
 
