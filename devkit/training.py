@@ -58,7 +58,7 @@ class Recipe:
 
 
 RECIPES = {
-    "sd15": Recipe(latent_channels=4, crop=32, batch=12, model={"width": 48}),
+    "sd15": Recipe(latent_channels=4, crop=32, batch=8, model={"width": 64}),  # GroupNorm: width a multiple of 32
     "flux": Recipe(latent_channels=16, crop=32, model={"hidden_size": 192, "num_heads": 3, "axes_dim": [16, 24, 24],
                                                         "depth": 2, "depth_single_blocks": 2}),
 }
