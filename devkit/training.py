@@ -31,6 +31,7 @@ import argparse
 import hashlib
 import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass
 
@@ -223,7 +224,10 @@ def save(family: str, patcher, record: dict) -> None:
 
     WEIGHTS.mkdir(exist_ok=True)
     path = WEIGHTS / f"{family}.safetensors"
-    state = {key: value.detach().half().contiguous() for key, value in patcher.model.diffusion_model.state_dict().items()}
+    # Keys as checkpoints spell them (Flux's QK norms: ``_norm.scale``; newer hosts name it ``weight``
+    # and convert on load), so one file loads on every host.
+    state = {re.sub(r"_norm\.weight$", "_norm.scale", key): value.detach().half().contiguous()
+             for key, value in patcher.model.diffusion_model.state_dict().items()}
     save_file(state, str(path))
     record = {"family": family, "recipe": asdict(RECIPES[family]), "photos": PHOTOS, "held_out": HELD_OUT,
               "parameters": sum(p.numel() for p in patcher.model.diffusion_model.parameters()), **record,
@@ -241,7 +245,8 @@ def trained_model(family: str, directory=WEIGHTS):
         raise RuntimeError(f"{path} does not match the checksum in {family}.json; retrain with "
                            f"python -m devkit.training --family {family}")
     patcher = build(family)
-    patcher.model.diffusion_model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    weights = patcher.model.model_config.process_unet_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    patcher.model.diffusion_model.load_state_dict(weights)
     return patcher
 
 
