@@ -19,7 +19,8 @@ sampled latent decodes to an RGB image for PSNR / SSIM. The prompt is the photog
 from: one fixed random text embedding per photograph, plus an empty prompt (10 % of the batches,
 for cfg), so calibration and measurement can use different prompts.
 
-``python -m devkit.training --family sd15|flux [--minutes M]`` trains (stopping early once the
+``python -m devkit.training --family sd15|flux [--minutes M]`` trains (on ComfyUI 0.3.75: 0.33's
+Flux applies RoPE through a kernel op that has no backward) (stopping early once the
 loss stalls), writes ``devkit/weights/<family>.safetensors`` (fp16) and ``<family>.json`` (the
 recipe, the loss curve, the file's sha256, where and when it was trained). :func:`trained_model`
 loads one as a ModelPatcher, checking the checksum.
@@ -177,6 +178,7 @@ def train(family: str, minutes: float, log_every: int = 50):
     model = patcher.model
     network = model.diffusion_model
     network.train()
+    network.requires_grad_(True)  # newer hosts build their models with gradients off
     codec = PixelCodec(recipe.latent_channels)
     prompts = Prompts(family)
     images = photographs()
@@ -258,7 +260,8 @@ def main(argv=None) -> None:
     from .host import import_comfy
 
     import_comfy()
-    patcher, record = train(args.family, args.minutes)
+    with torch.enable_grad():
+        patcher, record = train(args.family, args.minutes)
     save(args.family, patcher, record)
 
 
