@@ -11,12 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from datetime import date
 
-from devkit.host import comfyui_path, import_comfy
+from devkit.host import comfyui_path, import_comfy, run_metadata
 
-from .run import RESULTS, last_run
-from .speed import timed_run
+from .speed import RESULTS, timed_run
 
 
 def main(argv=None) -> None:
@@ -60,7 +58,7 @@ def main(argv=None) -> None:
                                                 **extra).result[0]
             samples, times = timed_run(patched, positive, negative, latent, steps, seed=11)
             image = comfy_nodes.VAEDecode().decode(vae, {"samples": samples})[0][0].clamp(0, 1).numpy()
-            report = last_run(pack, patched)
+            report = pack.ca_tome.comfyui.last_report(patched)
             row = {"steps": steps, "schedule": schedule + (f" tol={extra['auto_tolerance']}" if extra else ""),
                    "seconds_per_step": statistics.median(times), "speedup": base / statistics.median(times),
                    "matchings": sum(e.recomputed for e in report.events),
@@ -72,7 +70,8 @@ def main(argv=None) -> None:
                   f"{100 * row['merged_fraction']:5.1f}%  PSNR {row['psnr']:6.2f} SSIM {row['ssim']:.4f} "
                   f"FLIP {row['flip']:.4f}")
     out = RESULTS / ("schedules_quick.json" if args.quick else "schedules.json")
-    out.write_text(json.dumps({"date": date.today().isoformat(), "checkpoint": checkpoint.name, "size": args.size,
+    out.write_text(json.dumps({"command": "python -m benchmarks.schedules" + (" --quick" if args.quick else ""),
+                               **run_metadata(), "checkpoint": checkpoint.name, "size": args.size,
                                "threshold": args.threshold, "rows": rows}, indent=1) + "\n")
     print(f"wrote {out}")
 
