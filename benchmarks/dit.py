@@ -21,7 +21,8 @@ run's state and, for every merging variant, matches) is reported apart from the 
   only the blocks on half the image tokens plus merge/unmerge.
 
 Fidelity: each variant's final latent against the unpatched one of the same seed (PSNR over the
-latent's range, cosine similarity). ``python -m benchmarks.dit [--family sd3]`` writes results/dit_<family>.json;
+latent's range, cosine similarity). ``python -m benchmarks.dit [--family sd3]`` writes results/dit_<family>.json
+(``--steps 4``: dit_<family>_4steps.json);
 ``python -m benchmarks.report`` writes BENCHMARKS.md's table from that file.
 """
 
@@ -174,7 +175,8 @@ def main() -> None:
         "steps": args.steps, "sampler": "euler, cfg 1", "calibrated_threshold": threshold,
         "calibration_passes": calibration, "variants": rows,
     }
-    path = RESULTS / f"dit_{args.family}{'_quick' if args.quick else ''}.json"
+    steps = "" if args.steps == parser.get_default("steps") else f"_{args.steps}steps"  # short runs beside the default
+    path = RESULTS / f"dit_{args.family}{'_quick' if args.quick else steps}.json"
     path.write_text(json.dumps(result, indent=1))
     print(f"wrote {path.relative_to(REPO_ROOT)}")
 
