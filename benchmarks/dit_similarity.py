@@ -59,8 +59,9 @@ def ca_tome(pack, model, threshold, record_stats=False):
                                      record_stats=record_stats).result[0]
 
 
-def measure(pack, family: str, steps: int) -> dict:
-    base = tiny_dit(family)
+def measure(pack, family: str, steps: int, base=None) -> dict:
+    """Shares and fidelity for every similarity candidate on ``base`` (default: random weights)."""
+    base = base if base is not None else tiny_dit(family)
     plain = with_massive_channels(base, family, grid=GRID, **{**FIDELITY_MASSIVE, "scale": 0})
     reference, _ = run(pack, plain, family, steps, MEASURED_SEED)
     result = {"shares": [], "fidelity": []}
