@@ -3,8 +3,9 @@ with the same architecture's random weights beside them.
 
 Per family (the SD1.5-layout UNet, Flux) and weights (trained, random), through real ComfyUI
 sampling (euler, 20 steps; the UNet at cfg 5 against the empty prompt, Flux at cfg 1 with its
-guidance input), a 64² latent (the UNet: 4,096 top-level tokens; Flux: 1,024 image tokens), the
-decoded image of each run compared with the unmerged image of the same seed and prompt:
+guidance input), a 32² latent, the size the models were trained at (the UNet: a 32 px image,
+1,024 top-level tokens; Flux: 64 px, 256 image tokens), the decoded image of each run compared
+with the unmerged image of the same seed and prompt:
 
 - **threshold against fixed ratio at equal share**: thresholds calibrated to merge about 25 %
   and 50 % of the tokens on a *calibration* prompt and seed (``record_stats`` over a whole run),
@@ -42,7 +43,7 @@ from .fidelity import compare  # noqa: E402
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 GRID_PNG = REPO_ROOT / "docs" / "trained_samples.png"
 GRID_PROMPTS = 8
-LATENT = 64
+LATENT = 32  # the training crop: larger latents cost minutes per UNet run on this CPU
 STEPS = 20
 CFG = {"sd15": 5.0, "flux": 1.0}
 SHARES = (0.25, 0.5)
