@@ -919,6 +919,44 @@ def few_steps_table() -> str:
     return table(header, lines)
 
 
+def few_steps_verdict() -> str:
+    """The paragraph under the short-run table: what the default threshold merged and saved, what
+    `auto` and `once` changed, and the threshold against the fixed ratio at equal share."""
+    rows = few_steps_rows()
+    threshold = load("few_steps.json")["threshold"]
+    short = [n for n in rows if int(n) <= 8]
+
+    def variant(steps, schedule):
+        return rows[steps][f"t {threshold} {schedule}"]
+
+    def speedup(steps, schedule):
+        return rows[steps]["unpatched"]["run_seconds"]["median"] / variant(steps, schedule)["run_seconds"]["median"]
+
+    def psnr(row):
+        return row["fidelity_to_unpatched"]["psnr"]
+
+    share = [variant(n, "CONFIG_3")["merged_fraction"] for n in rows]
+    steady = [speedup(n, s) for n in rows for s in ("CONFIG_3", "auto")]
+    once = [speedup(n, "once") for n in rows]
+    once_gap = [psnr(variant(n, "CONFIG_3")) - psnr(variant(n, "once")) for n in rows if int(n) >= 8]
+    ratio_gap = {n: psnr(variant(n, "CONFIG_3")) - psnr(rows[n]["ratio at the share of t CONFIG_3"]) for n in rows}
+    matchings = {n: (variant(n, "CONFIG_3")["runs"][0]["matchings"], variant(n, "auto")["runs"][0]["matchings"]) for n in short}
+    require(max(steady) < 1.05, "few-steps-verdict", "CONFIG_3 and auto saved no measurable time")
+    require(min(once) > max(steady), "few-steps-verdict", "once was the fastest")
+    require(all(gap > 0 for gap in once_gap), "few-steps-verdict", "once was further from the unpatched image")
+    return paragraph(
+        f"At cfg 1 the default threshold ({threshold}) merged only {percent(min(share))}–{percent(max(share))} of the top-level tokens on these random weights, and the runs took as long as the "
+        f"unpatched ones under CONFIG_3 and `auto` alike ({span(steady, 2)}): a short run's saving is the merged share's, "
+        f"and the threshold decides it, not the schedule. `auto` ran fewer matchings ("
+        + ", ".join(f"{a} against {c} at {n} steps" for n, (c, a) in matchings.items())
+        + f") and saved nothing measurable by it (a UNet's matching is a small part of its step: the speed tables' "
+        f"matching column). `once` merged {percent(variant(short[0], 'once')['merged_fraction'])}: the first step's pairs, "
+        f"found on pure noise and kept though the later steps found far fewer above the threshold, so it ran faster ({span(once, 2)}) and came out "
+        f"{span(once_gap, 1, ' dB')} further from the unpatched image at 8 and 20 steps. At the share the threshold "
+        f"merged, the fixed ratio came out " + ", ".join(f"{-gap:+.1f} dB at {n} steps" for n, gap in ratio_gap.items())
+        + " against it: on random weights the adaptive threshold is not the win in a short run either.")
+
+
 def few_steps_source() -> str:
     result = load("few_steps.json")
     return (f"`benchmarks/results/few_steps.json` — `{result['command']}`, {result['what']}; {result['timestamp'][:10]}, "
@@ -949,6 +987,20 @@ def trained_threshold_table() -> str:
                               percent(ours["merged_fraction"]), f"{db(ours['psnr'])} / {ours['ssim']:.3f}",
                               f"{db(ratio['psnr'])} / {ratio['ssim']:.3f}", f"{ours['psnr'] - ratio['psnr']:+.2f}"])
     return table(header, lines)
+
+
+def trained_verdict() -> str:
+    """README's phrase: the threshold against the fixed ratio at equal share, trained beside random."""
+    families = load("trained.json")["families"]
+    names = {"sd15": "the UNet", "flux": "the Flux"}
+
+    def gaps(kind, family):
+        return [row["ca_tome"]["psnr"] - row["fixed_ratio_at_that_share"]["psnr"]
+                for row in families[family][kind]["threshold_vs_ratio"]]
+
+    return "; ".join(f"on {names[family]} the threshold rule came out {', '.join(f'{g:+.1f}' for g in gaps('trained', family))} dB "
+                     f"against the fixed ratio at equal share (about 25 % and 50 % merged; random weights: "
+                     f"{', '.join(f'{g:+.1f}' for g in gaps('random', family))} dB)" for family in families)
 
 
 def trained_schedules_table() -> str:
@@ -1008,6 +1060,7 @@ GENERATORS = {
     "ranking": ranking_table,
     "dit-flux": lambda: dit_table(DIT_FILES["Flux"]),
     "dit-sd3": lambda: dit_table(DIT_FILES["SD3.5 large width"]),
+    "dit-flux-4steps": lambda: dit_table("dit_flux_4steps.json"),
     "dit-targets": dit_targets_table,
     "readme-dit": readme_dit_table,
     "fidelity-256": fidelity_table,
@@ -1041,11 +1094,13 @@ GENERATORS = {
     "compiled-verdict": compiled_verdict,
     "few-steps": few_steps_table,
     "few-steps-source": few_steps_source,
+    "few-steps-verdict": few_steps_verdict,
     "trained-threshold": trained_threshold_table,
     "trained-schedules": trained_schedules_table,
     "trained-blocks": trained_blocks_table,
     "trained-source": trained_source,
     "trained-similarity": trained_similarity_table,
+    "trained-verdict": trained_verdict,
     "training": training_table,
 }
 

@@ -1,0 +1,36 @@
+"""The small models trained here on photographs (devkit/weights): checked on load, and trained."""
+
+import shutil
+
+import pytest
+import torch
+
+from devkit.training import (EMPTY_PROMPT, HELD_OUT, RECIPES, WEIGHTS, PixelCodec, Prompts, build, crops,
+                             denoising_loss, photographs, trained_model)
+
+
+def held_out_loss(patcher, family) -> float:
+    """Mean denoising loss on crops of a photograph no model was trained on (fixed seeds)."""
+    recipe = RECIPES[family]
+    codec = PixelCodec(recipe.latent_channels)
+    pixels, _ = crops(photographs(HELD_OUT), recipe.crop * codec.block, 16, torch.Generator().manual_seed(5))
+    labels = torch.full((16,), EMPTY_PROMPT)
+    with torch.no_grad():
+        return sum(float(denoising_loss(patcher.model, codec, Prompts(family), pixels, labels,
+                                        torch.Generator().manual_seed(seed))) for seed in range(4)) / 4
+
+
+@pytest.mark.parametrize("family", sorted(RECIPES))
+def test_trained_weights_denoise_a_held_out_photograph_far_better_than_their_random_init(family):
+    trained, untrained = held_out_loss(trained_model(family), family), held_out_loss(build(family), family)
+    assert trained < 0.5 * untrained, (trained, untrained)
+
+
+def test_a_weights_file_that_does_not_match_its_checksum_is_refused(tmp_path):
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(WEIGHTS / f"sd15{suffix}", tmp_path / f"sd15{suffix}")
+    data = bytearray((tmp_path / "sd15.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (tmp_path / "sd15.safetensors").write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match="does not match the checksum"):
+        trained_model("sd15", tmp_path)
