@@ -64,6 +64,12 @@ def measured_on(result: dict) -> str:
     return result["timestamp"][:10] if "timestamp" in result else result["date"]
 
 
+def provenance(result: dict) -> str:
+    """Where and when a result file with run_metadata was measured."""
+    return (f"{result['timestamp'][:10]}, {result['machine']} ({result['cpu']}), torch {result['torch']}, "
+            f"ComfyUI {result['comfyui']}, commit {result['commit']}")
+
+
 def source(result: dict, file: str) -> str:
     return f"`benchmarks/results/{file}` — `{result['command']}`, {measured_on(result)}, {result['machine']}, ComfyUI {result['comfyui']}"
 
@@ -877,9 +883,7 @@ def compiled_table() -> str:
 
 
 def compiled_sources() -> str:
-    return "\n".join(f"- {shape}: `benchmarks/results/{file}` — `{result['command']}`, {result['timestamp'][:10]}, "
-                     f"{result['machine']} ({result['cpu']}), torch {result['torch']}, ComfyUI {result['comfyui']}, "
-                     f"commit {result['commit']}"
+    return "\n".join(f"- {shape}: `benchmarks/results/{file}` — `{result['command']}`, {provenance(result)}"
                      for shape, file in COMPILED_FILES.items() for result in [load(file)])
 
 
@@ -959,9 +963,7 @@ def few_steps_verdict() -> str:
 
 def few_steps_source() -> str:
     result = load("few_steps.json")
-    return (f"`benchmarks/results/few_steps.json` — `{result['command']}`, {result['what']}; {result['timestamp'][:10]}, "
-            f"{result['machine']} ({result['cpu']}), torch {result['torch']}, ComfyUI {result['comfyui']}, "
-            f"commit {result['commit']}")
+    return f"`benchmarks/results/few_steps.json` — `{result['command']}`, {result['what']}; {provenance(result)}"
 
 
 # --- models trained on photographs (benchmarks.trained) ---
@@ -1030,8 +1032,7 @@ def trained_source() -> str:
     return (f"`benchmarks/results/trained.json` — `{result['command']}`; calibrated on the "
             f"{result['calibration']['prompt']} prompt, seed {result['calibration']['seed']}, measured on the "
             f"{result['measured']['prompt']} prompt, seed {result['measured']['seed']}; {result['steps']} steps "
-            f"({result['sampler']}), {result['latent']}² latent; {result['timestamp'][:10]}, {result['machine']} "
-            f"({result['cpu']}), torch {result['torch']}, ComfyUI {result['comfyui']}, commit {result['commit']}")
+            f"({result['sampler']}), {result['latent']}² latent; {provenance(result)}")
 
 
 def training_table() -> str:
