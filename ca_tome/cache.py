@@ -103,10 +103,25 @@ class PairCache:
             start = time.perf_counter()
             plan = compute()
             seconds = time.perf_counter() - start
-            self._plans[key] = (epoch, step, plan)
+            with self._lock:
+                self._plans[key] = (epoch, step, plan)
         else:
             plan = cached[2]
         return plan, CacheEvent(step, key, recomputed, plan.merged_count, plan.token_count, seconds, stale)
+
+    def reuse_all(self, step: int, select: Callable[[PairKey], bool]) -> dict[PairKey, MergePlan]:
+        """Every plan ``select`` accepts, when ``step`` reuses whatever its epoch's checkpoint
+        computed (a fixed schedule, past the checkpoint), each recorded as a reuse at ``step`` as
+        if it had been asked for; empty at checkpoints, with auto, or when no such plan is cached."""
+        epoch = self.epoch(step)
+        if self._auto is not None or step == epoch:
+            return {}
+        with self._lock:
+            plans = {key: plan for key, (plan_epoch, _, plan) in self._plans.items()
+                     if plan_epoch == epoch and select(key)}
+            self._events.extend(CacheEvent(step, key, False, plan.merged_count, plan.token_count)
+                                for key, plan in plans.items())
+        return plans
 
     @property
     def events(self) -> tuple[CacheEvent, ...]:

@@ -30,13 +30,13 @@ class MergePlan:
     """Which tokens are merged into which, for one batch of ``token_count`` tokens.
 
     The index tensors address the batch flattened to rows (item·tokens + token), so merging and
-    unmerging are a few ``index_select``/``index_add_`` calls over rows — several times faster on
-    the CPU than per-item gathers and ``scatter_reduce``:
+    unmerging are one ``index_add_`` and one ``index_select`` over rows — several times faster on
+    the CPU than per-item gathers and ``scatter_reduce`` (see :class:`TokenSlots`):
     ``keep_rows`` [B·(N-r)]: the tokens that stay (dst and unmerged src), in their original order;
-    ``merged_rows`` [B·r]: the src tokens folded into a kept token at ``merged_slots`` [B·r];
+    ``unmerge_rows`` [B·N]: the kept row of every original token: where merging sums it into and
+    unmerging reads it back from;
     ``mean_scale`` [B·(N-r), 1]: 1/(1 + merges) per kept token, so each becomes the mean of itself
-    and its srcs (dense: scaling only the receivers would need ``torch.unique``, a host sync);
-    ``unmerge_rows`` [B·N]: where every original token finds its value after merging.
+    and its srcs (dense: scaling only the receivers would need ``torch.unique``, a host sync).
     ``merged_src``/``merged_dst`` [B, r] keep the pairs per item.
     ``cutoff`` [B, 1] is the similarity a pair needed to be merged: the threshold, or in ratio
     mode (and for items the "max" batch policy pushed below it) the r-th best similarity.
@@ -47,8 +47,6 @@ class MergePlan:
     merged_count: int
     batch_size: int
     keep_rows: torch.Tensor | None = None
-    merged_rows: torch.Tensor | None = None
-    merged_slots: torch.Tensor | None = None
     mean_scale: torch.Tensor | None = None
     unmerge_rows: torch.Tensor | None = None
     merged_src: torch.Tensor | None = None
@@ -76,25 +74,47 @@ class MergePlan:
         """[B, N, C'] -> [B, N - r, C']: each dst becomes the mean of itself and its merged srcs."""
         if self.is_identity:
             return x
-        rows = self._rows(x, self.token_count)
-        kept = rows.index_select(0, self.keep_rows)
-        kept.index_add_(0, self.merged_slots, rows.index_select(0, self.merged_rows))
-        kept.mul_(self.mean_scale.to(kept.dtype))
-        return kept.view(self.batch_size, self.token_count - self.merged_count, -1)
+        self._check(x, self.token_count)
+        return self.slots().merge(x)
 
     def unmerge(self, y: torch.Tensor) -> torch.Tensor:
         """[B, N - r, C'] -> [B, N, C']: merged srcs take the value of the dst they were merged into."""
         if self.is_identity:
             return y
-        rows = self._rows(y, self.token_count - self.merged_count)
-        return rows.index_select(0, self.unmerge_rows).view(self.batch_size, self.token_count, -1)
+        self._check(y, self.token_count - self.merged_count)
+        return self.slots().unmerge(y)
 
-    def _rows(self, x: torch.Tensor, tokens: int) -> torch.Tensor:
+    def slots(self) -> TokenSlots:
+        """This plan as tensors alone (the identity plan has none: it merges nothing)."""
+        return TokenSlots(self.unmerge_rows, self.mean_scale)
+
+    def _check(self, x: torch.Tensor, tokens: int) -> None:
         if x.ndim != 3 or x.shape[0] != self.batch_size or x.shape[1] != tokens:
             raise ValueError(
                 f"merge plan is for [batch={self.batch_size}, tokens={tokens}, C], got {tuple(x.shape)}"
             )
-        return x.reshape(-1, x.shape[-1])
+
+
+@dataclass(frozen=True)
+class TokenSlots:
+    """A merge plan as two tensors and no Python number: ``rows`` [B·N], the kept row of every
+    token, and ``mean_scale`` [B·N', 1]. Merging and unmerging read nothing else, so code that
+    torch.compile traced for one merged count serves any other (with ``mean_scale``'s length
+    dynamic), and keeping every token is a plan like any other — no branch for a compiler to
+    freeze at its first value."""
+
+    rows: torch.Tensor
+    mean_scale: torch.Tensor
+
+    def merge(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, N, C'] -> [B, N', C']: every token summed into its row, then scaled to the mean."""
+        rows = x.reshape(-1, x.shape[-1])
+        kept = rows.new_zeros(self.mean_scale.shape[0], rows.shape[-1]).index_add_(0, self.rows, rows)
+        return kept.mul_(self.mean_scale.to(kept.dtype)).view(x.shape[0], -1, x.shape[-1])
+
+    def unmerge(self, y: torch.Tensor) -> torch.Tensor:
+        """[B, N', C'] -> [B, N, C']: every token reads its row."""
+        return y.reshape(-1, y.shape[-1]).index_select(0, self.rows).view(y.shape[0], -1, y.shape[-1])
 
 
 def identity_plan(token_count: int, batch_size: int) -> MergePlan:
@@ -515,8 +535,6 @@ def _build_plan(chosen, dst_pos, src, dst, tokens, cutoff) -> MergePlan:
         merged_count=r,
         batch_size=batch,
         keep_rows=(keep + item * tokens).flatten(),
-        merged_rows=(merged_src + item * tokens).flatten(),
-        merged_slots=merged_slots,
         mean_scale=(1.0 / (1 + merges)).unsqueeze(1),
         unmerge_rows=(slot_of_token + item * kept_tokens).flatten(),
         merged_src=merged_src,

@@ -42,31 +42,22 @@ class Layout:
         return math.prod(self.grid)
 
 
-def apply_model_wrapper(family: Family, executor, *args, **kwargs):
-    """Give this model call's blocks the token grid and the text length (a per-call copy)."""
+def call_layout(family: Family, diffusion_model, args: tuple, kwargs: dict, options: dict) -> Layout | None:
+    """This model call's token grid and text length, or None when its blocks run whole."""
     x, c_crossattn = args[0], args[3] if len(args) > 3 else kwargs.get("c_crossattn")
-    options_at = 5 if len(args) > 5 else None
-    options = args[options_at] if options_at is not None else kwargs.get("transformer_options", {})
-    diffusion_model = executor.class_obj.diffusion_model
-    layout = None
     run = options.get(RUN_KEY)
-    if isinstance(run, RunState):
-        expected, shape = 5 if family.video else 4, family.latent_shape(x, kwargs)
-        reason = (f"this {family.name} model got a {len(shape)}-D latent, not the {expected}-D one CA-ToMe merges for "
-                  "it; these calls run unmerged") if len(shape) != expected else None
-        reason = reason or (family.unmerged_when(diffusion_model, x, kwargs) if family.unmerged_when else None)
-        if reason:
-            run.note_once(f"CA-ToMe: {reason}.")
-        else:
-            text = c_crossattn.shape[1] if c_crossattn is not None else 0
-            text_first = family.text_first(diffusion_model) if family.text_first else True
-            layout = Layout(family.grid(diffusion_model, shape), text, text_first)
-    options = {**options, LAYOUT_KEY: layout}
-    if options_at is not None:
-        args = (*args[:options_at], options, *args[options_at + 1:])
-    else:
-        kwargs = {**kwargs, "transformer_options": options}
-    return executor(*args, **kwargs)
+    if not isinstance(run, RunState):
+        return None
+    expected, shape = 5 if family.video else 4, family.latent_shape(x, kwargs)
+    reason = (f"this {family.name} model got a {len(shape)}-D latent, not the {expected}-D one CA-ToMe merges for "
+              "it; these calls run unmerged") if len(shape) != expected else None
+    reason = reason or (family.unmerged_when(diffusion_model, x, kwargs) if family.unmerged_when else None)
+    if reason:
+        run.note_once(f"CA-ToMe: {reason}.")
+        return None
+    text = c_crossattn.shape[1] if c_crossattn is not None else 0
+    text_first = family.text_first(diffusion_model) if family.text_first else True
+    return Layout(family.grid(diffusion_model, shape), text, text_first)
 
 
 @dataclass(frozen=True)

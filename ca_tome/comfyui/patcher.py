@@ -14,8 +14,8 @@ import functools
 import logging
 
 from ..schedule import position_of
-from .attention import RUN_KEY, merge_patch, unmerge_patch
-from .dit import apply_model_wrapper, block_patch
+from .attention import PREPARED_KEY, RUN_KEY, merge_patch, prepare_call, unmerge_patch
+from .dit import LAYOUT_KEY, block_patch, call_layout
 from .families import DOUBLE, FAMILIES, SINGLE, family_of
 from .run import LEVELS_AUTO, MergingPatch, RunLog, RunReport, RunState, TokenMerging
 
@@ -98,9 +98,24 @@ def apply_token_merging(model, config: TokenMerging):
 
 
 def _apply_model_wrapper(family, executor, *args, **kwargs):
-    """Every model call: the compile guard keyword; DiTs: also the call's token layout."""
-    kwargs = {**kwargs, COMPILE_GUARD_KEYWORD: True}
-    return apply_model_wrapper(family, executor, *args, **kwargs) if family else executor(*args, **kwargs)
+    """Every model call gets its own copy of transformer_options with what its blocks need: DiTs
+    the call's token layout; UNets their plans when the step reuses them all, and then a keyword
+    that names what they merge (see PreparedCall), so code compiled for one set of merging blocks
+    never serves another. Every call carries the compile guard keyword."""
+    options_at = 5 if len(args) > 5 else None
+    options = args[options_at] if options_at is not None else kwargs.get("transformer_options", {})
+    keyword = COMPILE_GUARD_KEYWORD
+    if family:
+        layout = call_layout(family, executor.class_obj.diffusion_model, args, kwargs, options)
+        options = {**options, LAYOUT_KEY: layout}
+    elif (prepared := prepare_call(options, args[0])) is not None:
+        options = {**options, PREPARED_KEY: prepared}
+        keyword = f"{COMPILE_GUARD_KEYWORD}_{prepared.signature}"
+    if options_at is not None:
+        args = (*args[:options_at], options, *args[options_at + 1:])
+    else:
+        kwargs = {**kwargs, "transformer_options": options}
+    return executor(*args, **{**kwargs, keyword: True})
 
 
 def _selected_blocks(blocks: dict[str, int], choice: str) -> frozenset:

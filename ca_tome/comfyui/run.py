@@ -173,6 +173,20 @@ class RunState:
         """The step in progress: the one after the last the sampler reported finished."""
         return min(self._finished + 1, self.steps - 1)
 
+    def reused_plans(self, options: dict, batch_size: int, device: torch.device) -> dict[PairKey, MergePlan]:
+        """The plans of every block of a model call on this batch, when the step in progress
+        reuses them all (a fixed schedule between checkpoints, no stats to record): handed to the
+        call before it runs, its blocks need no matching and no read of this state. Empty
+        otherwise: the blocks ask :meth:`plan`."""
+        if self.recorder is not None:
+            return {}
+        call = (self._batch_key(options, batch_size), str(device), tuple(options.get("uuids", ())), ())
+        return self.cache.reuse_all(self.step, lambda key: key[2:] == call)
+
+    @staticmethod
+    def _batch_key(options: dict, batch_size: int) -> tuple:
+        return tuple(options.get("cond_or_uncond", ())), batch_size
+
     def plan(self, block: tuple, options: dict, metric: torch.Tensor, grid: tuple[int, ...],
              groups: tuple[tuple[int, ...], torch.Tensor] | None = None) -> MergePlan:
         """The merge plan of ``block`` for ``metric`` [B, N, C] on a (height, width) or (frames,
@@ -181,8 +195,8 @@ class RunState:
         ``groups``: (a hashable signature, the per-token group ids [N]) when tokens of different
         groups must not merge; a plan is cached per signature."""
         signature, token_groups = groups if groups is not None else ((), None)
-        key = PairKey(block, tuple(grid), (tuple(options.get("cond_or_uncond", ())), metric.shape[0]),
-                      str(metric.device), tuple(options.get("uuids", ())), signature)
+        key = PairKey(block, tuple(grid), self._batch_key(options, metric.shape[0]), str(metric.device),
+                      tuple(options.get("uuids", ())), signature)
         step = self.step
         config = self.config
 

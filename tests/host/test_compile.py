@@ -110,6 +110,37 @@ def test_compiled_before_or_after_the_node_merges_as_eager_at_every_step(pack, f
     assert fresh_dynamo["frames"]["total"] == frames, "no recompilation for the new merged counts"
 
 
+def test_cached_steps_of_a_compiled_unet_run_as_one_graph(pack, fresh_dynamo, monkeypatch):
+    """Between checkpoints the UNet call brings its plans, so no block asks the run for one (the
+    graph break, since matching cannot be traced): only checkpoint steps do. The first cached step
+    compiles without a break, and cached steps after later checkpoints (other merged counts)
+    compile nothing more."""
+    from comfy_extras.nodes_torch_compile import TorchCompileModel
+
+    run_state = pack.ca_tome.comfyui.run.RunState
+    asked_at, ask = set(), run_state.plan
+
+    def spy(run, *args, **kwargs):
+        asked_at.add(run.step)
+        return ask(run, *args, **kwargs)
+
+    monkeypatch.setattr(run_state, "plan", spy)
+    compiled = TorchCompileModel.execute(ca_tome(pack, model_of("unet"), "unet"), "inductor").result[0]
+    after_step = []  # (frames compiled, graph breaks compiled) when each step finished
+
+    def count(step, *_):
+        after_step.append((fresh_dynamo["frames"].get("total", 0), sum(fresh_dynamo["graph_break"].values())))
+
+    sample(compiled, Sampling(steps=STEPS, size=(16, 16), seed=0, callback=count))
+    assert asked_at == {0, 3, 6}, f"blocks asked the run for plans at steps {sorted(asked_at)}"
+    during = [tuple(b - a for a, b in zip(before, after)) for before, after in zip(after_step, after_step[1:])]
+    assert during[0][1] == 0, f"the first cached step compiled {during[0][1]} graph breaks"
+    later_cached = [during[step - 1] for step in range(2, STEPS) if step not in (3, 6)]
+    assert all(frames == 0 for frames, _ in later_cached), f"cached steps recompiled: {later_cached}"
+    merged = {merged for step, recomputed, merged in events(pack, compiled) if not recomputed}
+    assert len(merged) > 5, "cached steps after the later checkpoints merge other counts"
+
+
 def test_per_block_compile_of_a_dit_merges_as_eager(pack, fresh_dynamo):
     """KJNodes-style: every block of the DiT compiled on its own; CA-ToMe's block replacement calls
     the compiled block on the merged tokens."""

@@ -215,7 +215,7 @@ def no_update_for_merged_tokens(x, merged, output, plan, start):
     kept = plan.token_count - plan.merged_count
     update = output - merged
     grid = plan.unmerge(update[:, start:start + kept]).clone()
-    grid.view(-1, grid.shape[-1]).index_fill_(0, plan.merged_rows, 0)
+    grid.scatter_(1, plan.merged_src.unsqueeze(-1).expand(-1, -1, grid.shape[-1]), 0)
     return x + torch.cat((update[:, :start], grid, update[:, start + kept:]), dim=1)
 
 
