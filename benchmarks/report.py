@@ -615,13 +615,15 @@ def readme_requirements() -> str:
 # --- earlier studies ---
 
 def fidelity_table() -> str:
+    result = load("fidelity_256.json")
     rows = []
-    for name, row in load("full.json")["fidelity"].items():
+    for name, row in result["rows"].items():
         if name == "unpatched":
             continue
         rows.append([name, percent(row["merged_fraction"]), "identical" if row["psnr"] is None else f"{row['psnr']:.2f}",
                      f"{row['ssim']:.3f}", f"{row['ms_ssim']:.3f}", f"{row['flip']:.3f}"])
-    return table(["variant", "merged", "PSNR", "SSIM", "MS-SSIM", "FLIP"], rows)
+    return (table(["variant", "merged", "PSNR", "SSIM", "MS-SSIM", "FLIP"], rows)
+            + f"\n\nSource: {source(result, 'fidelity_256.json')}; commit {result['commit']}.")
 
 
 def schedules_table() -> str:
