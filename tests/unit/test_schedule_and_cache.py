@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ca_tome import PairCache, PairKey, Schedule, plan_merge
+from ca_tome import AutoRefresh, PairCache, PairKey, Schedule, plan_merge
 from ca_tome.schedule import PRESETS
 
 PAPER_TABLE_II = {
@@ -95,6 +95,27 @@ def test_a_key_first_seen_between_checkpoints_recomputes_at_the_next_one():
     cache.plan(key(), 9, lambda: pytest.fail("valid until step 10"))
     assert cache.plan(key(), 10, lambda: make_plan(1)) is not None
     assert [e.recomputed for e in cache.events] == [True, False, True]
+
+
+def test_reuse_all_hands_the_epochs_plans_between_checkpoints_only():
+    cache = PairCache(frozenset({0, 10}))
+    early = cache.plan(key(), 0, make_plan)  # computed at checkpoint 0
+    other_batch = cache.plan(key(batch=((0,), 1)), 0, make_plan)
+    late = cache.plan(key(block="output-9"), 4, make_plan)  # first seen between checkpoints: epoch 0 too
+    same_batch = lambda k: k.batch == key().batch  # noqa: E731
+    assert cache.reuse_all(0, same_batch) == {}, "a checkpoint recomputes: blocks must ask"
+    handed = cache.reuse_all(5, same_batch)
+    assert list(handed) == [key(), key(block="output-9")] and handed[key()] is early and handed[key(block="output-9")] is late
+    assert [(e.step, e.recomputed) for e in cache.events[-2:]] == [(5, False), (5, False)], "reuses are recorded"
+    assert all(plan is not other_batch for plan in cache.reuse_all(6, same_batch).values())
+    cache.plan(key(), 10, make_plan)
+    assert list(cache.reuse_all(11, same_batch)) == [key()], "plans of an earlier epoch are not handed out"
+
+
+def test_reuse_all_hands_nothing_under_auto():
+    cache = PairCache(frozenset({0}), AutoRefresh())
+    cache.plan(key(), 0, make_plan)
+    assert cache.reuse_all(1, lambda k: True) == {}, "auto checks every plan against the step's tokens"
 
 
 def test_checkpoints_must_include_the_first_step():
