@@ -19,6 +19,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from . import tradeoff
 from .speed import TARGET_MERGED
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -900,6 +901,122 @@ def compiled_verdict() -> str:
     return "; ".join(parts) + f" (target ≥ {percent(COMPILED_TARGET, 0)}) — " + ("**met**" if met else "**not met**")
 
 
+# --- speed against fidelity (benchmarks.tradeoff) ---
+
+TRADEOFF_GOAL = {"speed_up": 1.8, "ssim": 0.95}  # on the UNet at 1024²
+TRADEOFF_FAMILIES = {"sd15": "SD1.5 UNet", "flux": "Flux"}
+
+
+def speed_shape(result: dict, family: str) -> str:
+    """The timed shape, without its sampler."""
+    return result["speed"][family]["shape"].split(", euler")[0]
+
+
+def step_seconds_at(result: dict, family: str, kind: str, share: float) -> float:
+    """A ``kind`` step's median seconds at ``share``: linear between the measured shares (0 % merged
+    is the unpatched step), the last segment extended past the largest."""
+    speed = result["speed"][family]["steps"]
+    points = [(0.0, speed[tradeoff.UNPATCHED]["median"])] + [
+        (s, speed[tradeoff.speed_variant(kind, s)]["median"]) for s in result["shares"]]
+    (s0, t0), (s1, t1) = next(((a, b) for a, b in zip(points, points[1:]) if share <= b[0]), points[-2:])
+    return t0 + (t1 - t0) * (share - s0) / (s1 - s0)
+
+
+def tradeoff_points(result: dict, family: str) -> dict[str, list[dict]]:
+    """Per method, per measured setting: share, fidelity (trained model) and speed-up (full width).
+    CA-ToMe's mean step weighs its checkpoint steps as matching steps and the rest as cached ones."""
+    base = result["speed"][family]["steps"][tradeoff.UNPATCHED]["median"]
+    points = {}
+    for method, rows in result["fidelity"][family].items():
+        points[method] = []
+        for row in rows:
+            share = row["merged_fraction"]
+            at = lambda kind: step_seconds_at(result, family, kind, share)  # noqa: E731
+            if method == "ca_tome":
+                checkpoints = len(row["checkpoint_steps"])
+                step = (checkpoints * at(tradeoff.MATCHING) + (result["steps"] - checkpoints) * at(tradeoff.CACHED)) / result["steps"]
+            else:
+                step = at(tradeoff.MATCHING if method == "fixed_ratio" else tradeoff.BUILTIN)
+            points[method].append({"setting": row.get("threshold"), "target": row["target"], "merged_fraction": share,
+                                   "ssim": row["ssim"], "psnr": row["psnr"], "speed_up": base / step,
+                                   "interpolated": min(abs(share - s) for s in result["shares"]) > 0.005})
+    return points
+
+
+def speed_at_ssim(points: list[dict], ssim: float) -> float | None:
+    """A curve's speed-up at ``ssim``, linear between its points and the unmerged (1.0, 1×); None outside it."""
+    curve = sorted([(1.0, 1.0)] + [(p["ssim"], p["speed_up"]) for p in points], reverse=True)
+    for (a, speed_a), (b, speed_b) in zip(curve, curve[1:]):
+        if b <= ssim <= a:
+            return speed_a if a == b else speed_b + (speed_a - speed_b) * (ssim - b) / (a - b)
+    return None
+
+
+def tradeoff_table() -> str:
+    """Every measured setting: share and fidelity on the trained model, speed-up at full width."""
+    result = load("tradeoff.json")
+    lines = []
+    for family, label in TRADEOFF_FAMILIES.items():
+        for method, points in tradeoff_points(result, family).items():
+            for p in points:
+                setting = f"t = {p['setting']:.3f}" if method == "ca_tome" else f"{'ratio' if method == 'builtin' else 'r'} = {p['target']}"
+                lines.append([label, tradeoff.METHODS[method], setting, percent(p["merged_fraction"]), f"{p['ssim']:.3f}",
+                              db(p["psnr"]), times(p["speed_up"]) + (" †" if p["interpolated"] else "")])
+    return table(["model", "method", "setting", "merged (trained model)", "SSIM", "PSNR", "speed-up (full width)"], lines)
+
+
+def tradeoff_steps_table() -> str:
+    """The measured step times the speed-ups are built from."""
+    result = load("tradeoff.json")
+    lines = []
+    for family, label in TRADEOFF_FAMILIES.items():
+        steps = result["speed"][family]["steps"]
+        base = steps[tradeoff.UNPATCHED]["median"]
+        for name, row in steps.items():
+            lines.append([result["speed"][family]["shape"], name, f"{row['median']:.2f} ({span([row['min'], row['max']], 2, '')})", str(row["n"]),
+                          times(base / row["median"])])
+    return table(["shape", "variant", "s/step (range)", "steps timed", "speed-up"], lines)
+
+
+def tradeoff_verdict() -> str:
+    """Per family: CA-ToMe's best speed-up at the goal's fidelity beside the other methods', and where
+    its curve falls below another; the goal itself on the UNet."""
+    result = load("tradeoff.json")
+    parts = []
+    for family, label in TRADEOFF_FAMILIES.items():
+        points = tradeoff_points(result, family)
+
+        def best(method):
+            faithful = [p for p in points[method] if p["ssim"] >= TRADEOFF_GOAL["ssim"]]
+            return max(faithful, key=lambda p: p["speed_up"]) if faithful else None
+
+        ours = best("ca_tome")
+        text = f"{label} ({speed_shape(result, family)}): CA-ToMe's best at SSIM ≥ {TRADEOFF_GOAL['ssim']}: " + (
+            f"{times(ours['speed_up'])} ({percent(ours['merged_fraction'], 0)} merged, SSIM {ours['ssim']:.3f})" if ours else "none")
+        others = [f"{tradeoff.METHODS[m]} {times(b['speed_up']) if (b := best(m)) else 'none'}" for m in points if m != "ca_tome"]
+        text += " against " + ", ".join(others)
+        if family == "sd15":
+            speed = result["speed"][family]["steps"]
+            ceiling = speed[tradeoff.UNPATCHED]["median"] / speed[tradeoff.CEILING]["median"]
+            met = ours is not None and ours["speed_up"] >= TRADEOFF_GOAL["speed_up"]
+            text += (f" (attention-skipped ceiling {times(ceiling)}; goal ≥ {times(TRADEOFF_GOAL['speed_up'])}) — "
+                     + ("**met**" if met else "**not met**"))
+        below = []
+        for p in points["ca_tome"]:
+            for method in points:
+                other = speed_at_ssim(points[method], p["ssim"]) if method != "ca_tome" else None
+                if other is not None and other > p["speed_up"] + 0.005:
+                    below.append(f"{tradeoff.METHODS[method]} at SSIM {p['ssim']:.3f} ({times(other)} against {times(p['speed_up'])})")
+        text += "; CA-ToMe below another curve: " + ("nowhere" if not below else ", ".join(below))
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def tradeoff_source() -> str:
+    result = load("tradeoff.json")
+    return f"`benchmarks/results/tradeoff.json` — `{result['command']}`, {provenance(result)}"
+
+
 # --- short runs (benchmarks.few_steps) ---
 
 def few_steps_rows() -> dict[str, dict]:
@@ -1105,6 +1222,10 @@ GENERATORS = {
     "trained-similarity": trained_similarity_table,
     "trained-verdict": trained_verdict,
     "training": training_table,
+    "tradeoff": tradeoff_table,
+    "tradeoff-steps": tradeoff_steps_table,
+    "tradeoff-verdict": tradeoff_verdict,
+    "tradeoff-source": tradeoff_source,
 }
 
 

@@ -79,8 +79,10 @@ class Bench:
         return self.pack.nodes.CATomeFixedRatio.execute(self.model, r, "all", "", "auto", 2, "qkv", **options).result[0]
 
     def measure(self, patched) -> dict:
+        """The measured run's image metrics and, for a CA-ToMe model, its share and checkpoint steps."""
         image, report = self.image(patched, *MEASURED)
-        return {"merged_fraction": report.merged_fraction, **compare(self.reference, image)}
+        run = {"merged_fraction": report.merged_fraction, "checkpoint_steps": sorted(report.recomputed_steps)} if report else {}
+        return {**run, **compare(self.reference, image)}
 
     def calibrate(self, share: float, **options) -> float:
         recorded = self.threshold(0.5, record_stats=True, **options)

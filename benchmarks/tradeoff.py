@@ -1,0 +1,195 @@
+"""Speed against fidelity: CA-ToMe (threshold, cached) beside fixed-ratio merging and ComfyUI's built-in Tome.
+
+The trained models are small and the full-width shapes have random weights, so each point joins two
+measurements at the same merged share:
+
+- **fidelity**, on the models trained here on photographs (``benchmarks.trained``'s bench: its size,
+  sampler, calibration prompt and seed, measured prompt and seed): each method at ``SHARES`` of the
+  tokens merged, the decoded image against the unmerged one (SSIM, PSNR). CA-ToMe: the threshold
+  calibrated to each share on the calibration run, sampled under CONFIG_3 (its checkpoint steps
+  recorded); the fixed ratio on the CA-ToMe engine matching every step, as ToMe does; ComfyUI's
+  built-in ``TomePatchModel`` (UNet only: it patches UNet attention).
+- **speed**, at the full-width shapes (the SD1.5 UNet at 1024², cfg 7.5; a full-width Flux double
+  and single block at 4,096 image tokens, cfg 1), variants interleaved over ``--repeats``, step 0 of
+  every run dropped: unpatched; at each share a matching step (fixed ratio, schedule ``all``) and a
+  cached step (schedule ``once``); on the UNet the built-in Tome and the attention-skipped ceiling.
+- **joined** (``benchmarks.report.tradeoff_points``): a point's speed-up is the unpatched step over
+  the method's mean step at its measured share — CA-ToMe's checkpoint steps cost a matching step and
+  its other steps a cached step. Step times between the measured shares are interpolated linearly
+  (0 % merged = the unpatched step), and labelled so.
+
+``python -m benchmarks.tradeoff`` → results/tradeoff.json and docs/speed_vs_fidelity.png (about 45
+minutes on 2 CPU cores); ``--plot`` redraws the figure from the committed file; ``--quick`` runs
+tiny shapes in a minute (tradeoff_quick.json, not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+from devkit.host import REPO_ROOT
+
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+PLOT = REPO_ROOT / "docs" / "speed_vs_fidelity.png"
+SHARES = (0.1, 0.3, 0.5, 0.7)
+SCHEDULE = "CONFIG_3"
+UNPATCHED, CEILING, BUILTIN = "unpatched", "ceiling: top-level self-attention skipped", "builtin Tome"
+MATCHING, CACHED = "matching step", "cached step"
+METHODS = {"ca_tome": f"CA-ToMe (threshold, {SCHEDULE})", "fixed_ratio": "fixed ratio (matching every step)",
+           "builtin": "ComfyUI's built-in Tome"}
+
+
+def speed_variant(kind: str, share: float) -> str:
+    return f"{kind} at {share:.0%}"
+
+
+def fidelity(pack, family: str, model, shares) -> dict:
+    """Per method, one row per share: the measured share, the image metrics, CA-ToMe's checkpoint steps."""
+    from comfy_extras.nodes_tomesd import TomePatchModel
+
+    from .trained import Bench
+
+    bench = Bench(pack, family, model)
+    rows = {"ca_tome": [], "fixed_ratio": []}
+    for share in shares:
+        threshold = bench.calibrate(share)
+        rows["ca_tome"].append({"target": share, "threshold": threshold, **bench.measure(bench.threshold(threshold, SCHEDULE))})
+        rows["fixed_ratio"].append({"target": share, **bench.measure(bench.ratio(share))})
+        if family == "sd15":  # the built-in node merges its ratio of the top-level tokens
+            rows.setdefault("builtin", []).append({"target": share, "merged_fraction": share,
+                                                   **bench.measure(TomePatchModel.execute(model, share).result[0])})
+        print(f"{family} {share:.0%}: " + ", ".join(f"{m} {r[-1]['merged_fraction']:.1%} SSIM {r[-1]['ssim']:.3f}"
+                                                   for m, r in rows.items()), flush=True)
+    return rows
+
+
+def timed_steps(variants: dict, sample, repeats: int) -> dict:
+    """Median (with range) of every variant's steps after the first, variants interleaved per repeat."""
+    seconds = {name: [] for name in variants}
+    for repeat in range(repeats):
+        for name, patched in variants.items():
+            later = sample(patched(), repeat)[1:]
+            seconds[name] += later
+            print(f"  [{repeat + 1}/{repeats}] {name:<45} " + " ".join(f"{s:.2f}" for s in later), flush=True)
+    return {name: {"median": statistics.median(s), "min": min(s), "max": max(s), "n": len(s)} for name, s in seconds.items()}
+
+
+def unet_speed(args) -> dict:
+    import torch
+    from comfy_extras.nodes_tomesd import TomePatchModel
+
+    from . import ceilings
+    from .speed import WARM_UP_SIZE, load, timed_run
+
+    loaded = load("tiny" if args.quick else "sd15")
+    pack, model = loaded.pack, loaded.model
+    ratio = pack.nodes.CATomeFixedRatio.execute
+    variants = {UNPATCHED: lambda: model, CEILING: lambda: ceilings.skip_attention(model)}
+    for share in args.shares:
+        variants[speed_variant(MATCHING, share)] = lambda s=share: ratio(model, s, "all", "", "auto", 2, "qkv").result[0]
+        variants[speed_variant(CACHED, share)] = lambda s=share: ratio(model, s, "once", "", "auto", 2, "qkv").result[0]
+        variants[speed_variant(BUILTIN, share)] = lambda s=share: TomePatchModel.execute(model, s).result[0]
+
+    def sample(patched, seed, pixels=WARM_UP_SIZE if args.quick else 1024, steps=2):
+        latent = torch.zeros(1, 4, pixels // 8, pixels // 8)
+        return timed_run(patched, loaded.positive, loaded.negative, latent, steps, seed)[1]
+
+    for patched in variants.values():  # warm-up: imports, allocator, kernels
+        sample(patched(), 0, pixels=WARM_UP_SIZE, steps=1)
+    return {"shape": f"full SD1.5 UNet ({loaded.checkpoint}), {1024 if not args.quick else WARM_UP_SIZE}², "
+                     "euler, cfg 7.5 (batch 2)", "steps": timed_steps(variants, sample, args.repeats)}
+
+
+def flux_speed(args) -> dict:
+    from devkit.dit_models import tiny_dit
+    from devkit.sampling import load_pack
+
+    from .dit import FULL_WIDTH_FLUX, timed
+
+    pack = load_pack()
+    latent = 32 if args.quick else 128
+    model = tiny_dit("flux", **{**FULL_WIDTH_FLUX, "depth": 1, "depth_single_blocks": 1})
+    ratio = pack.nodes.CATomeFixedRatio.execute
+    variants = {UNPATCHED: lambda: model}
+    for share in args.shares:
+        variants[speed_variant(MATCHING, share)] = lambda s=share: ratio(model, s, "all", "", "auto", 2, "qkv").result[0]
+        variants[speed_variant(CACHED, share)] = lambda s=share: ratio(model, s, "once", "", "auto", 2, "qkv").result[0]
+    timed(model, "flux", 16, 1)  # warm-up
+    return {"shape": f"full-width Flux, one double and one single block, {(latent // 2) ** 2} image tokens, euler, cfg 1",
+            "steps": timed_steps(variants, lambda patched, seed: timed(patched, "flux", latent, 3, seed)[1], args.repeats)}
+
+
+def plot(result: dict, path=PLOT) -> None:
+    """One panel per family: speed-up against SSIM to the unmerged image, a line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .report import TRADEOFF_FAMILIES, speed_shape, tradeoff_points
+
+    families = list(result["fidelity"])
+    figure, axes = plt.subplots(1, len(families), figsize=(6 * len(families), 4.5), squeeze=False)
+    for axis, family in zip(axes[0], families):
+        for method, points in tradeoff_points(result, family).items():  # each curve starts at the unmerged model
+            axis.plot([1.0] + [p["ssim"] for p in points], [1.0] + [p["speed_up"] for p in points], marker="o",
+                      label=METHODS[method])
+            for p in points:
+                axis.annotate(f"{p['merged_fraction']:.0%}", (p["ssim"], p["speed_up"]), fontsize=7,
+                              textcoords="offset points", xytext=(3, 3))
+        speed = result["speed"][family]["steps"]
+        if CEILING in speed:
+            axis.axhline(speed[UNPATCHED]["median"] / speed[CEILING]["median"], color="grey", linestyle=":",
+                         label="ceiling: attention skipped")
+        axis.set_title(f"fidelity: trained {TRADEOFF_FAMILIES[family]}; speed: {speed_shape(result, family)}", fontsize=9)
+        axis.set_xlabel("SSIM to the unmerged image (trained model)")
+        axis.set_ylabel("speed-up over unpatched (full width)")
+        axis.invert_xaxis()
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    print(f"wrote {path.relative_to(REPO_ROOT)}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--plot", action="store_true", help="only redraw the figure from results/tradeoff.json")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, two shares, one repeat")
+    args = parser.parse_args(argv)
+    path = RESULTS / ("tradeoff_quick.json" if args.quick else "tradeoff.json")
+    figure = PLOT.with_name("speed_vs_fidelity_quick.png") if args.quick else PLOT
+    if args.plot:
+        return plot(json.loads(path.read_text()), figure)
+    args.shares = SHARES[1::2] if args.quick else SHARES
+    args.repeats = 1 if args.quick else args.repeats
+
+    from devkit.host import import_comfy, run_metadata
+
+    import_comfy()
+    import torch
+
+    from devkit.sampling import load_pack
+    from devkit.training import trained_model
+
+    from .trained import STEPS
+
+    torch.set_grad_enabled(False)
+    pack = load_pack()
+    result = {"what": __doc__.split("\n\n")[0], "command": "python -m benchmarks.tradeoff"
+              + (" --quick" if args.quick else f" --repeats {args.repeats}"), **run_metadata(),
+              "shares": args.shares, "schedule": SCHEDULE, "steps": STEPS, "methods": METHODS,
+              "fidelity": {family: fidelity(pack, family, trained_model(family), args.shares) for family in ("sd15", "flux")},
+              "speed": {}}
+    result["speed"]["flux"] = flux_speed(args)
+    result["speed"]["sd15"] = unet_speed(args)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path.relative_to(REPO_ROOT)}")
+    plot(result, figure)
+
+
+if __name__ == "__main__":
+    main()
