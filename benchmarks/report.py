@@ -20,14 +20,13 @@ import textwrap
 from pathlib import Path
 
 from . import tradeoff
-from .speed import TARGET_MERGED
+from .speed import FREE_MERGE, TARGET_MERGED
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DOCUMENTS = (ROOT / "BENCHMARKS.md", ROOT / "README.md")
 BLOCK = re.compile(r"(?P<begin><!-- begin: (?P<name>[\w-]+) -->(?P<newline>\n?))(?P<body>.*?)(?P<end><!-- end: (?P=name) -->)",
                    re.S)
-FREE_MERGE = "ceiling: free merge f=0.5"
 SHARE_TARGET_1024 = 0.95
 MATCHING_TARGET = 0.05
 
@@ -99,26 +98,40 @@ def checkpoint_and_cached(run: dict) -> tuple[list[float], list[float]]:
     return ([s for i, s in timed if i in run["checkpoint_steps"]], [s for i, s in timed if i not in run["checkpoint_steps"]])
 
 
-def ceiling_shares(result: dict, seconds: float) -> tuple[float, float, float]:
-    """Share of the free-merge ceiling's saving at ``seconds`` per step: by the medians of all
-    repeats, and its range over the repeats (unpatched and ceiling medians of the same repeat)."""
+def ceiling_reference(result: dict, run: dict | None = None) -> tuple[float, float, list[tuple[float, float]]]:
+    """(unpatched, free-merge ceiling) s/step a run is compared with, and the pairs they come from.
+
+    A run sampled between unpatched and ceiling steps (``beside``: one step of each right before and
+    right after it) is compared with those, so the phase the run ran in is the ceiling's too; files
+    without them compare with the step phase's medians (pairs: each repeat's medians)."""
+    if run is not None and "beside" in run:
+        unpatched, ceiling = run["beside"]["unpatched"], run["beside"][FREE_MERGE]
+        return statistics.mean(unpatched), statistics.mean(ceiling), list(zip(unpatched, ceiling))
     steps = result["steps"]
-    base, free = base_seconds(result), steps[FREE_MERGE]["later_steps"]["median"]
-    per_repeat = [(u - seconds) / (u - f) for u, f in zip(steps["unpatched"]["repeat_medians"], steps[FREE_MERGE]["repeat_medians"])]
-    return (base - seconds) / (base - free), min(per_repeat), max(per_repeat)
+    return (base_seconds(result), steps[FREE_MERGE]["later_steps"]["median"],
+            list(zip(steps["unpatched"]["repeat_medians"], steps[FREE_MERGE]["repeat_medians"])))
+
+
+def ceiling_shares(result: dict, run: dict) -> tuple[float, float, float]:
+    """A run's share of the free-merge ceiling's saving (see ceiling_reference), and its range over
+    the pairs it is compared with."""
+    seconds = run_seconds_per_step(run)
+    base, free, pairs = ceiling_reference(result, run)
+    per_pair = [(u - seconds) / (u - f) for u, f in pairs]
+    return (base - seconds) / (base - free), min(per_pair), max(per_pair)
 
 
 def phase_drift_floor(result: dict, run: dict) -> float | None:
-    """A lower bound, in s/step, on how much faster the runs phase ran than the step phase, or None.
+    """A lower bound, in s/step, on how much faster the run ran than the ceiling it is compared with, or None.
 
     A cached step runs the attention on the same half of the tokens as the free-merge ceiling, with
     a real merge and unmerge where the ceiling slices and copies, so it cannot be faster: cached
-    steps whose median is below the ceiling's step median show that the phases drifted by at least
-    the difference (the share of the ceiling's saving pairs a run with step-phase medians)."""
+    steps whose median is below the ceiling's show that the phases drifted by at least the
+    difference (the share of the ceiling's saving pairs a run with another phase's medians)."""
     cached = checkpoint_and_cached(run)[1]
     if not run["matchings"] or not cached:
         return None
-    gap = result["steps"][FREE_MERGE]["later_steps"]["median"] - statistics.median(cached)
+    gap = ceiling_reference(result, run)[1] - statistics.median(cached)
     return gap if gap > 0 else None
 
 
@@ -129,23 +142,29 @@ def drift_clause(result: dict, name: str) -> str:
     drift = phase_drift_floor(result, run)
     if drift is None:
         return ""
-    ceiling = result["steps"][FREE_MERGE]["later_steps"]
-    points = 100 * drift / (base_seconds(result) - ceiling["median"])
-    _, low, high = ceiling_shares(result, run_seconds_per_step(run))
+    base, free, pairs = ceiling_reference(result, run)
+    ceilings = [f for _, f in pairs]
+    points = 100 * drift / (base - free)
+    _, low, high = ceiling_shares(result, run)
     width = 100 * (high - low)
-    compared = (f"more than the repeat range's whole width ({width:.1f} points)" if points > width else
-                f"not far below the repeat range's whole width ({width:.1f} points)")
+    beside = "beside" in run
+    kind = "range" if beside else "repeat range"
+    compared = (f"more than the {kind}'s whole width ({width:.1f} points)" if points > width else
+                f"not far below the {kind}'s whole width ({width:.1f} points)")
+    drifted = "the run drifted from the ceiling steps beside it" if beside else "the runs phase drifted from the step phase"
     return (f"its cached steps (median {statistics.median(checkpoint_and_cached(run)[1]):.2f} s) ran faster than the "
-            f"ceiling's steps ({ceiling['median']:.2f} s, {ceiling['min']:.2f}–{ceiling['max']:.2f} s), which doing at least "
-            f"the ceiling's work they cannot: the runs phase drifted from the step phase by at least {drift:.2f} s/step, "
+            f"ceiling's steps ({free:.2f} s, {min(ceilings):.2f}–{max(ceilings):.2f} s), which doing at least "
+            f"the ceiling's work they cannot: {drifted} by at least {drift:.2f} s/step, "
             f"{points:.1f} points of that saving, {compared}")
 
 
 def ceiling_share_text(result: dict, name: str, long: bool = False) -> str:
     """A 50 %-merged run's share of the free-merge ceiling's saving, with its repeat range, and
     beside it the phase drift its cached steps show where there is one."""
-    value, low, high = ceiling_shares(result, run_seconds_per_step(result["runs"][name]))
-    text = f"{100 * value:.0f} % ({'repeat range ' if long else ''}{100 * low:.0f}–{100 * high:.0f} %)"
+    run = result["runs"][name]
+    value, low, high = ceiling_shares(result, run)
+    measured = "range before/after the run " if "beside" in run else "repeat range "
+    text = f"{100 * value:.0f} % ({measured if long else ''}{100 * low:.0f}–{100 * high:.0f} %)"
     drift = drift_clause(result, name)
     if not drift:
         return text
@@ -205,7 +224,7 @@ def speed_source(size: int) -> str:
 def targets_table() -> str:
     big, small = load("speed_1024.json"), load("speed_512.json")
     config3 = run_seconds_per_step(big["runs"]["ratio CONFIG_3"])
-    share, low, high = ceiling_shares(big, config3)
+    share, low, high = ceiling_shares(big, big["runs"]["ratio CONFIG_3"])
     drift = phase_drift_floor(big, big["runs"]["ratio CONFIG_3"])
     matching = big["steps"]["ours ratio 0.5, matching every step"]["matching_share"]
     before = big["steps"]["ours ratio 0.5, matching every step, float32 ranking"]["matching_share"]
@@ -214,7 +233,8 @@ def targets_table() -> str:
     if low >= SHARE_TARGET_1024:
         verdict = "met"
         if drift is not None:  # the drift is only bounded below, so it can undo the margin
-            points = 100 * drift / (base_seconds(big) - big["steps"][FREE_MERGE]["later_steps"]["median"])
+            base, free, _ = ceiling_reference(big, big["runs"]["ratio CONFIG_3"])
+            points = 100 * drift / (base - free)
             verdict = (f"met as measured; not resolved: the phase drift (≥ {points:.1f} points, no upper bound) is "
                        f"near the margin over {100 * SHARE_TARGET_1024:.0f} % ({100 * (low - SHARE_TARGET_1024):.1f} points at the range's low end)")
     else:
@@ -237,13 +257,14 @@ def targets_table() -> str:
 def readme_1024_notes() -> str:
     """README's sentences on the 1024² targets, from the same numbers as the Targets table."""
     big = load("speed_1024.json")
-    value, low, high = ceiling_shares(big, run_seconds_per_step(big["runs"]["ratio CONFIG_3"]))
+    value, low, high = ceiling_shares(big, big["runs"]["ratio CONFIG_3"])
     drift = drift_clause(big, "ratio CONFIG_3")
     matching = big["steps"]["ours ratio 0.5, matching every step"]["matching_share"]["median"]
     before = big["steps"]["ours ratio 0.5, matching every step, float32 ranking"]["matching_share"]["median"]
     return paragraph(
         f"At 1024² the CONFIG_3 run (fixed ratio 0.5) kept {100 * value:.0f} % of the free-merge ceiling's saving "
-        f"(repeat range {100 * low:.0f}–{100 * high:.0f} %)"
+        f"({'range before/after the run' if 'beside' in big['runs']['ratio CONFIG_3'] else 'repeat range'} "
+        f"{100 * low:.0f}–{100 * high:.0f} %)"
         + (f", but {drift}; the share is less certain than its range says (rerunning the 1024² suite takes hours)."
            if drift else ".")
         + f" Matching costs {percent(matching)} of a checkpoint step (bf16 ranking; {percent(before)} with the float32 "
@@ -283,8 +304,8 @@ def readme_table() -> str:
             ["CA-ToMe engine at 50 %, matching every step", step(512, "ours ratio 0.5, matching every step"),
              step(1024, "ours ratio 0.5, matching every step")],
             ["CA-ToMe engine at 50 %, CONFIG_3 (20-step run)", run(512, "ratio CONFIG_3"), run(1024, "ratio CONFIG_3")],
-            [f"CA-ToMe t={sizes[512]['calibrated_threshold']:.2f}, auto (20-step run)", run(512, "t50 auto"),
-             run(1024, "t50 auto")],
+            ["CA-ToMe at the threshold calibrated to ~50 %, auto (20-step run)",
+             *(f"{run(size, 't50 auto')}, t = {sizes[size]['calibrated_threshold']:.2f}" for size in (512, 1024))],
             ["ceiling: free merge at 50 %", step(512, FREE_MERGE), step(1024, FREE_MERGE)]]
     return table(["2 CPU cores, s/step (speed-up over the unpatched step median, merged)", "512²", "1024²"], rows)
 
@@ -342,6 +363,51 @@ def readme_auto_vs_config3() -> str:
                  f"{a['psnr'] - c['psnr']:.2f} dB closer in image PSNR (one seed) with {against(a['matchings'], c['matchings'])} "
                  "matchings")
     return text
+
+
+def speed_512_notes() -> str:
+    """BENCHMARKS' bullets on what the 512² suite shows and cannot: savings, matching against the
+    machine's spread, the calibrated threshold, and fidelity at about half the tokens merged."""
+    result = load("speed_512.json")
+    steps, runs = result["steps"], result["runs"]
+    base = base_seconds(result)
+    saving = lambda name: percent(1 - steps[name]["later_steps"]["median"] / base, 0)  # noqa: E731
+    matching = steps["ours ratio 0.5, matching every step"]["matching_share"]["median"]
+    before = steps["ours ratio 0.5, matching every step, float32 ranking"]["matching_share"]["median"]
+    widths = [row["later_steps"]["max"] - row["later_steps"]["min"] for row in steps.values()]
+    drift = run_seconds_per_step(runs["unpatched"]) / base - 1
+    resolvable = matching * base > min(widths)
+    threshold = result["calibrated_threshold"]
+    ratio = runs["ratio CONFIG_3"]["fidelity_to_unpatched"]
+    merging = {name: run for name, run in runs.items() if name.startswith("t") and run["matchings"]}
+    require(all(run["fidelity_to_unpatched"]["psnr"] > ratio["psnr"] for run in merging.values()), "speed-512-notes",
+            "every threshold run came out closer to the unpatched image than the fixed ratio at 50 %")
+    shares = [100 * run["merged_fraction"] for run in merging.values()]
+    psnrs = [run["fidelity_to_unpatched"]["psnr"] for run in merging.values()]
+    same = round(threshold, 2) == 0.7
+    bullets = [
+        f"Merging half the top-level tokens saves {saving(FREE_MERGE)} of a step here (free-merge ceiling), the built-in "
+        f"node (q only) {saving('builtin Tome r=0.5 (q only)')}; skipping that attention entirely "
+        f"{saving('ceiling: top-level self-attention skipped')}: at 512² the top-level self-attention is a small part of "
+        "an SD1.5 step, which caps every merging method.",
+        f"Matching costs {percent(matching)} of a step where it runs ({percent(before)} with the float32 ranking of "
+        f"before). The cache saves that on cached steps, about {matching * base:.2f} s, against this machine's spread: "
+        f"one variant's step times span {min(widths):.2f}–{max(widths):.2f} s, and the runs phase ran "
+        f"{percent(abs(drift))} {'slower' if drift > 0 else 'faster'} than the step phase (the unpatched 20-step run's "
+        "s/step against the unpatched step median). "
+        + ("So the cache's effect is resolvable here." if resolvable else
+           "So at 512² the cache's effect is **not resolvable** here" + (
+               "; each run is compared with ceiling steps timed beside it" if "beside" in runs["ratio CONFIG_3"] else "")
+           + "; at 1024² the cache saves more."),
+        (f"The calibration landed on t = {threshold:.2f}, so the `t50` runs repeat the `t0.7` runs: the two give the "
+         "run-to-run spread of a 20-step run directly." if same else
+         f"The calibration (on another prompt and seed) gave t = {threshold:.2f}."),
+        f"Fidelity at about half the tokens merged: CA-ToMe's threshold runs ({span(shares, 0, ' %')} merged: "
+        f"{span(psnrs, 2, ' dB')}) stay closer to the unpatched image than the fixed ratio at 50 % "
+        f"({ratio['psnr']:.2f} dB; the PSNR and SSIM columns) — the paper's point: merging only pairs that are "
+        "similar enough.",
+    ]
+    return "\n".join(textwrap.fill(f"- {b}", 100, subsequent_indent="  ") for b in bullets)
 
 
 def speed_512_auto() -> str:
@@ -908,8 +974,8 @@ TRADEOFF_FAMILIES = {"sd15": "SD1.5 UNet", "flux": "Flux"}
 
 
 def speed_shape(result: dict, family: str) -> str:
-    """The timed shape, without its sampler."""
-    return result["speed"][family]["shape"].split(", euler")[0]
+    """The timed shape, without its sampler and checkpoint file."""
+    return re.sub(r" \([^)]*\.safetensors\)", "", result["speed"][family]["shape"].split(", euler")[0])
 
 
 def step_seconds_at(result: dict, family: str, kind: str, share: float) -> float:
@@ -969,12 +1035,12 @@ def tradeoff_steps_table() -> str:
     """The measured step times the speed-ups are built from."""
     result = load("tradeoff.json")
     lines = []
-    for family, label in TRADEOFF_FAMILIES.items():
+    for family in TRADEOFF_FAMILIES:
         steps = result["speed"][family]["steps"]
         base = steps[tradeoff.UNPATCHED]["median"]
         for name, row in steps.items():
-            lines.append([result["speed"][family]["shape"], name, f"{row['median']:.2f} ({span([row['min'], row['max']], 2, '')})", str(row["n"]),
-                          times(base / row["median"])])
+            lines.append([speed_shape(result, family), name, f"{row['median']:.2f} ({span([row['min'], row['max']], 2, '')})",
+                          str(row["n"]), times(base / row["median"])])
     return table(["shape", "variant", "s/step (range)", "steps timed", "speed-up"], lines)
 
 
@@ -983,7 +1049,7 @@ def tradeoff_verdict() -> str:
     its curve falls below another; the goal itself on the UNet."""
     result = load("tradeoff.json")
     parts = []
-    for family, label in TRADEOFF_FAMILIES.items():
+    for family in TRADEOFF_FAMILIES:
         points = tradeoff_points(result, family)
 
         def best(method):
@@ -991,7 +1057,7 @@ def tradeoff_verdict() -> str:
             return max(faithful, key=lambda p: p["speed_up"]) if faithful else None
 
         ours = best("ca_tome")
-        text = f"{label} ({speed_shape(result, family)}): CA-ToMe's best at SSIM ≥ {TRADEOFF_GOAL['ssim']}: " + (
+        text = f"{speed_shape(result, family)}: CA-ToMe's best at SSIM ≥ {TRADEOFF_GOAL['ssim']}: " + (
             f"{times(ours['speed_up'])} ({percent(ours['merged_fraction'], 0)} merged, SSIM {ours['ssim']:.3f})" if ours else "none")
         others = [f"{tradeoff.METHODS[m]} {times(b['speed_up']) if (b := best(m)) else 'none'}" for m in points if m != "ca_tome"]
         text += " against " + ", ".join(others)
@@ -1189,6 +1255,7 @@ GENERATORS = {
     "readme-1024-notes": readme_1024_notes,
     "readme-auto-vs-config3": readme_auto_vs_config3,
     "speed-512-auto": speed_512_auto,
+    "speed-512-notes": speed_512_notes,
     "schedules-notes": schedules_notes,
     "bf16-ranking-speed": bf16_ranking_speed,
     "dit-flux-gap": lambda: dit_gap("Flux"),

@@ -13,9 +13,12 @@ full-shape SD1.5 checkpoint; every step is timed by the sampler's callback.
    free-merge and attention-skipped ceilings.
 3. Real runs of the schedules, ``--run-steps`` (20) steps, every step's time saved: fixed ratio
    0.5 under CONFIG_3 (merged share pinned at 50 %: the ceiling target), CA-ToMe at ``t`` = 0.7
-   and at the threshold that merges about half the tokens (calibrated at 512² from a recorded
-   run) under CONFIG_3, ``auto`` and ``all``; ComfyUI's EasyCache alone and stacked with CA-ToMe.
-   With ``--fidelity`` the unpatched run is sampled too and every run's image is compared with it.
+   and at the threshold that merges about half the tokens (calibrated at 512² from a recorded run
+   of another prompt and seed, ``CALIBRATION``) under CONFIG_3, ``auto`` and ``all``; ComfyUI's
+   EasyCache alone and stacked with CA-ToMe. One step of the unpatched model and one of the
+   free-merge ceiling are timed before the first run and after every run, so each run is compared
+   with the ceiling in its own phase (the phases drift by more than a step's spread). At 512² the
+   unpatched run is sampled too and every run's image is compared with it.
 
 ``python -m benchmarks.speed --size 512`` → results/speed_512.json; ``--size 1024`` reads the
 calibrated threshold from speed_512.json and runs the subset named in ``SUITES``.
@@ -37,6 +40,9 @@ from devkit.host import REPO_ROOT, comfyui_path, import_comfy, run_metadata
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 TARGET_MERGED = 0.5
 WARM_UP_SIZE = 256
+CALIBRATION = ("A watercolor painting of a lighthouse at dusk.", 101)  # prompt, seed: never the measured ones
+MEASURED_SEED = 7
+FREE_MERGE = "ceiling: free merge f=0.5"
 
 # Which real runs each size samples. 1024² steps take ~30–50 s here: the unpatched 20-step run
 # (~16 min), the t = 0.7, CA-ToMe CONFIG_3 and EasyCache runs are cut there (the fixed ratio under
@@ -75,6 +81,7 @@ class Loaded:
     vae: object
     positive: list
     negative: list
+    calibration: list  # the conditioning of CALIBRATION's prompt
 
     def image(self, samples):
         """[H, W, 3] floats in 0..1 decoded by the checkpoint's VAE, for the fidelity metrics."""
@@ -97,7 +104,8 @@ def load(checkpoint_name: str) -> Loaded:
     checkpoint = ensure_checkpoint(host, checkpoint_name).name
     model, clip, vae = comfy_nodes.CheckpointLoaderSimple().load_checkpoint(checkpoint)[:3]
     encode = comfy_nodes.CLIPTextEncode().encode
-    return Loaded(load_pack(), checkpoint, model, vae, encode(clip, "A high-quality photograph of a red fox.")[0], encode(clip, "")[0])
+    return Loaded(load_pack(), checkpoint, model, vae, encode(clip, "A high-quality photograph of a red fox.")[0], encode(clip, "")[0],
+                  encode(clip, CALIBRATION[0])[0])
 
 
 @contextlib.contextmanager
@@ -171,13 +179,13 @@ def main(argv=None) -> None:
         Variant("ours ratio 0.5, matching every step", ratio("all")),
         Variant("ours ratio 0.5, matching every step, float32 ranking", ratio("all"), lambda: ranking(pack, torch.float32)),
         Variant("ours ratio 0.5, cached steps", ratio("once")),
-        Variant("ceiling: free merge f=0.5", lambda m: ceilings.free_merge(m, TARGET_MERGED)),
+        Variant(FREE_MERGE, lambda m: ceilings.free_merge(m, TARGET_MERGED)),
         Variant("ceiling: top-level self-attention skipped", ceilings.skip_attention),
     ]
 
     # --- the threshold that merges about half the tokens (recorded once at 512²) ---
     if args.size == 512 or args.quick:
-        t50 = calibrate_threshold(pack, model, positive, negative, latent, args.run_steps)
+        t50 = calibrate_threshold(loaded, latent, args.run_steps)
     else:
         t50 = json.loads((RESULTS / "speed_512.json").read_text())["calibrated_threshold"]
     print(f"threshold for ~{TARGET_MERGED:.0%} merged: {t50:.3f}", flush=True)
@@ -221,13 +229,21 @@ def main(argv=None) -> None:
         row["matching_share"] = spread(shares) if shares else None
         row["merged_fraction"] = row["runs"][0]["merged_fraction"]
 
-    # --- 3. real runs of the schedules ---
-    runs_result, reference = {}, None
+    # --- 3. real runs of the schedules, each between steps of the unpatched model and the ceiling ---
+    beside = [v for v in step_variants if v.name in ("unpatched", FREE_MERGE)]
+
+    def beside_steps() -> dict[str, float]:  # step 1 of a 2-step run of each
+        return {v.name: timed_run(v.build(model), positive, negative, latent, 2, seed=0)[1][1] for v in beside}
+
+    runs_result, reference, before = {}, None, beside_steps()
     print(f"runs: {pixels}px, {args.run_steps} steps", flush=True)
     for variant in runs:
         patched = variant.build(model)
-        samples, seconds = timed_run(patched, positive, negative, latent, args.run_steps, seed=7)
+        samples, seconds = timed_run(patched, positive, negative, latent, args.run_steps, seed=MEASURED_SEED)
         row = run_summary(pack.ca_tome.comfyui.last_report(patched), seconds)
+        after = beside_steps()
+        row["beside"] = {name: [before[name], after[name]] for name in before}
+        before = after
         row["later_steps_total"] = sum(seconds[1:])
         if fidelity:
             image = loaded.image(samples)
@@ -245,16 +261,20 @@ def main(argv=None) -> None:
         **run_metadata(), "checkpoint": loaded.checkpoint,
         "size": pixels, "repeats": args.repeats, "step_run_steps": args.step_run_steps, "run_steps": args.run_steps,
         "calibrated_threshold": t50, "calibrated_at": 512,
+        "calibration": {"prompt": CALIBRATION[0], "seed": CALIBRATION[1]}, "measured_seed": MEASURED_SEED,
+        "ceiling_share": TARGET_MERGED,
         "steps": steps_result, "runs": runs_result,
     }
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out.relative_to(REPO_ROOT)}")
 
 
-def calibrate_threshold(pack, model, positive, negative, latent, steps) -> float:
-    """The threshold at which about TARGET_MERGED of the top-level tokens merge over a whole recorded run."""
-    patched = pack.nodes.CATome.execute(model, 0.5, "all", "", "auto", 2, "qkv", "min", record_stats=True).result[0]
-    timed_run(patched, positive, negative, latent, steps, seed=7)
+def calibrate_threshold(loaded: Loaded, latent, steps) -> float:
+    """The threshold at which about TARGET_MERGED of the top-level tokens merge over a whole recorded
+    run of the calibration prompt and seed."""
+    pack = loaded.pack
+    patched = pack.nodes.CATome.execute(loaded.model, 0.5, "all", "", "auto", 2, "qkv", "min", record_stats=True).result[0]
+    timed_run(patched, loaded.calibration, loaded.negative, latent, steps, seed=CALIBRATION[1])
     return pack.ca_tome.stats.threshold_for_merged_share(pack.ca_tome.comfyui.last_report(patched).stats, TARGET_MERGED)
 
 

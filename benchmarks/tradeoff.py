@@ -143,7 +143,7 @@ def plot(result: dict, path=PLOT) -> None:
         if CEILING in speed:
             axis.axhline(speed[UNPATCHED]["median"] / speed[CEILING]["median"], color="grey", linestyle=":",
                          label="ceiling: attention skipped")
-        axis.set_title(f"fidelity: trained {TRADEOFF_FAMILIES[family]}; speed: {speed_shape(result, family)}", fontsize=9)
+        axis.set_title(f"fidelity: the trained {TRADEOFF_FAMILIES[family]}; speed: {speed_shape(result, family)}", fontsize=9)
         axis.set_xlabel("SSIM to the unmerged image (trained model)")
         axis.set_ylabel("speed-up over unpatched (full width)")
         axis.invert_xaxis()

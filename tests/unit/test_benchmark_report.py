@@ -43,3 +43,41 @@ def test_the_requirements_phrase_refuses_torch(tmp_path, monkeypatch):
     (tmp_path / "requirements.txt").write_text("matplotlib>=3.5\ntorch>=2.0\n")
     with pytest.raises(SystemExit, match="torch"):
         report.readme_requirements()
+
+
+def _tradeoff_result(ca_tome_share, checkpoint_steps):
+    """A tradeoff.json in miniature: unpatched 10 s, matching steps 8/6 s and cached 7/5 s at 20/40 %."""
+    from benchmarks import tradeoff
+
+    steps = {tradeoff.UNPATCHED: {"median": 10.0}}
+    for share, matching, cached in ((0.2, 8.0, 7.0), (0.4, 6.0, 5.0)):
+        steps[tradeoff.speed_variant(tradeoff.MATCHING, share)] = {"median": matching}
+        steps[tradeoff.speed_variant(tradeoff.CACHED, share)] = {"median": cached}
+    row = {"target": 0.2, "ssim": 0.9, "psnr": 30.0}
+    return {"shares": [0.2, 0.4], "steps": 10,
+            "speed": {"sd15": {"shape": "x", "steps": steps}},
+            "fidelity": {"sd15": {"ca_tome": [{**row, "threshold": 0.8, "merged_fraction": ca_tome_share,
+                                               "checkpoint_steps": checkpoint_steps}],
+                                  "fixed_ratio": [{**row, "merged_fraction": 0.2}]}}}
+
+
+def test_tradeoff_speed_weighs_checkpoint_steps_as_matching_and_the_rest_as_cached():
+    points = report.tradeoff_points(_tradeoff_result(0.2, [0, 5]), "sd15")
+    assert points["ca_tome"][0]["speed_up"] == pytest.approx(10 / ((2 * 8 + 8 * 7) / 10))
+    assert points["fixed_ratio"][0]["speed_up"] == pytest.approx(10 / 8)
+    assert not points["ca_tome"][0]["interpolated"]
+
+
+def test_tradeoff_step_times_between_and_below_the_timed_shares_are_interpolated():
+    result = _tradeoff_result(0.3, list(range(10)))  # every step a checkpoint: matching steps only
+    point = report.tradeoff_points(result, "sd15")["ca_tome"][0]
+    assert point["speed_up"] == pytest.approx(10 / 7) and point["interpolated"]
+    assert report.step_seconds_at(result, "sd15", "matching step", 0.1) == pytest.approx(9.0)  # toward the unpatched 10 s
+    assert report.step_seconds_at(result, "sd15", "matching step", 0.5) == pytest.approx(5.0)  # the last segment extended
+
+
+def test_a_curve_is_read_between_its_points_and_the_unmerged_model():
+    curve = [{"ssim": 0.9, "speed_up": 1.5}, {"ssim": 0.8, "speed_up": 2.0}]
+    assert report.speed_at_ssim(curve, 0.95) == pytest.approx(1.25)
+    assert report.speed_at_ssim(curve, 0.85) == pytest.approx(1.75)
+    assert report.speed_at_ssim(curve, 0.7) is None
