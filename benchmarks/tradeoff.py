@@ -128,7 +128,7 @@ def plot(result: dict, path=PLOT) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import TRADEOFF_FAMILIES, speed_shape, tradeoff_points
+    from .report import TRADEOFF_FAMILIES, TRADEOFF_GOAL, speed_shape, tradeoff_points
 
     families = list(result["fidelity"])
     figure, axes = plt.subplots(1, len(families), figsize=(6 * len(families), 4.5), squeeze=False)
@@ -143,7 +143,10 @@ def plot(result: dict, path=PLOT) -> None:
         if CEILING in speed:
             axis.axhline(speed[UNPATCHED]["median"] / speed[CEILING]["median"], color="grey", linestyle=":",
                          label="ceiling: attention skipped")
-        axis.set_title(f"fidelity: the trained {TRADEOFF_FAMILIES[family]}; speed: {speed_shape(result, family)}", fontsize=9)
+        if family == "sd15":
+            axis.axvline(TRADEOFF_GOAL["ssim"], color="grey", linestyle="--", linewidth=0.8,
+                         label=f"goal: ≥ {TRADEOFF_GOAL['speed_up']}× at SSIM ≥ {TRADEOFF_GOAL['ssim']}")
+        axis.set_title(f"fidelity: the trained {TRADEOFF_FAMILIES[family]}\nspeed: {speed_shape(result, family)}", fontsize=9)
         axis.set_xlabel("SSIM to the unmerged image (trained model)")
         axis.set_ylabel("speed-up over unpatched (full width)")
         axis.invert_xaxis()
