@@ -76,6 +76,14 @@ def timed_steps(variants: dict, sample, repeats: int) -> dict:
     return {name: {"median": statistics.median(s), "min": min(s), "max": max(s), "n": len(s)} for name, s in seconds.items()}
 
 
+def merging_variants(pack, model, share: float) -> dict:
+    """The matching and the cached step at ``share``: the fixed ratio on the CA-ToMe engine, schedule
+    ``all`` or ``once`` (model builders, so each run gets a fresh patch)."""
+    ratio = pack.nodes.CATomeFixedRatio.execute
+    return {speed_variant(kind, share): lambda schedule=schedule: ratio(model, share, schedule, "", "auto", 2, "qkv").result[0]
+            for kind, schedule in ((MATCHING, "all"), (CACHED, "once"))}
+
+
 def unet_speed(args) -> dict:
     import torch
     from comfy_extras.nodes_tomesd import TomePatchModel
@@ -85,11 +93,9 @@ def unet_speed(args) -> dict:
 
     loaded = load("tiny" if args.quick else "sd15")
     pack, model = loaded.pack, loaded.model
-    ratio = pack.nodes.CATomeFixedRatio.execute
     variants = {UNPATCHED: lambda: model, CEILING: lambda: ceilings.skip_attention(model)}
     for share in args.shares:
-        variants[speed_variant(MATCHING, share)] = lambda s=share: ratio(model, s, "all", "", "auto", 2, "qkv").result[0]
-        variants[speed_variant(CACHED, share)] = lambda s=share: ratio(model, s, "once", "", "auto", 2, "qkv").result[0]
+        variants.update(merging_variants(pack, model, share))
         variants[speed_variant(BUILTIN, share)] = lambda s=share: TomePatchModel.execute(model, s).result[0]
 
     def sample(patched, seed, pixels=WARM_UP_SIZE if args.quick else 1024, steps=2):
@@ -111,11 +117,9 @@ def flux_speed(args) -> dict:
     pack = load_pack()
     latent = 32 if args.quick else 128
     model = tiny_dit("flux", **{**FULL_WIDTH_FLUX, "depth": 1, "depth_single_blocks": 1})
-    ratio = pack.nodes.CATomeFixedRatio.execute
     variants = {UNPATCHED: lambda: model}
     for share in args.shares:
-        variants[speed_variant(MATCHING, share)] = lambda s=share: ratio(model, s, "all", "", "auto", 2, "qkv").result[0]
-        variants[speed_variant(CACHED, share)] = lambda s=share: ratio(model, s, "once", "", "auto", 2, "qkv").result[0]
+        variants.update(merging_variants(pack, model, share))
     timed(model, "flux", 16, 1)  # warm-up
     return {"shape": f"full-width Flux, one double and one single block, {(latent // 2) ** 2} image tokens, euler, cfg 1",
             "steps": timed_steps(variants, lambda patched, seed: timed(patched, "flux", latent, 3, seed)[1], args.repeats)}
