@@ -384,7 +384,6 @@ def speed_512_notes() -> str:
             "every threshold run came out closer to the unpatched image than the fixed ratio at 50 %")
     shares = [100 * run["merged_fraction"] for run in merging.values()]
     psnrs = [run["fidelity_to_unpatched"]["psnr"] for run in merging.values()]
-    same = round(threshold, 2) == 0.7
     bullets = [
         f"Merging half the top-level tokens saves {saving(FREE_MERGE)} of a step here (free-merge ceiling), the built-in "
         f"node (q only) {saving('builtin Tome r=0.5 (q only)')}; skipping that attention entirely "
@@ -399,12 +398,10 @@ def speed_512_notes() -> str:
            "So at 512² the cache's effect is **not resolvable** here" + (
                "; each run is compared with ceiling steps timed beside it" if "beside" in runs["ratio CONFIG_3"] else "")
            + "; at 1024² the cache saves more."),
-        (f"The calibration landed on t = {threshold:.2f}, so the `t50` runs repeat the `t0.7` runs: the two give the "
-         "run-to-run spread of a 20-step run directly." if same else
-         f"The calibration (on another prompt and seed) gave t = {threshold:.2f}, which merged "
-         f"{span([100 * run['merged_fraction'] for name, run in merging.items() if name.startswith('t50')], 0, ' %')} "
-         f"on the measured prompt and seed against the {percent(TARGET_MERGED, 0)} it was calibrated for: the share a "
-         "threshold merges moves with the content."),
+        f"The calibration (on another prompt and seed) gave t = {threshold:.2f}, which merged "
+        f"{span([100 * run['merged_fraction'] for name, run in merging.items() if name.startswith('t50')], 0, ' %')} "
+        f"on the measured prompt and seed against the {percent(TARGET_MERGED, 0)} it was calibrated for: the share a "
+        "threshold merges moves with the content.",
         f"Fidelity at about half the tokens merged: CA-ToMe's threshold runs ({span(shares, 0, ' %')} merged: "
         f"{span(psnrs, 2, ' dB')}) stay closer to the unpatched image than the fixed ratio at 50 % "
         f"({ratio['psnr']:.2f} dB; the PSNR and SSIM columns) — the paper's point: merging only pairs that are "
