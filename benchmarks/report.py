@@ -838,13 +838,38 @@ def wan_table() -> str:
     return table(header, lines)
 
 
+WAN_CEILING, WAN_CACHED = "ceiling: half the tokens, no merge", "CA-ToMe, checkpoint step then cached step"
+
+
+def wan_ceiling_share() -> float:
+    """The share of the ceiling's saving that CA-ToMe's cached step kept."""
+    rows = wan_rows()
+    base, ceiling = rows["unpatched"]["step_1_median"], rows[WAN_CEILING]["step_1_median"]
+    return (base - rows[WAN_CACHED]["step_1_median"]) / (base - ceiling)
+
+
+def wan_cached_against_ceiling() -> str:
+    """The phrase on how close the cached step came to the ceiling, and whether the repeats separate them."""
+    rows, share = wan_rows(), wan_ceiling_share()
+    if share <= 1:
+        return f"the cached step kept {percent(share, 0)} of the ceiling's saving"
+    (cached_low, cached_high), (ceiling_low, ceiling_high) = (rows[name]["step_1_range"] for name in (WAN_CACHED, WAN_CEILING))
+    overlap = max(cached_low, ceiling_low) <= min(cached_high, ceiling_high)
+    return (f"the cached step came out faster than the ceiling ({percent(share, 0)} of its saving; over the repeats "
+            f"{cached_low:.1f}–{cached_high:.1f} s against {ceiling_low:.1f}–{ceiling_high:.1f} s, "
+            + ("ranges that overlap" if overlap else "ranges that do not overlap")
+            + "): the ceiling runs the same token count through a latent half as wide, which is not the same "
+            "computation (another RoPE grid, another memory layout), so at this size it bounds the saving only "
+            "approximately — read the cached step as \"at the ceiling\"")
+
+
 def wan_targets() -> str:
     """The video target: the cached step's speed-up at its merged share, and its share of the ceiling's saving."""
     rows = wan_rows()
-    base, ceiling = rows["unpatched"]["step_1_median"], rows["ceiling: half the tokens, no merge"]["step_1_median"]
-    cached = rows["CA-ToMe, checkpoint step then cached step"]
+    base, ceiling = rows["unpatched"]["step_1_median"], rows[WAN_CEILING]["step_1_median"]
+    cached = rows[WAN_CACHED]
     seconds, merged = cached["step_1_median"], statistics.median(cached["merged_fraction"])
-    share = (base - seconds) / (base - ceiling)
+    share = wan_ceiling_share()
     met = base / seconds >= WAN_TARGET_SPEEDUP and share >= WAN_TARGET_CEILING_SHARE
     return (f"CA-ToMe's cached step: {times(base / seconds)} at {percent(merged)} of the video tokens merged "
             f"(target ≥ {WAN_TARGET_SPEEDUP}× at 50 %), {percent(share, 0)} of the free-merge ceiling's saving "
@@ -860,7 +885,7 @@ def wan_matching() -> str:
     global dst search and the neighbourhood search (spatial and spatio-temporal cells)."""
     rows = wan_rows()
     shares = []
-    for name in ("CA-ToMe, global dst search", "CA-ToMe, checkpoint step then cached step",
+    for name in ("CA-ToMe, global dst search", WAN_CACHED,
                  "CA-ToMe, spatio-temporal cells"):
         seconds = statistics.median(rows[name]["matching_seconds"])
         shares.append((seconds, seconds / rows[name]["step_0_median"]))
@@ -1330,6 +1355,7 @@ GENERATORS = {
     "dit-wan": wan_table,
     "dit-wan-targets": wan_targets,
     "dit-wan-matching": wan_matching,
+    "dit-wan-ceiling": wan_cached_against_ceiling,
     "dit-wan-run-source": lambda: run_source("dit_wan_5frames_20steps.json"),
     "dit-wan-run": lambda: run_table("dit_wan_5frames_20steps.json"),
     "dit-qwen-source": lambda: run_source("dit_qwen_image.json"),
