@@ -5,32 +5,32 @@ The model is ComfyUI's own class at full width with few blocks and random weight
 (``--family sd3``): MMDiT hidden 2432 (64 × its depth of 38), 38 heads of 64, RMS q/k norm,
 pooled 2048, 333 text tokens (77 CLIP + 256 T5) — at the token count of a 1024² image (a 128²
 latent: 64×64 = 4096 image tokens), sampled through ``comfy.sample.sample`` (euler, cfg 1 — one
-model call per step, as Flux runs; SD3.5's cfg > 1 doubles every variant's batch alike). Variants run one
-after another with every step timed by the sampler's callback; step 0 (which also builds the
-run's state and, for every merging variant, matches) is reported apart from the later steps.
+model call per step, as Flux runs; SD3.5's cfg > 1 doubles every variant's batch alike). After a
+warm-up, the variants run interleaved (A B C … A B C …) for ``--repeats`` repeats, every step timed
+by the sampler's callback. As in the UNet suite, step 0 (which builds the run's state and, for every
+merging variant, matches) is reported apart: a run's time is its steps 1–n, median over repeats.
 
 - unpatched;
 - fixed ratio 0.5 on the CA-ToMe engine, schedule ``all`` (matching every step);
-- CA-ToMe at the threshold that merges about half the image tokens here (calibrated from the
-  similarity histograms of a whole recorded run: the tokens grow more similar as the run goes),
-  with ``all`` (no caching), CONFIG_3 and ``auto``; on Flux also ``auto`` with ``dit_blocks``
-  double or single only;
+- CA-ToMe at the threshold that merges about half the image tokens (calibrated from the similarity
+  histograms of whole recorded runs of another seed and prompt: the tokens grow more similar as
+  the run goes), with ``all`` (no caching), CONFIG_3 and ``auto``; on Flux also ``auto`` with
+  ``dit_blocks`` double or single only;
 - fixed ratio at exactly the share CA-ToMe ``all`` merged, schedule ``all``: the threshold rule
   against the fixed ratio at equal merged fraction, both matching every step;
-- free-merge ceiling: fixed ratio 0.5 with schedule ``once`` — after step 0 no matching at all,
-  only the blocks on half the image tokens plus merge/unmerge.
+- the free-merge ceiling: the unpatched model on a latent half as wide — half the image tokens,
+  no matching, no merge or unmerge.
 
-Fidelity: each variant's final latent against the unpatched one of the same seed (PSNR over the
-latent's range, cosine similarity). ``python -m benchmarks.dit [--family sd3]`` writes results/dit_<family>.json
-(``--steps 4``: dit_<family>_4steps.json);
-``python -m benchmarks.report`` writes BENCHMARKS.md's table from that file.
+Fidelity: each merged variant's final latent against the unpatched one of the same seed (PSNR over
+the latent's range, cosine similarity). ``python -m benchmarks.dit [--family sd3]`` writes
+results/dit_<family>.json (``--steps 4``: dit_<family>_4steps.json); ``python -m benchmarks.report``
+writes BENCHMARKS.md's tables from those files.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
@@ -45,7 +45,7 @@ from devkit.dit_models import tiny_dit  # noqa: E402
 from devkit.sampling import load_pack  # noqa: E402
 
 from .report import DIT_CEILING, DIT_RATIO, DIT_RATIO_AT_THRESHOLD_SHARE, ca_tome_variant  # noqa: E402
-from .speed import TARGET_MERGED  # noqa: E402
+from .speed import TARGET_MERGED, spread  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 FULL_WIDTH_FLUX = dict(hidden_size=3072, num_heads=24, axes_dim=[16, 56, 56], context_in_dim=4096, vec_in_dim=768)
@@ -58,6 +58,9 @@ TEXT = {"flux": (512, 768, {"guidance": 3.5}), "sd3": (333, 2048, {})}
 UNUSED = {("joint", "flux"), ("double", "sd3"), ("single", "sd3"), ("family", "flux")}  # kept out of the recorded command
 
 
+MEASURED_SEED, CALIBRATION_SEED = 0, 1  # noise and prompt: the threshold is never calibrated on the measured run
+
+
 def conditioning(family: str, seed: int) -> list:
     tokens, pooled, extra = TEXT[family]
     g = torch.Generator().manual_seed(seed)
@@ -65,18 +68,20 @@ def conditioning(family: str, seed: int) -> list:
              {"pooled_output": torch.randn(1, pooled, generator=g), **extra}]]
 
 
-def timed(model, family: str, latent_size: int, steps: int, seed: int = 0):
-    latent = torch.zeros(1, 16, latent_size, latent_size)
+def timed(model, family: str, latent_shape, steps: int, seed: int = MEASURED_SEED):
+    """Sample one run; the seed picks the noise and the prompt (positive and negative)."""
+    latent = torch.zeros(latent_shape)
     stamps = [time.perf_counter()]
     with torch.no_grad():
         out = comfy.sample.sample(model, comfy.sample.prepare_noise(latent, seed), steps, 1.0, "euler", "simple",
-                                  conditioning(family, 1), conditioning(family, 2), latent, disable_pbar=True, seed=seed,
-                                  callback=lambda *_: stamps.append(time.perf_counter()))
+                                  conditioning(family, 10 * seed + 1), conditioning(family, 10 * seed + 2), latent,
+                                  disable_pbar=True, seed=seed, callback=lambda *_: stamps.append(time.perf_counter()))
     return out, [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-def calibrate_threshold(pack, model, family: str, latent_size: int, steps: int, passes: int = 2) -> list[float]:
-    """The threshold at which about TARGET_MERGED of the image tokens merge over a whole recorded run.
+def calibrate_threshold(pack, model, family: str, latent_shape, steps: int, passes: int = 2) -> list[float]:
+    """The threshold at which about TARGET_MERGED of the image tokens merge over a whole recorded run
+    of the calibration seed and prompt.
 
     Merging changes the run's trajectory and with it the similarities, so each pass records a run
     at the previous pass's threshold (the first at 0.5) and calibrates again; returns every pass's t.
@@ -85,7 +90,7 @@ def calibrate_threshold(pack, model, family: str, latent_size: int, steps: int, 
     for _ in range(passes):
         patched = pack.nodes.CATome.execute(model, thresholds[-1], "all", "", "auto", 2, "qkv", "min",
                                             record_stats=True).result[0]
-        timed(patched, family, latent_size, steps)
+        timed(patched, family, latent_shape, steps, seed=CALIBRATION_SEED)
         stats = pack.ca_tome.comfyui.last_report(patched).stats
         thresholds.append(pack.ca_tome.stats.threshold_for_merged_share(stats, TARGET_MERGED))
     return thresholds[1:]
@@ -106,10 +111,11 @@ def main() -> None:
     parser.add_argument("--double", type=int, default=1, help="Flux: double blocks")
     parser.add_argument("--single", type=int, default=1, help="Flux: single blocks")
     parser.add_argument("--joint", type=int, default=2, help="SD3.5: joint blocks")
-    parser.add_argument("--quick", action="store_true", help="latent 32, 4 steps: a regression check in seconds")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="latent 32, 4 steps, one repeat: a check in seconds")
     args = parser.parse_args()
     if args.quick:
-        args.latent, args.steps = 32, 4
+        args.latent, args.steps, args.repeats = 32, 4, 1
     torch.manual_seed(0)
     pack = load_pack()
     if args.family == "flux":
@@ -117,8 +123,9 @@ def main() -> None:
     else:
         shape = {**FULL_WIDTH_SD35, "num_blocks": args.joint}
     model = tiny_dit(args.family, **shape)
+    full, half = (1, 16, args.latent, args.latent), (1, 16, args.latent, args.latent // 2)
     node, ratio_node = pack.nodes.CATome, pack.nodes.CATomeFixedRatio
-    calibration = calibrate_threshold(pack, model, args.family, args.latent, args.steps)
+    calibration = calibrate_threshold(pack, model, args.family, full, args.steps)
     threshold = calibration[-1]
 
     def ca_tome(schedule, dit_blocks="all"):
@@ -131,39 +138,45 @@ def main() -> None:
     def at_threshold_share(rows):  # the fixed ratio merging exactly what the threshold rule merged
         return fixed_ratio(rows[ca_tome_variant(threshold, "all")]["merged_fraction"], "all")(rows)
 
-    # name -> the patched model, built from the rows measured before it
+    # name -> (the patched model, built from the rows measured before it; its latent)
     variants = {
-        "unpatched": lambda rows: model,
-        DIT_RATIO: fixed_ratio(TARGET_MERGED, "all"),
-        ca_tome_variant(threshold, "all"): ca_tome("all"),
-        DIT_RATIO_AT_THRESHOLD_SHARE: at_threshold_share,
-        ca_tome_variant(threshold, "CONFIG_3"): ca_tome("CONFIG_3"),
-        ca_tome_variant(threshold, "auto"): ca_tome("auto"),
+        "unpatched": (lambda rows: model, full),
+        DIT_RATIO: (fixed_ratio(TARGET_MERGED, "all"), full),
+        ca_tome_variant(threshold, "all"): (ca_tome("all"), full),
+        DIT_RATIO_AT_THRESHOLD_SHARE: (at_threshold_share, full),
+        ca_tome_variant(threshold, "CONFIG_3"): (ca_tome("CONFIG_3"), full),
+        ca_tome_variant(threshold, "auto"): (ca_tome("auto"), full),
     }
     if args.family == "flux":  # which blocks to merge: the dit_blocks default is chosen from these rows
         for blocks in ("double", "single"):
-            variants[ca_tome_variant(threshold, f"auto, {blocks} blocks only")] = ca_tome("auto", blocks)
-    variants[DIT_CEILING] = fixed_ratio(TARGET_MERGED, "once")
-    timed(model, args.family, 16, 1)  # warm-up: first-call costs (allocator, kernels) stay out of every variant
-    rows, reference = [], None
-    for name, build in variants.items():
-        variant = build({row["variant"]: row for row in rows})
-        out, step_times = timed(variant, args.family, args.latent, args.steps)
-        report = pack.ca_tome.comfyui.last_report(variant)
-        reference = out if reference is None else reference
-        later = step_times[1:]
-        rows.append({
-            "variant": name, "step_seconds": step_times, "first_step_seconds": step_times[0],
-            "later_steps_median": statistics.median(later), "later_steps_min": min(later), "later_steps_max": max(later),
-            "merged_fraction": report.merged_fraction if report else 0.0,
-            "matchings": sum(e.recomputed for e in report.events) if report else 0,
-            "matching_seconds": sum(e.seconds for e in report.events) if report else 0.0,
-            "recomputed_steps": report.recomputed_steps if report else [],
-            "fidelity_to_unpatched": fidelity(out, reference),
-        })
-        print(f"{name:<40} later steps {rows[-1]['later_steps_median']:.2f} s "
-              f"({rows[-1]['later_steps_min']:.2f}–{rows[-1]['later_steps_max']:.2f}), step 0 {step_times[0]:.2f} s, "
-              f"merged {100 * rows[-1]['merged_fraction']:.1f} %", flush=True)
+            variants[ca_tome_variant(threshold, f"auto, {blocks} blocks only")] = (ca_tome("auto", blocks), full)
+    variants[DIT_CEILING] = (lambda rows: model, half)
+    timed(model, args.family, (1, 16, 16, 16), 1)  # warm-up: first-call costs (allocator, kernels) stay out of every variant
+    rows, built, reference = {}, {}, None
+    for repeat in range(args.repeats):
+        for name, (build, latent_shape) in variants.items():
+            variant = built.setdefault(name, build(rows))
+            out, step_times = timed(variant, args.family, latent_shape, args.steps)
+            print(f"[{repeat + 1}/{args.repeats}] {name:<44} steps 1–n {sum(step_times[1:]):.1f} s, "
+                  f"step 0 {step_times[0]:.2f} s", flush=True)
+            if name in rows:
+                rows[name]["step_seconds"].append(step_times)
+                continue
+            report = pack.ca_tome.comfyui.last_report(variant)
+            reference = out if reference is None else reference
+            rows[name] = {
+                "variant": name, "step_seconds": [step_times],
+                "merged_fraction": TARGET_MERGED if name == DIT_CEILING else report.merged_fraction if report else 0.0,
+                "matchings": sum(e.recomputed for e in report.events) if report else 0,
+                "matching_seconds": sum(e.seconds for e in report.events) if report else 0.0,
+                "recomputed_steps": report.recomputed_steps if report else [],
+                "fidelity_to_unpatched": None if name == DIT_CEILING else fidelity(out, reference),
+            }
+    for row in rows.values():
+        runs = row["step_seconds"]
+        row["run_seconds"] = [sum(run[1:]) for run in runs]
+        row["step_0"] = spread([run[0] for run in runs])
+        row["later_steps"] = spread([s for run in runs for s in run[1:]])
     result = {
         "what": f"{'Flux' if args.family == 'flux' else 'SD3.5 large'} (ComfyUI's class) at full width, reduced "
                 "depth, random weights; whole DiT blocks on merged image tokens",
@@ -172,8 +185,12 @@ def main() -> None:
                    + (" --quick" if args.quick else ""),
         **run_metadata(),
         "model": {**shape, "image_tokens": (args.latent // 2) ** 2, "text_tokens": TEXT[args.family][0]},
-        "steps": args.steps, "sampler": "euler, cfg 1", "calibrated_threshold": threshold,
-        "calibration_passes": calibration, "variants": rows,
+        "steps": args.steps, "sampler": "euler, cfg 1", "repeats": args.repeats,
+        "calibrated_threshold": threshold, "calibration_passes": calibration,
+        "calibration": f"seed {CALIBRATION_SEED} (noise and prompt), measured on seed {MEASURED_SEED}",
+        "ceiling": f"the unpatched model on a latent half as wide ({list(half)}): half the image tokens, no matching, "
+                   "no merge",
+        "variants": list(rows.values()),
     }
     steps = "" if args.steps == parser.get_default("steps") else f"_{args.steps}steps"  # short runs beside the default
     path = RESULTS / f"dit_{args.family}{'_quick' if args.quick else steps}.json"
