@@ -268,7 +268,22 @@ def readme_1024_notes() -> str:
         + (f", but {drift}; the share is less certain than its range says (rerunning the 1024² suite takes hours)."
            if drift else ".")
         + f" Matching costs {percent(matching)} of a checkpoint step (bf16 ranking; {percent(before)} with the float32 "
-        "ranking it replaced) — see the Targets table in BENCHMARKS.md.")
+        "ranking it replaced) — see the Targets table in BENCHMARKS.md." + runs_phase_clause(big))
+
+
+def runs_phase_clause(result: dict) -> str:
+    """How far the runs' phase drifted from the step phase, and the runs' speed-ups against the
+    unpatched steps timed beside them — the table's single base is the step phase's."""
+    runs = {name: run for name, run in result["runs"].items() if "beside" in run}
+    if not runs:
+        return ""
+    beside = statistics.mean(ceiling_reference(result, run)[0] for run in runs.values())
+    drift = beside / base_seconds(result) - 1
+    label = {"ratio CONFIG_3": "the fixed ratio's CONFIG_3 run", "t50 auto": f"`auto` at t = {result['calibrated_threshold']:.2f}"}
+    own = ", ".join(f"{label.get(name, name)} {times(ceiling_reference(result, run)[0] / run_seconds_per_step(run))}"
+                    for name, run in runs.items())
+    return (f" The unpatched steps timed beside the runs ran {percent(abs(drift))} {'slower' if drift > 0 else 'faster'} "
+            f"than the unpatched step median the table divides by; against those beside steps the runs ran {own}.")
 
 
 def easycache_table() -> str:
