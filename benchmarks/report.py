@@ -606,10 +606,12 @@ def dit_run_seconds(row: dict) -> float:
 
 
 def dit_step_zero(row: dict) -> float:
+    """Step 0's time (median over the repeats): it builds the run's state and matches, so it stays apart."""
     return row["step_0"]["median"] if "step_0" in row else row["first_step_seconds"]
 
 
 def dit_later_steps(row: dict) -> dict:
+    """Median, min and max of steps 1–n; older single-run files kept them as flat keys."""
     if "later_steps" in row:
         return row["later_steps"]
     return {"median": row["later_steps_median"], "min": row["later_steps_min"], "max": row["later_steps_max"]}
