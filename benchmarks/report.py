@@ -1360,6 +1360,7 @@ GENERATORS = {
     "readme-dit": readme_dit_table,
     "readme-dit-sources": readme_dit_sources,
     "fidelity-256": fidelity_table,
+    "schedules-source": lambda: source(load("schedules.json"), "schedules.json"),
     "schedules": schedules_table,
     "readme-measured": readme_table,
     "readme-1024-notes": readme_1024_notes,
