@@ -550,32 +550,27 @@ def dit_table(file: str) -> str:
     matchings, fidelity of the final latent (no VAE decodes it: latent PSNR, not comparable with
     the UNet's image PSNRs). An adaptive variant's step time follows its merged fraction, which
     changes over the run, so the whole run is the fair comparison; the step median is there to
-    show that spread. Files from before the harness repeated its runs hold one run per variant,
-    timed over every step, and a ceiling that matched once."""
+    show that spread."""
     result = load(file)
     rows = {row["variant"]: row for row in result["variants"]}
     base, ceiling = dit_run_seconds(rows["unpatched"]), dit_run_seconds(dit_variant(result, DIT_CEILING))
     out = []
     for name, row in rows.items():
-        total, later, quality = dit_run_seconds(row), dit_later_steps(row), row["fidelity_to_unpatched"]
-        runs = row.get("run_seconds", [total])
-        out.append([name, f"{total:.1f}" + (f" ({min(runs):.1f}–{max(runs):.1f})" if len(runs) > 1 else ""),
+        total, later, quality = dit_run_seconds(row), row["later_steps"], row["fidelity_to_unpatched"]
+        runs = row["run_seconds"]
+        out.append([name, f"{total:.1f} ({min(runs):.1f}–{max(runs):.1f})",
                     f"{base / total:.2f}×",
                     f"{100 * (base - total) / (base - ceiling):.0f} %" if name != "unpatched" else "–",
-                    f"{dit_step_zero(row):.2f}", f"{later['median']:.2f} ({later['min']:.2f}–{later['max']:.2f})",
+                    f"{row['step_0']['median']:.2f}", f"{later['median']:.2f} ({later['min']:.2f}–{later['max']:.2f})",
                     percent(row["merged_fraction"]), str(row["matchings"]),
                     "identical" if name == "unpatched" else "– (another latent)" if quality is None
                     else f"{quality['psnr_db']:.1f} dB / {quality['cosine']:.4f}"])
     model = result["model"]
-    passes = " → ".join(f"{t:.3f}" for t in result.get("calibration_passes", [result["calibrated_threshold"]]))
-    if "repeats" in result:
-        runs, run_column = (f"{result['repeats']} interleaved repeats; t calibrated for 50 % merged on another seed and "
-                            f"prompt: {passes}; ceiling: {result['ceiling']}"), "run, steps 1–n (s): median (min–max)"
-    else:
-        runs, run_column = f"one run per variant; t calibrated for 50 % merged: {passes}", "run, all steps (s)"
+    passes = " → ".join(f"{t:.3f}" for t in result["calibration_passes"])
     return (source(result, file) + f"; {result['what']}; {model['image_tokens']} image + {model['text_tokens']} text "
-            f"tokens, {result['steps']} steps, {result['sampler']}, {runs}\n\n"
-            + table(["variant", run_column, "speed-up", "share of ceiling's saving", "step 0 (s)",
+            f"tokens, {result['steps']} steps, {result['sampler']}, {result['repeats']} interleaved repeats; t calibrated "
+            f"for 50 % merged on another seed and prompt: {passes}; ceiling: {result['ceiling']}\n\n"
+            + table(["variant", "run, steps 1–n (s): median (min–max)", "speed-up", "share of ceiling's saving", "step 0 (s)",
                      "s/step, steps 1–n: median (min–max)", "merged", "matchings", "latent PSNR / cosine to unpatched"],
                     out))
 
@@ -586,35 +581,15 @@ def ca_tome_variant(threshold: float, schedule: str) -> str:
 
 
 def dit_variant(result: dict, name: str) -> dict:
-    """The variant called ``name``, or for a schedule in DIT_SCHEDULES, CA-ToMe's with that schedule.
-    DIT_CEILING finds the ceiling of older files too (named after the free merge they ran)."""
+    """The variant called ``name``, or for a schedule in DIT_SCHEDULES, CA-ToMe's with that schedule."""
     if name in DIT_SCHEDULES:
         name = ca_tome_variant(result["calibrated_threshold"], name)
-    return next(row for row in result["variants"]
-                if row["variant"] == name or (name == DIT_CEILING and row["variant"].startswith("ceiling:")))
-
-
-def dit_ceiling_kind(result: dict) -> str:
-    """Which ceiling a DiT file's shares are of: the repeated harness's is a true free merge."""
-    return ("a true free merge: half the image tokens, no matching, no merge" if "repeats" in result
-            else "an older, looser ceiling: ratio 0.5 matched once, merge costs included")
+    return next(row for row in result["variants"] if row["variant"] == name)
 
 
 def dit_run_seconds(row: dict) -> float:
-    """Median run time over the repeats (steps 1–n); a file's single run over every step before that."""
-    return statistics.median(row["run_seconds"]) if "run_seconds" in row else sum(row["step_seconds"])
-
-
-def dit_step_zero(row: dict) -> float:
-    """Step 0's time (median over the repeats): it builds the run's state and matches, so it stays apart."""
-    return row["step_0"]["median"] if "step_0" in row else row["first_step_seconds"]
-
-
-def dit_later_steps(row: dict) -> dict:
-    """Median, min and max of steps 1–n; older single-run files kept them as flat keys."""
-    if "later_steps" in row:
-        return row["later_steps"]
-    return {"median": row["later_steps_median"], "min": row["later_steps_min"], "max": row["later_steps_max"]}
+    """Median run time over the repeats, steps 1–n: step 0 builds the run's state and matches."""
+    return statistics.median(row["run_seconds"])
 
 
 def dit_targets_table() -> str:
@@ -640,7 +615,7 @@ def dit_targets_table() -> str:
             else:
                 verdict = "met" if met else "not met"
             rows.append([f"{family}: CA-ToMe `{schedule}` ≥ {DIT_SPEEDUP_TARGET}× and ≥ {DIT_CEILING_TARGET:.0%} of the "
-                         f"free-merge ceiling's saving at 50 % merged (ceiling: {dit_ceiling_kind(result)})",
+                         "free-merge ceiling's saving at 50 % merged",
                          f"{base / seconds:.2f}×, {100 * share:.0f} % of the ceiling's saving, {percent(merged)} merged",
                          verdict])
         ratio, threshold = dit_variant(result, DIT_RATIO_AT_THRESHOLD_SHARE), dit_variant(result, "all")
@@ -675,21 +650,10 @@ def readme_dit_table() -> str:
 
 
 def readme_dit_sources() -> str:
-    """README's phrase naming each DiT column's file and how it was run: files without run
-    metadata predate the repeated harness and 0.4.0's standardised similarity, so their t is
-    not this version's."""
-    phrases = []
-    for family, file in DIT_FILES.items():
-        result = load(file)
-        if "repeats" in result:
-            how = f"{result['repeats']} interleaved repeats (median run), threshold calibrated on another seed and prompt"
-        elif "commit" in result:
-            how = "one run per variant"
-        else:
-            how = ("one run per variant, with 0.3.1's raw-stream similarity: its t does not carry over to 0.4.0's "
-                   "standardised one, the speed-ups at a given share do")
-        phrases.append(f"{family}: `{file}` ({measured_on(result)}; {how})")
-    return "; ".join(phrases)
+    """README's phrase naming each DiT column's file and how it was run."""
+    return "; ".join(f"{family}: `{file}` ({measured_on(result)}; {result['repeats']} interleaved repeats (median run), "
+                     "threshold calibrated on another seed and prompt)"
+                     for family, file in DIT_FILES.items() for result in [load(file)])
 
 
 def dit_equal_share_gaps() -> dict[str, float]:
@@ -721,13 +685,9 @@ def dit_notes(file: str) -> str:
             f"{percent(auto['merged_fraction'])} at the same t against `all`'s {percent(every['merged_fraction'])}, "
             f"so it kept less: {kept(auto)}. At exactly equal share (both matching every step) the threshold rule was "
             f"{abs(gap):.1f} dB of latent PSNR {'below' if gap > 0 else 'above'} the fixed ratio on these random weights.")
-    if "repeats" in result:
-        spreads = [(max(row["run_seconds"]) - min(row["run_seconds"])) / dit_run_seconds(row) for row in result["variants"]]
-        text += (f" Over the {result['repeats']} repeats a variant's runs spread by {span([100 * x for x in spreads], 0, ' %')} "
-                 "of their median (max − min).")
-    else:
-        text += " One run per variant carries a few per cent of noise: compare speed-ups closer than that as equal."
-    return paragraph(text)
+    spreads = [(max(row["run_seconds"]) - min(row["run_seconds"])) / dit_run_seconds(row) for row in result["variants"]]
+    return paragraph(text + f" Over the {result['repeats']} repeats a variant's runs spread by "
+                     f"{span([100 * x for x in spreads], 0, ' %')} of their median (max − min).")
 
 
 def readme_dit_notes() -> str:
@@ -737,7 +697,7 @@ def readme_dit_notes() -> str:
     for family, result in results.items():
         base, ceiling = (dit_run_seconds(dit_variant(result, name)) for name in ("unpatched", DIT_CEILING))
         share = (base - dit_run_seconds(dit_variant(result, "CONFIG_3"))) / (base - ceiling)
-        shares.append(f"{100 * share:.0f} % on {family} ({dit_ceiling_kind(result)})")
+        shares.append(f"{100 * share:.0f} % on {family}")
         merged.append(against(percent(dit_variant(result, "auto")["merged_fraction"], 0),
                               percent(dit_variant(result, "all")["merged_fraction"], 0)))
     gaps = list(dit_equal_share_gaps().values())
@@ -746,7 +706,8 @@ def readme_dit_notes() -> str:
                 for result in results.values()), "readme-dit-notes", "auto merged less than all")
     return paragraph(
         f"Whole-block merging at half the image tokens nearly halves a DiT run; CONFIG_3 kept "
-        f"{' and '.join(shares)} of the ceiling's saving (BENCHMARKS.md, DiT targets). `auto` merged less than `all` at the same t ({', '.join(merged)}), so it saved "
+        f"{' and '.join(shares)} of the saving of a true free merge (the unpatched model on half the image tokens: no "
+        f"matching, no merge; BENCHMARKS.md, DiT targets). `auto` merged less than `all` at the same t ({', '.join(merged)}), so it saved "
         "less. Fidelity here is the final **latent** against the unpatched run's (latent PSNR over the latent's range; "
         "no VAE decodes it), so these dB are not comparable with the UNet's image PSNRs. At exactly equal share the "
         f"threshold rule was {span(gaps, 1, ' dB')} below the fixed ratio in latent PSNR on these random weights.")

@@ -83,13 +83,6 @@ def test_a_curve_is_read_between_its_points_and_the_unmerged_model():
     assert report.speed_at_ssim(curve, 0.7) is None
 
 
-def test_dit_runs_are_timed_over_steps_1_to_n_as_a_median_of_repeats_and_old_single_runs_over_every_step():
+def test_a_dit_run_is_timed_as_the_median_of_its_repeats_over_steps_1_to_n():
     repeated = {"step_seconds": [[9.0, 1.0, 2.0], [9.0, 5.0, 5.0], [9.0, 2.0, 2.0]], "run_seconds": [3.0, 10.0, 4.0]}
     assert report.dit_run_seconds(repeated) == 4.0
-    assert report.dit_run_seconds({"step_seconds": [9.0, 1.0, 2.0]}) == 12.0
-
-
-def test_the_dit_ceiling_is_found_under_its_current_and_its_older_name():
-    for name in (report.DIT_CEILING, "ceiling: free merge 0.5 (ratio, once)"):
-        result = {"variants": [{"variant": "unpatched"}, {"variant": name}]}
-        assert report.dit_variant(result, report.DIT_CEILING)["variant"] == name
