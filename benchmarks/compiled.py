@@ -55,13 +55,13 @@ def unet_sampler():
     """(model, sample(model, steps, seed) -> step seconds) for the full SD1.5 UNet at 1024²."""
     import torch
 
-    from .speed import load, timed_run
+    from .speed import load
 
     loaded = load("sd15")
     latent = torch.zeros(1, 4, 128, 128)
 
     def sample(model, steps, seed):
-        return timed_run(model, loaded.positive, loaded.negative, latent, steps, seed)[1]
+        return loaded.timed(model, latent, steps, seed)[1]
 
     return loaded.pack, loaded.model, sample
 
@@ -75,7 +75,7 @@ def flux_sampler():
     model = tiny_dit("flux", **FULL_WIDTH_FLUX, depth=1, depth_single_blocks=1)
 
     def sample(model, steps, seed):
-        return timed(model, "flux", 128, steps, seed)[1]
+        return timed(model, "flux", (1, 16, 128, 128), steps, seed)[1]
 
     return load_pack(), model, sample
 

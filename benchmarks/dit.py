@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 
@@ -39,10 +38,8 @@ from devkit.host import REPO_ROOT, import_comfy, run_metadata
 
 import_comfy()
 
-import comfy.sample  # noqa: E402
-
 from devkit.dit_models import tiny_dit  # noqa: E402
-from devkit.sampling import load_pack  # noqa: E402
+from devkit.sampling import load_pack, timed_sample  # noqa: E402
 
 from .report import DIT_CEILING, DIT_RATIO, DIT_RATIO_AT_THRESHOLD_SHARE, ca_tome_variant  # noqa: E402
 from .speed import TARGET_MERGED, spread  # noqa: E402
@@ -70,13 +67,8 @@ def conditioning(family: str, seed: int) -> list:
 
 def timed(model, family: str, latent_shape, steps: int, seed: int = MEASURED_SEED):
     """Sample one run; the seed picks the noise and the prompt (positive and negative)."""
-    latent = torch.zeros(latent_shape)
-    stamps = [time.perf_counter()]
-    with torch.no_grad():
-        out = comfy.sample.sample(model, comfy.sample.prepare_noise(latent, seed), steps, 1.0, "euler", "simple",
-                                  conditioning(family, 10 * seed + 1), conditioning(family, 10 * seed + 2), latent,
-                                  disable_pbar=True, seed=seed, callback=lambda *_: stamps.append(time.perf_counter()))
-    return out, [b - a for a, b in zip(stamps, stamps[1:])]
+    return timed_sample(model, conditioning(family, 10 * seed + 1), conditioning(family, 10 * seed + 2),
+                        torch.zeros(latent_shape), steps, seed, cfg=1.0, scheduler="simple")
 
 
 def calibrate_threshold(pack, model, family: str, latent_shape, steps: int, passes: int = 2) -> list[float]:
@@ -183,7 +175,7 @@ def main() -> None:
         "command": "python -m benchmarks.dit " + " ".join(f"--{k} {v}" for k, v in vars(args).items()
                                                            if k != "quick" and (k, args.family) not in UNUSED)
                    + (" --quick" if args.quick else ""),
-        **run_metadata(),
+        **run_metadata(model),
         "model": {**shape, "image_tokens": (args.latent // 2) ** 2, "text_tokens": TEXT[args.family][0]},
         "steps": args.steps, "sampler": "euler, cfg 1", "repeats": args.repeats,
         "calibrated_threshold": threshold, "calibration_passes": calibration,

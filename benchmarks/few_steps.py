@@ -29,7 +29,7 @@ import statistics
 
 from devkit.host import REPO_ROOT, run_metadata
 
-from .speed import RESULTS, load, run_summary, spread, timed_run
+from .speed import RESULTS, load, run_summary, spread
 
 SIZE = 512
 CFG = 1.0
@@ -62,7 +62,7 @@ def main(argv=None) -> None:
         return pack.nodes.CATomeFixedRatio.execute(model, share, "all", "", "auto", 2, "qkv").result[0]
 
     def sample(patched, steps, seed):
-        samples, seconds = timed_run(patched, loaded.positive, loaded.negative, latent, steps, seed, cfg=CFG)
+        samples, seconds = loaded.timed(patched, latent, steps, seed, cfg=CFG)
         return samples, run_summary(pack.ca_tome.comfyui.last_report(patched), seconds)
 
     names = ["unpatched", *(f"t {threshold} {s}" for s in SCHEDULES), "ratio at the share of t CONFIG_3"]

@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     from ca_tome.schedule import PRESETS
     from devkit.host import REPO_ROOT, run_metadata
 
-    from .speed import RESULTS, load, timed_run
+    from .speed import RESULTS, load
 
     loaded = load("sd15")
     from comfy_extras.nodes_tomesd import TomePatchModel
@@ -76,7 +76,7 @@ def main(argv=None) -> None:
     rows, reference = {}, None
     for name, build in variants.items():
         patched = build(loaded.model)
-        samples, _ = timed_run(patched, loaded.positive, loaded.negative, latent, args.steps, seed=7)
+        samples, _ = loaded.timed(patched, latent, args.steps, seed=7)
         image = loaded.image(samples)
         reference = image if reference is None else reference
         report = pack.ca_tome.comfyui.last_report(patched)

@@ -27,7 +27,7 @@ from ca_tome.stats import pair_codes
 from devkit.host import REPO_ROOT, run_metadata
 from devkit.memory import peak_matching_memory
 
-from .speed import RESULTS, TARGET_MERGED, load, ranking, spread, timed_run
+from .speed import RESULTS, TARGET_MERGED, load, ranking, spread
 
 CHANNELS = 320
 GRIDS = {"512px": 64, "1024px": 128}
@@ -96,7 +96,7 @@ def ranking_fidelity(steps: int, size: int) -> dict:
     latent = torch.zeros(1, 4, size // 8, size // 8)
 
     def image(patched):
-        return loaded.image(timed_run(patched, loaded.positive, loaded.negative, latent, steps, seed=7)[0])
+        return loaded.image(loaded.timed(patched, latent, steps, seed=7)[0])
 
     reference = image(loaded.model)
     out = {}

@@ -12,9 +12,9 @@ import argparse
 import json
 import statistics
 
-from devkit.host import comfyui_path, import_comfy, run_metadata
+from devkit.host import run_metadata
 
-from .speed import RESULTS, timed_run
+from .speed import RESULTS, load
 
 
 def main(argv=None) -> None:
@@ -29,35 +29,25 @@ def main(argv=None) -> None:
     if args.quick:
         args.checkpoint, args.steps, args.tolerances = "tiny", [10, 20], [0.1]
 
-    host = import_comfy(comfyui_path())
+    loaded = load(args.checkpoint)
     import torch
-
-    import nodes as comfy_nodes
-
-    from devkit.checkpoints import ensure_checkpoint
-    from devkit.sampling import load_pack
 
     from .fidelity import compare
 
-    torch.set_grad_enabled(False)
-    pack = load_pack()
-    checkpoint = ensure_checkpoint(host, args.checkpoint)
-    model, clip, vae = comfy_nodes.CheckpointLoaderSimple().load_checkpoint(checkpoint.name)[:3]
-    positive = comfy_nodes.CLIPTextEncode().encode(clip, "A high-quality photograph of a red fox.")[0]
-    negative = comfy_nodes.CLIPTextEncode().encode(clip, "")[0]
+    pack, model = loaded.pack, loaded.model
     latent = torch.zeros(1, 4, args.size // 8, args.size // 8)
 
     schedules = [("CONFIG_3", {})] + [("auto", {"auto_tolerance": t}) for t in args.tolerances]
     rows = []
     for steps in args.steps:
-        samples, times = timed_run(model, positive, negative, latent, steps, seed=11)
-        reference = comfy_nodes.VAEDecode().decode(vae, {"samples": samples})[0][0].clamp(0, 1).numpy()
+        samples, times = loaded.timed(model, latent, steps, seed=11)
+        reference = loaded.image(samples)
         base = statistics.median(times)
         for schedule, extra in schedules:
             patched = pack.nodes.CATome.execute(model, args.threshold, schedule, "", "auto", 2, "qkv", "min",
                                                 **extra).result[0]
-            samples, times = timed_run(patched, positive, negative, latent, steps, seed=11)
-            image = comfy_nodes.VAEDecode().decode(vae, {"samples": samples})[0][0].clamp(0, 1).numpy()
+            samples, times = loaded.timed(patched, latent, steps, seed=11)
+            image = loaded.image(samples)
             report = pack.ca_tome.comfyui.last_report(patched)
             row = {"steps": steps, "schedule": schedule + (f" tol={extra['auto_tolerance']}" if extra else ""),
                    "seconds_per_step": statistics.median(times), "speedup": base / statistics.median(times),
@@ -71,7 +61,7 @@ def main(argv=None) -> None:
                   f"FLIP {row['flip']:.4f}")
     out = RESULTS / ("schedules_quick.json" if args.quick else "schedules.json")
     out.write_text(json.dumps({"command": "python -m benchmarks.schedules" + (" --quick" if args.quick else ""),
-                               **run_metadata(), "checkpoint": checkpoint.name, "size": args.size,
+                               **run_metadata(), "checkpoint": loaded.checkpoint, "size": args.size,
                                "threshold": args.threshold, "rows": rows}, indent=1) + "\n")
     print(f"wrote {out}")
 

@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import json
 import statistics
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -43,6 +42,7 @@ WARM_UP_SIZE = 256
 CALIBRATION = ("A watercolor painting of a lighthouse at dusk.", 101)  # prompt, seed: never the measured ones
 MEASURED_SEED = 7
 FREE_MERGE = "ceiling: free merge f=0.5"
+CFG = 7.5  # with an empty negative prompt: batch 2 (cond + uncond), as SD1.5 is run
 
 # Which real runs each size samples. 1024² steps take ~30–50 s here: the unpatched 20-step run
 # (~16 min), the t = 0.7, CA-ToMe CONFIG_3 and EasyCache runs are cut there (the fixed ratio under
@@ -61,17 +61,6 @@ class Variant:
     during: Callable = contextlib.nullcontext  # context held while it samples
 
 
-def timed_run(model, positive, negative, latent, steps, seed, cfg=7.5):
-    """(samples, seconds of every step) of one real sampling run (euler, normal)."""
-    import comfy.sample
-
-    stamps = [time.perf_counter()]
-    noise = comfy.sample.prepare_noise(latent, seed)
-    samples = comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", positive, negative, latent,
-                                  callback=lambda *_: stamps.append(time.perf_counter()), disable_pbar=True, seed=seed)
-    return samples, [b - a for a, b in zip(stamps, stamps[1:])]
-
-
 @dataclass
 class Loaded:
     """The benchmark's model as ComfyUI's nodes load it, with the pack and the two prompts."""
@@ -82,6 +71,12 @@ class Loaded:
     positive: list
     negative: list
     calibration: list  # the conditioning of CALIBRATION's prompt
+
+    def timed(self, model, latent, steps, seed, positive=None, cfg=CFG):
+        """(samples, seconds of every step) of one euler run of the measured prompt (or ``positive``)."""
+        from devkit.sampling import timed_sample
+
+        return timed_sample(model, positive or self.positive, self.negative, latent, steps, seed, cfg)
 
     def image(self, samples):
         """[H, W, 3] floats in 0..1 decoded by the checkpoint's VAE, for the fidelity metrics."""
@@ -206,7 +201,7 @@ def main(argv=None) -> None:
     small = torch.zeros(1, 4, WARM_UP_SIZE // 8, WARM_UP_SIZE // 8)
     for variant in step_variants + runs:
         with variant.during():
-            timed_run(variant.build(model), positive, negative, small, 1, seed=0)
+            loaded.timed(variant.build(model), small, 1, seed=0)
 
     # --- 2. step timings: interleaved, repeated, step 0 of every run dropped ---
     steps_result = {v.name: {"runs": []} for v in step_variants}
@@ -215,7 +210,7 @@ def main(argv=None) -> None:
         for variant in step_variants:
             patched = variant.build(model)
             with variant.during():
-                _, seconds = timed_run(patched, positive, negative, latent, args.step_run_steps, seed=repeat)
+                _, seconds = loaded.timed(patched, latent, args.step_run_steps, seed=repeat)
             summary = run_summary(pack.ca_tome.comfyui.last_report(patched), seconds)
             steps_result[variant.name]["runs"].append(summary)
             print(f"  [{repeat + 1}/{args.repeats}] {variant.name:<54} steps 1..: "
@@ -233,13 +228,13 @@ def main(argv=None) -> None:
     beside = [v for v in step_variants if v.name in ("unpatched", FREE_MERGE)]
 
     def beside_steps() -> dict[str, float]:  # step 1 of a 2-step run of each
-        return {v.name: timed_run(v.build(model), positive, negative, latent, 2, seed=0)[1][1] for v in beside}
+        return {v.name: loaded.timed(v.build(model), latent, 2, seed=0)[1][1] for v in beside}
 
     runs_result, reference, before = {}, None, beside_steps()
     print(f"runs: {pixels}px, {args.run_steps} steps", flush=True)
     for variant in runs:
         patched = variant.build(model)
-        samples, seconds = timed_run(patched, positive, negative, latent, args.run_steps, seed=MEASURED_SEED)
+        samples, seconds = loaded.timed(patched, latent, args.run_steps, seed=MEASURED_SEED)
         row = run_summary(pack.ca_tome.comfyui.last_report(patched), seconds)
         after = beside_steps()
         row["beside"] = {name: [before[name], after[name]] for name in before}
@@ -258,7 +253,7 @@ def main(argv=None) -> None:
         "what": "full SD1.5 UNet shape (random weights), euler, cfg 7.5, batch 2 (cond + uncond)",
         "command": "python -m benchmarks.speed " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "quick") + (" --quick" if args.quick else ""),
-        **run_metadata(), "checkpoint": loaded.checkpoint,
+        **run_metadata(model), "checkpoint": loaded.checkpoint,
         "size": pixels, "repeats": args.repeats, "step_run_steps": args.step_run_steps, "run_steps": args.run_steps,
         "calibrated_threshold": t50, "calibrated_at": 512,
         "calibration": {"prompt": CALIBRATION[0], "seed": CALIBRATION[1]}, "measured_seed": MEASURED_SEED,
@@ -274,7 +269,7 @@ def calibrate_threshold(loaded: Loaded, latent, steps) -> float:
     run of the calibration prompt and seed."""
     pack = loaded.pack
     patched = pack.nodes.CATome.execute(loaded.model, 0.5, "all", "", "auto", 2, "qkv", "min", record_stats=True).result[0]
-    timed_run(patched, loaded.calibration, loaded.negative, latent, steps, seed=CALIBRATION[1])
+    loaded.timed(patched, latent, steps, seed=CALIBRATION[1], positive=loaded.calibration)
     return pack.ca_tome.stats.threshold_for_merged_share(pack.ca_tome.comfyui.last_report(patched).stats, TARGET_MERGED)
 
 

@@ -89,7 +89,7 @@ def unet_speed(args) -> dict:
     from comfy_extras.nodes_tomesd import TomePatchModel
 
     from . import ceilings
-    from .speed import WARM_UP_SIZE, load, timed_run
+    from .speed import WARM_UP_SIZE, load
 
     loaded = load("tiny" if args.quick else "sd15")
     pack, model = loaded.pack, loaded.model
@@ -100,7 +100,7 @@ def unet_speed(args) -> dict:
 
     def sample(patched, seed, pixels=WARM_UP_SIZE if args.quick else 1024, steps=2):
         latent = torch.zeros(1, 4, pixels // 8, pixels // 8)
-        return timed_run(patched, loaded.positive, loaded.negative, latent, steps, seed)[1]
+        return loaded.timed(patched, latent, steps, seed)[1]
 
     for patched in variants.values():  # warm-up: imports, allocator, kernels
         sample(patched(), 0, pixels=WARM_UP_SIZE, steps=1)
@@ -120,9 +120,9 @@ def flux_speed(args) -> dict:
     variants = {UNPATCHED: lambda: model}
     for share in args.shares:
         variants.update(merging_variants(pack, model, share))
-    timed(model, "flux", 16, 1)  # warm-up
+    timed(model, "flux", (1, 16, 16, 16), 1)  # warm-up
     return {"shape": f"full-width Flux, one double and one single block, {(latent // 2) ** 2} image tokens, euler, cfg 1",
-            "steps": timed_steps(variants, lambda patched, seed: timed(patched, "flux", latent, 3, seed)[1], args.repeats)}
+            "steps": timed_steps(variants, lambda patched, seed: timed(patched, "flux", (1, 16, latent, latent), 3, seed)[1], args.repeats)}
 
 
 def plot(result: dict, path=PLOT) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
 
@@ -37,10 +36,8 @@ from devkit.host import REPO_ROOT, import_comfy, run_metadata
 
 import_comfy()
 
-import comfy.sample  # noqa: E402
-
 from devkit.dit_models import tiny_dit  # noqa: E402
-from devkit.sampling import load_pack  # noqa: E402
+from devkit.sampling import load_pack, timed_sample  # noqa: E402
 
 from .dit import fidelity  # noqa: E402
 from .speed import TARGET_MERGED  # noqa: E402
@@ -72,13 +69,8 @@ def conditioning(family: str, seed: int) -> list:
 
 
 def timed(model, family: str, latent_shape, steps: int, seed: int = 0):
-    latent = torch.zeros(latent_shape)
-    stamps = [time.perf_counter()]
-    with torch.no_grad():
-        out = comfy.sample.sample(model, comfy.sample.prepare_noise(latent, seed), steps, 1.0, "euler", "simple",
-                                  conditioning(family, 10 + seed), conditioning(family, 20 + seed), latent,
-                                  disable_pbar=True, seed=seed, callback=lambda *_: stamps.append(time.perf_counter()))
-    return out, [b - a for a, b in zip(stamps, stamps[1:])]
+    return timed_sample(model, conditioning(family, 10 + seed), conditioning(family, 20 + seed),
+                        torch.zeros(latent_shape), steps, seed, cfg=1.0, scheduler="simple")
 
 
 def main() -> None:
@@ -161,7 +153,7 @@ def main() -> None:
         "command": f"python -m benchmarks.wan --family {args.family} --frames {args.frames} --height {args.height} "
                    f"--width {args.width} --blocks {args.blocks} --steps {steps} --repeats {args.repeats}"
                    + (" --quick" if args.quick else ""),
-        **run_metadata(),
+        **run_metadata(model),
         "model": {**config, "num_layers": args.blocks, "tokens": tokens, "video_tokens": tokens,
                   "text_tokens": FAMILIES[args.family][1], "latent": list(shape)},
         "steps": steps, "schedule": schedule, "sampler": "euler, cfg 1", "repeats": args.repeats,

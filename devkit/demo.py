@@ -14,23 +14,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 
 from .host import ARTIFACTS, REPO_ROOT, comfyui_path, import_comfy
 
 OUT_DIR = ARTIFACTS / "demo"
-
-
-def timed_sample(model, positive, negative, latent, steps, seed, cfg=7.5):
-    import comfy.sample
-
-    stamps = [time.perf_counter()]
-    noise = comfy.sample.prepare_noise(latent, seed)
-    samples = comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", positive, negative, latent,
-                                  callback=lambda *_: stamps.append(time.perf_counter()), disable_pbar=True, seed=seed)
-    return samples, np.diff(stamps)
+CFG = 7.5
 
 
 def main(argv=None) -> None:
@@ -51,7 +41,7 @@ def main(argv=None) -> None:
     from benchmarks.ceilings import skip_attention
 
     from .checkpoints import ensure_checkpoint
-    from .sampling import load_pack
+    from .sampling import load_pack, timed_sample
 
     torch.set_grad_enabled(False)  # as ComfyUI's executor runs nodes
     pack = load_pack()
@@ -65,11 +55,11 @@ def main(argv=None) -> None:
     skipped = skip_attention(model)
 
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    print(f"tiny SD1.5-layout checkpoint, {args.size}x{args.size}, {args.steps} steps euler, cfg 7.5, batch 2 (cond+uncond), "
+    print(f"tiny SD1.5-layout checkpoint, {args.size}x{args.size}, {args.steps} steps euler, cfg {CFG}, batch 2 (cond+uncond), "
           f"{torch.get_num_threads()} CPU threads")
     rows = []
     for name, variant in (("unpatched", model), ("ca_tome", patched), ("attention_skipped", skipped)):
-        samples, step_times = timed_sample(variant, positive, negative, latent, args.steps, args.seed)
+        samples, step_times = timed_sample(variant, positive, negative, latent, args.steps, args.seed, cfg=CFG)
         path = None  # the skipped-attention image means nothing: only its time is used
         if variant is not skipped:
             image = comfy_nodes.VAEDecode().decode(vae, {"samples": samples})[0][0]

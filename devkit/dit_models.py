@@ -30,6 +30,7 @@ from .sampling import Sampling, sample  # imports ComfyUI (devkit.host.import_co
 import comfy.ldm.flux.model  # noqa: E402
 import comfy.ldm.modules.diffusionmodules.mmdit  # noqa: E402
 import comfy.model_base  # noqa: E402
+import comfy.model_management  # noqa: E402
 import comfy.model_patcher  # noqa: E402
 import comfy.nested_tensor  # noqa: E402
 import comfy.supported_models  # noqa: E402
@@ -254,12 +255,21 @@ def dit_random_weights(module: torch.nn.Module, generator: torch.Generator) -> d
     return tensors
 
 
-def tiny_dit(family: str, seed: int = 0, dtype=torch.float32, **overrides) -> comfy.model_patcher.ModelPatcher:
-    """A real ComfyUI model of ``family`` (one of FAMILIES), tiny, random, on the CPU.
+def device_dtype() -> torch.dtype:
+    """bfloat16 on a GPU, as ComfyUI runs these DiTs there; float32 on the CPU (this machine's runs)."""
+    return torch.bfloat16 if comfy.model_management.get_torch_device().type == "cuda" else torch.float32
+
+
+def tiny_dit(family: str, seed: int = 0, dtype: torch.dtype | None = None,
+             **overrides) -> comfy.model_patcher.ModelPatcher:
+    """A real ComfyUI model of ``family`` (one of FAMILIES), tiny, random, built on the CPU and
+    sampled on the host's torch device (the CPU unless the host was imported for a GPU), in
+    ``dtype`` (default: :func:`device_dtype`).
 
     ``overrides`` replace entries of the family's model config (e.g. a full-width Flux for benchmarks).
     """
     _check(family)
+    dtype = dtype or device_dtype()
     missing = missing_classes(family)
     if missing:
         raise AttributeError(f"this ComfyUI host has no {', '.join(missing)}")
@@ -269,7 +279,8 @@ def tiny_dit(family: str, seed: int = 0, dtype=torch.float32, **overrides) -> co
     model = getattr(comfy.model_base, model_class)(config, device=torch.device("cpu"), **MODEL_ARGUMENTS.get(family, {}))
     weights = dit_random_weights(model.diffusion_model, torch.Generator().manual_seed(seed))
     model.diffusion_model.load_state_dict({k: v.to(dtype) for k, v in weights.items()})
-    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    return comfy.model_patcher.ModelPatcher(model, load_device=comfy.model_management.get_torch_device(),
+                                            offload_device=torch.device("cpu"))
 
 
 def dit_conditioning(family: str, seed: int, batch: int = 1, tokens: int = TEXT_TOKENS, **extra) -> list:

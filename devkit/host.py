@@ -24,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 VENDORED_HOST = REPO_ROOT / ".host" / "ComfyUI"
 ARTIFACTS = REPO_ROOT / "artifacts"  # git-ignored: test outputs, screenshots, demo images
 PACK_LINK_NAME = "ComfyUI-CA-ToMe"
+DEVICES = ("cpu", "cuda")  # CA_TOME_DEVICE: where import_comfy puts ComfyUI (the benchmarks' device)
 
 
 class HostError(RuntimeError):
@@ -55,9 +56,10 @@ def host_version(path: Path | None = None) -> str:
     return "unknown"
 
 
-def run_metadata() -> dict:
+def run_metadata(model=None) -> dict:
     """Where and when a result was measured: commit (``+dirty`` with uncommitted changes), machine,
-    CPU model, torch and host versions, a UTC timestamp. Every benchmark result file records it."""
+    CPU model, torch and host versions, the device ComfyUI ran on (and ``model``'s dtype, a
+    ModelPatcher's, when given), a UTC timestamp. Every benchmark result file records it."""
     import datetime
     import platform
 
@@ -71,22 +73,34 @@ def run_metadata() -> dict:
         found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
         cpu = found.group(1) if found else cpu
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    model_management = sys.modules.get("comfy.model_management")
     return {
         "commit": git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else ""),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} CPU threads, " + (gpu or "no GPU"),
         "cpu": cpu, "torch": torch.__version__, "comfyui": host_version(),
+        "device": str(model_management.get_torch_device()) if model_management else "cpu",
+        **({"dtype": str(model.model.get_dtype()).removeprefix("torch.")} if model is not None else {}),
     }
 
 
-def import_comfy(path: Path | None = None, cpu: bool = True) -> Path:
-    """Make ComfyUI importable in this process (on the CPU unless ``cpu=False``). Idempotent."""
+def requested_device() -> str:
+    """``CA_TOME_DEVICE``: ``cpu`` (the default: tests and this machine) or ``cuda`` (a GPU machine)."""
+    device = os.environ.get("CA_TOME_DEVICE", "cpu")
+    if device not in DEVICES:
+        raise HostError(f"CA_TOME_DEVICE={device!r} is not a device the benchmarks run on; use one of {DEVICES}")
+    return device
+
+
+def import_comfy(path: Path | None = None, cpu: bool | None = None) -> Path:
+    """Make ComfyUI importable in this process, on the CPU unless ``cpu=False`` or, when ``cpu`` is
+    not given, ``CA_TOME_DEVICE=cuda``. Idempotent: the first import of ComfyUI fixes its device."""
     path = path or comfyui_path()
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
     from comfy.cli_args import args  # noqa: E402  (must precede comfy.model_management)
 
-    args.cpu = cpu
+    args.cpu = requested_device() == "cpu" if cpu is None else cpu
     args.use_pytorch_cross_attention = True
     import comfy.model_management  # noqa: F401
 

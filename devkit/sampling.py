@@ -5,6 +5,7 @@ Call :func:`devkit.host.import_comfy` first (importing this module does it).
 
 import importlib.util
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +15,7 @@ from .host import REPO_ROOT, import_comfy
 import_comfy()
 
 import comfy.model_base  # noqa: E402
+import comfy.model_management  # noqa: E402
 import comfy.model_patcher  # noqa: E402
 import comfy.sample  # noqa: E402
 import comfy.supported_models  # noqa: E402
@@ -83,6 +85,24 @@ def sample(model, run: Sampling = Sampling(), positive=None, negative=None):
         negative if negative is not None else conditioning(2),
         latent, denoise=run.denoise, start_step=run.start_step, last_step=run.last_step,
         noise_mask=run.noise_mask, callback=run.callback, disable_pbar=True, seed=run.seed)
+
+
+def step_clock() -> float:
+    """Seconds now, once the accelerator has finished its queued work: on a GPU the sampler's
+    callback runs when a step's kernels are launched, not when they are done."""
+    if comfy.model_management.get_torch_device().type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def timed_sample(model, positive, negative, latent, steps, seed, cfg, scheduler="normal"):
+    """(samples, seconds of every step) of one real euler run, each step timed by the sampler's callback."""
+    stamps = [step_clock()]
+    with torch.no_grad():
+        samples = comfy.sample.sample(model, comfy.sample.prepare_noise(latent, seed), steps, cfg, "euler", scheduler,
+                                      positive, negative, latent, callback=lambda *_: stamps.append(step_clock()),
+                                      disable_pbar=True, seed=seed)
+    return samples, [b - a for a, b in zip(stamps, stamps[1:])]
 
 
 def load_pack():

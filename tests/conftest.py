@@ -1,10 +1,11 @@
-"""Test tiers by folder: tests/unit (no ComfyUI), tests/host (ComfyUI as a library), tests/e2e (server)."""
+"""Test tiers by folder: tests/unit (no ComfyUI), tests/host (ComfyUI as a library), tests/e2e (server),
+tests/bench (the benchmarks' quick modes)."""
 
 from pathlib import Path
 
 import pytest
 
-TIERS = ("unit", "host", "e2e")
+TIERS = ("unit", "host", "e2e", "bench")
 
 
 def pytest_collection_modifyitems(items):
