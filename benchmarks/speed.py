@@ -154,7 +154,7 @@ def main(argv=None) -> None:
     from . import ceilings
     from .fidelity import compare
 
-    pack, model, positive, negative = loaded.pack, loaded.model, loaded.positive, loaded.negative
+    pack, model = loaded.pack, loaded.model
     pixels = WARM_UP_SIZE if args.quick else args.size
     latent = torch.zeros(1, 4, pixels // 8, pixels // 8)
     out = RESULTS / ("speed_quick.json" if args.quick else f"speed_{args.size}.json")
@@ -250,7 +250,7 @@ def main(argv=None) -> None:
               flush=True)
 
     result = {
-        "what": "full SD1.5 UNet shape (random weights), euler, cfg 7.5, batch 2 (cond + uncond)",
+        "what": f"full SD1.5 UNet shape (random weights), euler, cfg {CFG}, batch 2 (cond + uncond)",
         "command": "python -m benchmarks.speed " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "quick") + (" --quick" if args.quick else ""),
         **run_metadata(model), "checkpoint": loaded.checkpoint,
