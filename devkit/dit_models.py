@@ -25,7 +25,7 @@ import types
 
 import torch
 
-from .sampling import Sampling, sample  # imports ComfyUI (devkit.host.import_comfy) first
+from .sampling import Sampling, on_gpu, sample  # imports ComfyUI (devkit.host.import_comfy) first
 
 import comfy.ldm.flux.model  # noqa: E402
 import comfy.ldm.modules.diffusionmodules.mmdit  # noqa: E402
@@ -257,7 +257,7 @@ def dit_random_weights(module: torch.nn.Module, generator: torch.Generator) -> d
 
 def device_dtype() -> torch.dtype:
     """bfloat16 on a GPU, as ComfyUI runs these DiTs there; float32 on the CPU (this machine's runs)."""
-    return torch.bfloat16 if comfy.model_management.get_torch_device().type == "cuda" else torch.float32
+    return torch.bfloat16 if on_gpu() else torch.float32
 
 
 def tiny_dit(family: str, seed: int = 0, dtype: torch.dtype | None = None,

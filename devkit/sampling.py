@@ -87,10 +87,15 @@ def sample(model, run: Sampling = Sampling(), positive=None, negative=None):
         noise_mask=run.noise_mask, callback=run.callback, disable_pbar=True, seed=run.seed)
 
 
+def on_gpu() -> bool:
+    """Whether ComfyUI runs the models on a CUDA device (CA_TOME_DEVICE=cuda when it was imported)."""
+    return comfy.model_management.get_torch_device().type == "cuda"
+
+
 def step_clock() -> float:
     """Seconds now, once the accelerator has finished its queued work: on a GPU the sampler's
     callback runs when a step's kernels are launched, not when they are done."""
-    if comfy.model_management.get_torch_device().type == "cuda":
+    if on_gpu():
         torch.cuda.synchronize()
     return time.perf_counter()
 

@@ -75,7 +75,8 @@ prepare() {
   local staged tracked
   staged="$(du -sb "$STAGE" | cut -f1)"
   tracked="$(git -C "$ROOT" ls-files -z | (cd "$ROOT" && xargs -0 du -cb) | tail -1 | cut -f1)"
-  (( staged + tracked <= 64 * 1024 * 1024 ))     || die "the checkout ($((tracked >> 20)) MiB) and .gpu/ ($((staged >> 20)) MiB) exceed the device's 64 MiB carry"
+  (( staged + tracked <= 64 * 1024 * 1024 )) \
+    || die "the checkout ($((tracked >> 20)) MiB) and .gpu/ ($((staged >> 20)) MiB) exceed the device's 64 MiB carry"
   say "ready: .gpu/ $((staged >> 20)) MiB + checkout $((tracked >> 20)) MiB travel (64 MiB at most); commit $(cat "$STAGE/commit")"
 }
 
@@ -96,7 +97,8 @@ run() {  # run [--rehearse]: --rehearse runs the quick suites on this CPU, to ch
   tar -cf - -C "$ROOT" --exclude=./.gpu --exclude=./.venv --exclude=./.host --exclude=./artifacts . \
     | tar -xf - -C "$scratch/repo"
   touch "$scratch/started"
-  export PYTHONPATH="$scratch/site${PYTHONPATH:+:$PYTHONPATH}" COMFYUI_PATH="$scratch/host/ComfyUI-0.33.0" CA_TOME_DEVICE=$device PYTHONUNBUFFERED=1
+  export PYTHONPATH="$scratch/site${PYTHONPATH:+:$PYTHONPATH}" COMFYUI_PATH="$scratch/host/ComfyUI-0.33.0" \
+         CA_TOME_DEVICE=$device PYTHONUNBUFFERED=1
   { nvidia-smi || echo "no nvidia-smi"; } > "$out/nvidia-smi.txt" 2>&1
   cp "$STAGE/commit" "$out/commit.txt"
   for suite in "${suites[@]}"; do
