@@ -15,10 +15,11 @@ full-shape SD1.5 checkpoint; every step is timed by the sampler's callback.
    0.5 under CONFIG_3 (merged share pinned at 50 %: the ceiling target), CA-ToMe at ``t`` = 0.7
    and at the threshold that merges about half the tokens (calibrated at 512² from a recorded run
    of another prompt and seed, ``CALIBRATION``) under CONFIG_3, ``auto`` and ``all``; ComfyUI's
-   EasyCache alone and stacked with CA-ToMe. One step of the unpatched model and one of the
-   free-merge ceiling are timed before the first run and after every run, so each run is compared
-   with the ceiling in its own phase (the phases drift by more than a step's spread). At 512² the
-   unpatched run is sampled too and every run's image is compared with it.
+   EasyCache alone and stacked with CA-ToMe. The runs are interleaved and repeated
+   (``--run-repeats``); one step of the unpatched model and one of the free-merge ceiling are timed
+   before the first run and after every run, so each run is compared with the ceiling in its own
+   phase (the phases drift by more than a step's spread). At 512² the unpatched run is sampled too
+   and every run's image (first repeat) is compared with it.
 
 ``python -m benchmarks.speed --size 512`` → results/speed_512.json; ``--size 1024`` reads the
 calibrated threshold from speed_512.json and runs the subset named in ``SUITES``.
@@ -138,8 +139,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--step-run-steps", type=int, default=None, help="steps per short run (3 at 512², 2 at 1024²)")
     parser.add_argument("--run-steps", type=int, default=20)
+    parser.add_argument("--run-repeats", type=int, default=2, help="how often each real run is repeated (interleaved)")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny checkpoint at 256², 1 repeat, 8-step runs: a regression check (speed_quick.json)")
+                        help="tiny checkpoint at 256², 1 step repeat, 8-step runs: a regression check (speed_quick.json)")
     args = parser.parse_args(argv)
     args.step_run_steps = args.step_run_steps or (3 if args.size == 512 else 2)
     checkpoint_name = "tiny" if args.quick else "sd15"
@@ -224,30 +226,33 @@ def main(argv=None) -> None:
         row["matching_share"] = spread(shares) if shares else None
         row["merged_fraction"] = row["runs"][0]["merged_fraction"]
 
-    # --- 3. real runs of the schedules, each between steps of the unpatched model and the ceiling ---
+    # --- 3. real runs of the schedules, repeated and interleaved, each between steps of the unpatched model and the ceiling ---
     beside = [v for v in step_variants if v.name in ("unpatched", FREE_MERGE)]
 
     def beside_steps() -> dict[str, float]:  # step 1 of a 2-step run of each
         return {v.name: loaded.timed(v.build(model), latent, 2, seed=0)[1][1] for v in beside}
 
-    runs_result, reference, before = {}, None, beside_steps()
-    print(f"runs: {pixels}px, {args.run_steps} steps", flush=True)
-    for variant in runs:
-        patched = variant.build(model)
-        samples, seconds = loaded.timed(patched, latent, args.run_steps, seed=MEASURED_SEED)
-        row = run_summary(pack.ca_tome.comfyui.last_report(patched), seconds)
-        after = beside_steps()
-        row["beside"] = {name: [before[name], after[name]] for name in before}
-        before = after
-        row["later_steps_total"] = sum(seconds[1:])
-        if fidelity:
-            image = loaded.image(samples)
-            reference = image if reference is None else reference
-            row["fidelity_to_unpatched"] = compare(reference, image)
-        runs_result[variant.name] = row
-        print(f"  {variant.name:<32} steps 1..: {row['later_steps_total']:.1f} s, merged "
-              f"{100 * row['merged_fraction']:.1f} %, matchings {row['matchings']}, checkpoints {row['checkpoint_steps']}",
-              flush=True)
+    repeats, images, before = {v.name: [] for v in runs}, {}, beside_steps()
+    print(f"runs: {pixels}px, {args.run_steps} steps, {args.run_repeats} repeats", flush=True)
+    for repeat in range(args.run_repeats):
+        for variant in runs:
+            patched = variant.build(model)
+            samples, seconds = loaded.timed(patched, latent, args.run_steps, seed=MEASURED_SEED)
+            run = run_summary(pack.ca_tome.comfyui.last_report(patched), seconds)
+            after = beside_steps()
+            run["beside"] = {name: [before[name], after[name]] for name in before}
+            before = after
+            repeats[variant.name].append(run)
+            if fidelity and repeat == 0:  # the same seed samples the same image in every repeat
+                images[variant.name] = loaded.image(samples)
+            print(f"  [{repeat + 1}/{args.run_repeats}] {variant.name:<32} steps 1..: {sum(seconds[1:]):.1f} s, merged "
+                  f"{100 * run['merged_fraction']:.1f} %, matchings {run['matchings']}, checkpoints {run['checkpoint_steps']}",
+                  flush=True)
+    runs_result = {name: combined_run(rows) for name, rows in repeats.items()}
+    if fidelity:
+        reference = images[runs[0].name]
+        for name, row in runs_result.items():
+            row["fidelity_to_unpatched"] = compare(reference, images[name])
 
     result = {
         "what": f"full SD1.5 UNet shape (random weights), euler, cfg {CFG}, batch 2 (cond + uncond)",
@@ -255,6 +260,7 @@ def main(argv=None) -> None:
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "quick") + (" --quick" if args.quick else ""),
         **run_metadata(model), "checkpoint": loaded.checkpoint,
         "size": pixels, "repeats": args.repeats, "step_run_steps": args.step_run_steps, "run_steps": args.run_steps,
+        "run_repeats": args.run_repeats,
         "calibrated_threshold": t50, "calibrated_at": 512,
         "calibration": {"prompt": CALIBRATION[0], "seed": CALIBRATION[1]}, "measured_seed": MEASURED_SEED,
         "ceiling_share": TARGET_MERGED,
@@ -262,6 +268,19 @@ def main(argv=None) -> None:
     }
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out.relative_to(REPO_ROOT)}")
+
+
+def combined_run(repeats: list[dict]) -> dict:
+    """One row per run variant: each step's median over the repeats (what the report times) and each
+    repeat beside it with the steps timed before and after it (for the range). What the run did
+    (merged share, matchings, checkpoint steps) is the first repeat's: the same seed does the same."""
+    def per_step_median(key):
+        return [statistics.median(seconds) for seconds in zip(*(run[key] for run in repeats))]
+
+    return {**repeats[0], "step_seconds": per_step_median("step_seconds"),
+            "matching_seconds": per_step_median("matching_seconds"),
+            "beside": {name: [s for run in repeats for s in run["beside"][name]] for name in repeats[0]["beside"]},
+            "repeats": repeats}
 
 
 def calibrate_threshold(loaded: Loaded, latent, steps) -> float:

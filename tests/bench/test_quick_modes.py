@@ -59,6 +59,13 @@ def test_speed_suite_times_every_step_variant_and_runs_every_schedule():
     steps, runs = written["steps"], written["runs"]
     assert all(len(row["runs"]) == written["repeats"] and row["later_steps"]["median"] > 0 for row in steps.values())
     assert runs["unpatched"]["merged_fraction"] == 0 and runs["unpatched"]["fidelity_to_unpatched"]["psnr"] is None
+    assert written["run_repeats"] == 2
     for name, run in runs.items():
         assert len(run["step_seconds"]) == written["run_steps"] and set(run["beside"]) == {"unpatched", FREE_MERGE}
         assert name in ("unpatched", "EasyCache") or run["merged_fraction"] > 0, name
+        repeats = run["repeats"]  # each repeat between its own steps of the unpatched model and the ceiling
+        assert len(repeats) == 2 and all(len(r["beside"][FREE_MERGE]) == 2 for r in repeats)
+        assert run["beside"][FREE_MERGE] == repeats[0]["beside"][FREE_MERGE] + repeats[1]["beside"][FREE_MERGE]
+        assert repeats[0]["step_seconds"] != repeats[1]["step_seconds"]  # timed twice, not copied
+        assert run["step_seconds"] == pytest.approx([(a + b) / 2 for a, b in zip(*(r["step_seconds"] for r in repeats))])
+        assert len({(r["merged_fraction"], r["matchings"]) for r in repeats}) == 1, name  # same seed, same merges
