@@ -98,77 +98,89 @@ def checkpoint_and_cached(run: dict) -> tuple[list[float], list[float]]:
     return ([s for i, s in timed if i in run["checkpoint_steps"]], [s for i, s in timed if i not in run["checkpoint_steps"]])
 
 
-def ceiling_reference(result: dict, run: dict | None = None) -> tuple[float, float, list[tuple[float, float]]]:
-    """(unpatched, free-merge ceiling) s/step a run is compared with, and the pairs they come from.
-
-    A run sampled between unpatched and ceiling steps (``beside``: one step of each right before and
-    right after it) is compared with those, so the phase the run ran in is the ceiling's too; files
-    without them compare with the step phase's medians (pairs: each repeat's medians)."""
-    if run is not None and "beside" in run:
-        unpatched, ceiling = run["beside"]["unpatched"], run["beside"][FREE_MERGE]
-        return statistics.mean(unpatched), statistics.mean(ceiling), list(zip(unpatched, ceiling))
-    steps = result["steps"]
-    return (base_seconds(result), steps[FREE_MERGE]["later_steps"]["median"],
-            list(zip(steps["unpatched"]["repeat_medians"], steps[FREE_MERGE]["repeat_medians"])))
+def run_repeats(run: dict) -> list[dict]:
+    """A run row's timed repeats, each with the steps timed beside it (a file of single runs: the row)."""
+    return run.get("repeats", [run])
 
 
-def ceiling_shares(result: dict, run: dict) -> tuple[float, float, float]:
-    """A run's share of the free-merge ceiling's saving (see ceiling_reference), and its range over
-    the pairs it is compared with."""
-    seconds = run_seconds_per_step(run)
-    base, free, pairs = ceiling_reference(result, run)
-    per_pair = [(u - seconds) / (u - f) for u, f in pairs]
-    return (base - seconds) / (base - free), min(per_pair), max(per_pair)
+def ceiling_reference(run: dict) -> tuple[float, float, list[tuple[float, float]]]:
+    """(unpatched, free-merge ceiling) s/step a run is compared with, and the pairs they come from:
+    one step of each timed right before and one right after every repeat of the run, so the phase
+    the run ran in is the ceiling's too."""
+    unpatched, ceiling = run["beside"]["unpatched"], run["beside"][FREE_MERGE]
+    return statistics.mean(unpatched), statistics.mean(ceiling), list(zip(unpatched, ceiling))
 
 
-def phase_drift_floor(result: dict, run: dict) -> float | None:
+def ceiling_shares(run: dict) -> tuple[float, float, float]:
+    """A run's share of the free-merge ceiling's saving (see ceiling_reference), and its range: each
+    repeat's s/step against each pair of steps timed beside that repeat."""
+    base, free, _ = ceiling_reference(run)
+    per_pair = [(u - run_seconds_per_step(repeat)) / (u - f) for repeat in run_repeats(run)
+                for u, f in ceiling_reference(repeat)[2]]
+    return (base - run_seconds_per_step(run)) / (base - free), min(per_pair), max(per_pair)
+
+
+def share_range_words(run: dict) -> str:
+    count = len(run_repeats(run))
+    return "range before/after the run" if count == 1 else f"range over {count} runs, each against the steps before/after it"
+
+
+def phase_drift_floor(run: dict) -> float | None:
     """A lower bound, in s/step, on how much faster the run ran than the ceiling it is compared with, or None.
 
     A cached step runs the attention on the same half of the tokens as the free-merge ceiling, with
     a real merge and unmerge where the ceiling slices and copies, so it cannot be faster: cached
     steps whose median is below the ceiling's show that the phases drifted by at least the
-    difference (the share of the ceiling's saving pairs a run with another phase's medians)."""
+    difference."""
     cached = checkpoint_and_cached(run)[1]
     if not run["matchings"] or not cached:
         return None
-    gap = ceiling_reference(result, run)[1] - statistics.median(cached)
+    gap = ceiling_reference(run)[1] - statistics.median(cached)
     return gap if gap > 0 else None
 
 
-def drift_clause(result: dict, name: str) -> str:
+def drift_points(run: dict) -> tuple[float, float] | None:
+    """(points of the ceiling's saving the phase drift is at least, points the share's range spans),
+    or None where the cached steps show no drift."""
+    drift = phase_drift_floor(run)
+    if drift is None:
+        return None
+    base, free, _ = ceiling_reference(run)
+    _, low, high = ceiling_shares(run)
+    return 100 * drift / (base - free), 100 * (high - low)
+
+
+def drift_beyond_range(run: dict) -> bool:
+    points = drift_points(run)
+    return points is not None and points[0] > points[1]
+
+
+def drift_clause(run: dict) -> str:
     """What a run's cached steps say about the phase drift, where they ran faster than the ceiling's
     steps (else "")."""
-    run = result["runs"][name]
-    drift = phase_drift_floor(result, run)
-    if drift is None:
+    measured = drift_points(run)
+    if measured is None:
         return ""
-    base, free, pairs = ceiling_reference(result, run)
+    points, width = measured
+    drift = phase_drift_floor(run)
+    _, free, pairs = ceiling_reference(run)
     ceilings = [f for _, f in pairs]
-    points = 100 * drift / (base - free)
-    _, low, high = ceiling_shares(result, run)
-    width = 100 * (high - low)
-    beside = "beside" in run
-    kind = "range" if beside else "repeat range"
-    compared = (f"more than the {kind}'s whole width ({width:.1f} points)" if points > width else
-                f"not far below the {kind}'s whole width ({width:.1f} points)")
-    drifted = "the run drifted from the ceiling steps beside it" if beside else "the runs phase drifted from the step phase"
+    compared = (f"more than the range's whole width ({width:.1f} points)" if points > width else
+                f"within the range's width ({width:.1f} points)")
     return (f"its cached steps (median {statistics.median(checkpoint_and_cached(run)[1]):.2f} s) ran faster than the "
             f"ceiling's steps ({free:.2f} s, {min(ceilings):.2f}–{max(ceilings):.2f} s), which doing at least "
-            f"the ceiling's work they cannot: {drifted} by at least {drift:.2f} s/step, "
-            f"{points:.1f} points of that saving, {compared}")
+            f"the ceiling's work they cannot: the run drifted from the ceiling steps beside it by at least "
+            f"{drift:.2f} s/step, {points:.1f} points of that saving, {compared}")
 
 
-def ceiling_share_text(result: dict, name: str, long: bool = False) -> str:
-    """A 50 %-merged run's share of the free-merge ceiling's saving, with its repeat range, and
-    beside it the phase drift its cached steps show where there is one."""
-    run = result["runs"][name]
-    value, low, high = ceiling_shares(result, run)
-    measured = "range before/after the run " if "beside" in run else "repeat range "
-    text = f"{100 * value:.0f} % ({measured if long else ''}{100 * low:.0f}–{100 * high:.0f} %)"
-    drift = drift_clause(result, name)
-    if not drift:
-        return text
-    return text + ("; but " + drift if long else "; phase drift larger than that range, see Targets")
+def ceiling_share_text(run: dict, long: bool = False) -> str:
+    """A 50 %-merged run's share of the free-merge ceiling's saving, with its range, and beside it
+    the phase drift its cached steps show where there is one."""
+    value, low, high = ceiling_shares(run)
+    text = f"{100 * value:.0f} % ({share_range_words(run) + ' ' if long else ''}{100 * low:.0f}–{100 * high:.0f} %)"
+    if long and drift_clause(run):
+        return text + "; but " + drift_clause(run)
+    return text + ("; phase drift larger than that range, see Targets" if drift_beyond_range(run) else "")
 
 
 def steps_table(result: dict) -> str:
@@ -198,7 +210,7 @@ def runs_table(result: dict) -> str:
         seconds = run_seconds_per_step(run)
         checkpoint, cached = checkpoint_and_cached(run)
         merging = run["matchings"] > 0
-        share = ceiling_share_text(result, name) if comparable_to_ceiling(name, run) else "–"
+        share = ceiling_share_text(run) if comparable_to_ceiling(name, run) else "–"
         row = [name, f"{sum(later_steps(run)):.1f}", f"{seconds:.2f}", times(base / seconds), share,
                f"{statistics.median(checkpoint):.2f} ({len(checkpoint)})" if merging and checkpoint else "–",
                f"{statistics.median(cached):.2f} ({len(cached)})" if merging and cached else "–",
@@ -209,23 +221,29 @@ def runs_table(result: dict) -> str:
                        f"{quality['psnr']:.2f} / {quality['ssim']:.3f} / {quality['flip']:.3f}")
         rows.append(row)
     header = ["run", "steps 1–n (s)", "s/step", "speed-up over the unpatched step median",
-              "share of free-merge saving at 50 % (repeat range)",
+              "share of free-merge saving at 50 % (range)",
               "checkpoint steps: median s (count)", "cached steps: median s (count)", "matchings", "merged"]
     return table(header + (["image PSNR / SSIM / FLIP to unpatched"] if with_fidelity else []), rows)
+
+
+def run_count_words(result: dict) -> str:
+    count = len(run_repeats(result["runs"]["ratio CONFIG_3"]))
+    return "one of each" if count == 1 else f"{count} of each, interleaved; s/step from each step's median over them"
 
 
 def speed_source(size: int) -> str:
     result = load(f"speed_{size}.json")
     return (source(result, f"speed_{size}.json") + f"; {result['repeats']} repeats of {result['step_run_steps']}-step "
-            f"runs per variant (step 0 dropped), real runs of {result['run_steps']} steps; threshold for ~50 % merged "
+            f"runs per variant (step 0 dropped), real runs of {result['run_steps']} steps ({run_count_words(result)}); "
+            "threshold for ~50 % merged "
             f"calibrated at {result['calibrated_at']}²: t = {result['calibrated_threshold']:.2f}")
 
 
 def targets_table() -> str:
     big, small = load("speed_1024.json"), load("speed_512.json")
     config3 = run_seconds_per_step(big["runs"]["ratio CONFIG_3"])
-    share, low, high = ceiling_shares(big, big["runs"]["ratio CONFIG_3"])
-    drift = phase_drift_floor(big, big["runs"]["ratio CONFIG_3"])
+    share, low, high = ceiling_shares(big["runs"]["ratio CONFIG_3"])
+    drift = phase_drift_floor(big["runs"]["ratio CONFIG_3"])
     matching = big["steps"]["ours ratio 0.5, matching every step"]["matching_share"]
     before = big["steps"]["ours ratio 0.5, matching every step, float32 ranking"]["matching_share"]
     cached = big["steps"]["ours ratio 0.5, cached steps"]["matching_share"]
@@ -233,7 +251,7 @@ def targets_table() -> str:
     if low >= SHARE_TARGET_1024:
         verdict = "met"
         if drift is not None:  # the drift is only bounded below, so it can undo the margin
-            base, free, _ = ceiling_reference(big, big["runs"]["ratio CONFIG_3"])
+            base, free, _ = ceiling_reference(big["runs"]["ratio CONFIG_3"])
             points = 100 * drift / (base - free)
             verdict = (f"met as measured; not resolved: the phase drift (≥ {points:.1f} points, no upper bound) is "
                        f"near the margin over {100 * SHARE_TARGET_1024:.0f} % ({100 * (low - SHARE_TARGET_1024):.1f} points at the range's low end)")
@@ -241,9 +259,9 @@ def targets_table() -> str:
         verdict = "met by the medians, not over the whole range" if share >= SHARE_TARGET_1024 else "not met"
     rows = [
         ["1024², 50 % merged: CONFIG_3 run ≥ 95 % of the free-merge ceiling's saving",
-         ceiling_share_text(big, "ratio CONFIG_3", long=True), verdict],
+         ceiling_share_text(big["runs"]["ratio CONFIG_3"], long=True), verdict],
         ["512², 50 % merged: CONFIG_3 run's share of the ceiling's saving (report with spread)",
-         ceiling_share_text(small, "ratio CONFIG_3", long=True), "reported"],
+         ceiling_share_text(small["runs"]["ratio CONFIG_3"], long=True), "reported"],
         ["matching ≤ 5 % of a checkpoint step at 1024²",
          f"{percent(matching['median'])} (float32 ranking, same run: {percent(before['median'])})",
          "met" if matching["median"] <= MATCHING_TARGET else "not met"],
@@ -257,16 +275,17 @@ def targets_table() -> str:
 def readme_1024_notes() -> str:
     """README's sentences on the 1024² targets, from the same numbers as the Targets table."""
     big = load("speed_1024.json")
-    value, low, high = ceiling_shares(big, big["runs"]["ratio CONFIG_3"])
-    drift = drift_clause(big, "ratio CONFIG_3")
+    config3 = big["runs"]["ratio CONFIG_3"]
+    value, low, high = ceiling_shares(config3)
+    drift = drift_clause(config3)
     matching = big["steps"]["ours ratio 0.5, matching every step"]["matching_share"]["median"]
     before = big["steps"]["ours ratio 0.5, matching every step, float32 ranking"]["matching_share"]["median"]
     return paragraph(
         f"At 1024² the CONFIG_3 run (fixed ratio 0.5) kept {100 * value:.0f} % of the free-merge ceiling's saving "
-        f"({'range before/after the run' if 'beside' in big['runs']['ratio CONFIG_3'] else 'repeat range'} "
-        f"{100 * low:.0f}–{100 * high:.0f} %)"
-        + (f", but {drift}; the share is less certain than its range says (rerunning the 1024² suite takes hours)."
-           if drift else ".")
+        f"({share_range_words(config3)} {100 * low:.0f}–{100 * high:.0f} %)"
+        + (f", but {drift}" if drift else "")
+        + ("; the share is less certain than its range says (rerunning the 1024² suite takes hours)."
+           if drift_beyond_range(config3) else ".")
         + f" Matching costs {percent(matching)} of a checkpoint step (bf16 ranking; {percent(before)} with the float32 "
         "ranking it replaced) — see the Targets table in BENCHMARKS.md." + runs_phase_clause(big))
 
@@ -274,13 +293,11 @@ def readme_1024_notes() -> str:
 def runs_phase_clause(result: dict) -> str:
     """How far the runs' phase drifted from the step phase, and the runs' speed-ups against the
     unpatched steps timed beside them — the table's single base is the step phase's."""
-    runs = {name: run for name, run in result["runs"].items() if "beside" in run}
-    if not runs:
-        return ""
-    beside = statistics.mean(ceiling_reference(result, run)[0] for run in runs.values())
+    runs = result["runs"]
+    beside = statistics.mean(ceiling_reference(run)[0] for run in runs.values())
     drift = beside / base_seconds(result) - 1
     label = {"ratio CONFIG_3": "the fixed ratio's CONFIG_3 run", "t50 auto": f"`auto` at t = {result['calibrated_threshold']:.2f}"}
-    own = ", ".join(f"{label.get(name, name)} {times(ceiling_reference(result, run)[0] / run_seconds_per_step(run))}"
+    own = ", ".join(f"{label.get(name, name)} {times(ceiling_reference(run)[0] / run_seconds_per_step(run))}"
                     for name, run in runs.items())
     return (f" The unpatched steps timed beside the runs ran {percent(abs(drift))} {'slower' if drift > 0 else 'faster'} "
             f"than the unpatched step median the table divides by; against those beside steps the runs ran {own}.")
@@ -410,9 +427,8 @@ def speed_512_notes() -> str:
         f"{percent(abs(drift))} {'slower' if drift > 0 else 'faster'} than the step phase (the unpatched 20-step run's "
         "s/step against the unpatched step median). "
         + ("So the cache's effect is resolvable here." if resolvable else
-           "So at 512² the cache's effect is **not resolvable** here" + (
-               "; each run is compared with ceiling steps timed beside it" if "beside" in runs["ratio CONFIG_3"] else "")
-           + "; at 1024² the cache saves more."),
+           "So at 512² the cache's effect is **not resolvable** here; each run is compared with ceiling steps timed "
+           "beside it; at 1024² the cache saves more."),
         f"The calibration (on another prompt and seed) gave t = {threshold:.2f}, which merged "
         f"{span([100 * run['merged_fraction'] for name, run in merging.items() if name.startswith('t50')], 0, ' %')} "
         f"on the measured prompt and seed against the {percent(TARGET_MERGED, 0)} it was calibrated for: the share a "

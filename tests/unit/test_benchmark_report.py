@@ -86,3 +86,30 @@ def test_a_curve_is_read_between_its_points_and_the_unmerged_model():
 def test_a_dit_run_is_timed_as_the_median_of_its_repeats_over_steps_1_to_n():
     repeated = {"step_seconds": [[9.0, 1.0, 2.0], [9.0, 5.0, 5.0], [9.0, 2.0, 2.0]], "run_seconds": [3.0, 10.0, 4.0]}
     assert report.dit_run_seconds(repeated) == 4.0
+
+
+def test_a_repeated_run_is_compared_with_the_steps_beside_each_repeat():
+    def repeat(seconds, unpatched, ceiling):  # step 0 is dropped
+        return {"step_seconds": [99.0, seconds, seconds], "beside": {"unpatched": unpatched, report.FREE_MERGE: ceiling}}
+
+    # the second repeat ran in a slower phase, and so did the steps beside it
+    first, second = repeat(6.0, [10.0, 10.0], [6.0, 6.0]), repeat(9.0, [14.0, 14.0], [9.0, 9.0])
+    run = {"step_seconds": [99.0, 7.5, 7.5], "repeats": [first, second],
+           "beside": {name: first["beside"][name] + second["beside"][name] for name in first["beside"]}}
+    value, low, high = report.ceiling_shares(run)
+    assert value == pytest.approx((12 - 7.5) / (12 - 7.5))
+    assert (low, high) == (pytest.approx(1.0), pytest.approx(1.0))  # each repeat kept all of its own phase's saving
+    assert report.share_range_words(run).startswith("range over 2 runs")
+    single = report.ceiling_shares(first)
+    assert single == (pytest.approx(1.0),) * 3 and report.share_range_words(first) == "range before/after the run"
+
+
+@pytest.mark.parametrize("cached, beyond", [(7.9, False), (7.0, True)])
+def test_the_phase_drift_is_called_larger_than_the_range_only_when_it_is(cached, beyond):
+    # checkpoint steps 1 and 3, cached step 2; the ceiling's steps beside the run take 8 s
+    run = {"step_seconds": [99.0, 8.5, cached, 8.5], "checkpoint_steps": [0, 1, 3], "matchings": 3,
+           "beside": {"unpatched": [11.0, 13.5], report.FREE_MERGE: [8.0, 8.0]}}
+    points, width = report.drift_points(run)
+    assert (points > width) is beyond
+    assert ("larger than that range" in report.ceiling_share_text(run)) is beyond
+    assert (("more than" if beyond else "within") + " the range's") in report.ceiling_share_text(run, long=True)
