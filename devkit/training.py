@@ -10,7 +10,12 @@ and flipped:
 - ``sd15``: ComfyUI's UNet in the SD1.5 layout (``devkit.sampling.tiny_model``, wider), eps
   prediction on ComfyUI's discrete SD1.5 sigmas;
 - ``flux``: ComfyUI's Flux (``devkit.dit_models.tiny_dit``, wider), flow prediction on ComfyUI's
-  Flux sigmas, 2×2 patches.
+  Flux sigmas, 2×2 patches;
+- ``wan21``: ComfyUI's Wan 2.1 (narrow), flow prediction on Wan's sigmas, on short clips made from
+  the photographs by camera pans and still shots, with or without a crop of another photograph
+  moving across (:func:`clips`): the temporal redundancy real videos have, so video-cell questions
+  can be asked of a model that has learned it. One latent frame is one video frame (no temporal
+  compression: that is the VAE's business, not the transformer's).
 
 Each family's VAE latent cannot be had without its weights, so the "latent" is pixel space with
 the family's latent channel count: ``k×k`` pixel blocks (k = 1 for 4 channels, 2 for 16) mapped by
@@ -19,7 +24,7 @@ sampled latent decodes to an RGB image for PSNR / SSIM. The prompt is the photog
 from: one fixed random text embedding per photograph, plus an empty prompt (10 % of the batches,
 for cfg), so calibration and measurement can use different prompts.
 
-``python -m devkit.training --family sd15|flux [--minutes M]`` trains (on ComfyUI 0.3.75: 0.33's
+``python -m devkit.training --family sd15|flux|wan21 [--minutes M]`` trains (on ComfyUI 0.3.75: 0.33's
 Flux applies RoPE through a kernel op that has no backward) (stopping early once the
 loss stalls), writes ``devkit/weights/<family>.safetensors`` (fp16) and ``<family>.json`` (the
 recipe, the loss curve, the file's sha256, where and when it was trained). :func:`trained_model`
@@ -54,6 +59,7 @@ class Recipe:
     latent_channels: int
     crop: int  # latent pixels per side of a training crop
     model: dict  # overrides of the devkit model config
+    frames: int = 1  # latent frames of a training clip; 1: images
     batch: int = 16
     learning_rate: float = 3e-4
     seed: int = 0
@@ -63,7 +69,10 @@ RECIPES = {
     "sd15": Recipe(latent_channels=4, crop=32, batch=8, model={"width": 64}),  # GroupNorm: width a multiple of 32
     "flux": Recipe(latent_channels=16, crop=32, model={"hidden_size": 192, "num_heads": 3, "axes_dim": [16, 24, 24],
                                                         "depth": 2, "depth_single_blocks": 2}),
+    "wan21": Recipe(latent_channels=16, crop=32, frames=5, batch=4,
+                    model={"dim": 256, "ffn_dim": 1024, "num_heads": 4, "num_layers": 2}),
 }
+MAX_SPEED = 4  # pixels a frame, each axis: of the camera's pan and of a moving crop
 
 
 class PixelCodec:
@@ -79,14 +88,25 @@ class PixelCodec:
         self.matrix = q[:, :inputs]  # [C, 3k²], orthonormal columns
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] in 0..1 → [B, C, H/k, W/k]."""
-        blocks = torch.nn.functional.pixel_unshuffle(rgb * 2 - 1, self.block)
-        return torch.einsum("ci,bihw->bchw", self.matrix, blocks) * self.SCALE
+        """[B, 3, (frames,) H, W] in 0..1 → [B, C, (frames,) H/k, W/k]."""
+        return per_frame(rgb, lambda images: torch.einsum(
+            "ci,bihw->bchw", self.matrix, torch.nn.functional.pixel_unshuffle(images * 2 - 1, self.block)) * self.SCALE)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """[B, C, h, w] → [B, 3, h·k, w·k] in 0..1 (clamped)."""
-        blocks = torch.einsum("ci,bchw->bihw", self.matrix, latent.float() / self.SCALE)
-        return ((torch.nn.functional.pixel_shuffle(blocks, self.block) + 1) / 2).clamp(0, 1)
+        """[B, C, (frames,) h, w] → [B, 3, (frames,) h·k, w·k] in 0..1 (clamped)."""
+        def decode_images(latents):
+            blocks = torch.einsum("ci,bchw->bihw", self.matrix, latents.float() / self.SCALE)
+            return ((torch.nn.functional.pixel_shuffle(blocks, self.block) + 1) / 2).clamp(0, 1)
+        return per_frame(latent, decode_images)
+
+
+def per_frame(tensor: torch.Tensor, function) -> torch.Tensor:
+    """``function`` of [B, C, H, W] applied to each frame of a [B, C, frames, H, W] video (or to an image batch)."""
+    if tensor.ndim == 4:
+        return function(tensor)
+    batch, frames = tensor.shape[0], tensor.shape[2]
+    out = function(tensor.transpose(1, 2).flatten(0, 1))
+    return out.unflatten(0, (batch, frames)).transpose(1, 2)
 
 
 def photographs(names=PHOTOS) -> list[torch.Tensor]:
@@ -115,6 +135,51 @@ def crops(images, size: int, count: int, generator: torch.Generator) -> tuple[to
         crop = resized[:, top:top + size, left:left + size]
         out.append(crop.flip(-1) if torch.rand((), generator=generator) < 0.5 else crop)
     return torch.stack(out), labels
+
+
+def clips(images, size: int, frames: int, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` clips [count, 3, frames, size, size] and the photo index of each: a camera that pans
+    over a rescaled photograph (a third of them stand still), and in half of them a crop of another
+    photograph moving across, each at up to MAX_SPEED pixels a frame per axis."""
+    def uniform(low, high):
+        return low + (high - low) * torch.rand((), generator=generator).item()
+
+    def integer(low, high):  # low..high inclusive
+        return int(torch.randint(low, high + 1, (), generator=generator))
+
+    travel = MAX_SPEED * (frames - 1)
+    out, labels = [], torch.randint(len(images), (count,), generator=generator)
+    for label in labels.tolist():
+        image = images[label]
+        scale = max((size + travel) / min(image.shape[1:]), uniform(0.25, 1.0))
+        resized = torch.nn.functional.interpolate(image[None], scale_factor=scale, mode="bilinear", antialias=True,
+                                                  align_corners=False)[0]
+        still = torch.rand((), generator=generator) < 1 / 3
+        speed = [0, 0] if still else [integer(-MAX_SPEED, MAX_SPEED) for _ in range(2)]
+        start = [integer(max(0, -v * (frames - 1)), extent - size - max(0, v * (frames - 1)))
+                 for v, extent in zip(speed, resized.shape[1:])]
+        video = torch.stack([resized[:, start[0] + f * speed[0]:start[0] + f * speed[0] + size,
+                                     start[1] + f * speed[1]:start[1] + f * speed[1] + size] for f in range(frames)], 1)
+        if torch.rand((), generator=generator) < 0.5:
+            other = images[integer(0, len(images) - 1)]
+            side = size // 3
+            patch = torch.nn.functional.interpolate(other[None], size=(side, side), mode="area")[0]
+            velocity = [integer(-MAX_SPEED, MAX_SPEED) for _ in range(2)]
+            position = [integer(max(0, -v * (frames - 1)), size - side - max(0, v * (frames - 1))) for v in velocity]
+            video = video.clone()
+            for f in range(frames):
+                top, left = (p + f * v for p, v in zip(position, velocity))
+                video[:, f, top:top + side, left:left + side] = patch
+        out.append(video.flip(-1) if torch.rand((), generator=generator) < 0.5 else video)
+    return torch.stack(out), labels
+
+
+def training_pixels(recipe: Recipe, block: int, images, count: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of what ``recipe`` trains on (crops, or clips when it has frames) and the photo index of each."""
+    size = recipe.crop * block
+    if recipe.frames == 1:
+        return crops(images, size, count, generator)
+    return clips(images, size, recipe.frames, count, generator)
 
 
 def build(family: str, seed: int = 0):
@@ -166,7 +231,7 @@ def denoising_loss(model, codec: PixelCodec, prompts: Prompts, pixels, labels, g
     noisy = sampling.noise_scaling(sigma, torch.randn(clean.shape, generator=generator), clean)
     # functionalize: ComfyUI's blocks add their residuals in place (fine for inference, fatal for autograd).
     denoised = torch.func.functionalize(model.apply_model)(noisy, sigma, **prompts.model_inputs(labels))
-    return (((denoised - clean) / sigma.view(-1, 1, 1, 1)) ** 2).mean()
+    return (((denoised - clean) / sigma.view(-1, *[1] * (clean.ndim - 1))) ** 2).mean()
 
 
 def train(family: str, minutes: float, log_every: int = 50):
@@ -186,7 +251,7 @@ def train(family: str, minutes: float, log_every: int = 50):
     optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
     curve, window, start, step = [], [], time.monotonic(), 0
     while time.monotonic() - start < minutes * 60:
-        pixels, labels = crops(images, recipe.crop * codec.block, recipe.batch, generator)
+        pixels, labels = training_pixels(recipe, codec.block, images, recipe.batch, generator)
         labels = torch.where(torch.rand(recipe.batch, generator=generator) < EMPTY_PROMPT_SHARE, EMPTY_PROMPT, labels)
         loss = denoising_loss(model, codec, prompts, pixels, labels, generator)
         optimizer.zero_grad(set_to_none=True)

@@ -5,15 +5,15 @@ import shutil
 import pytest
 import torch
 
-from devkit.training import (EMPTY_PROMPT, HELD_OUT, RECIPES, WEIGHTS, PixelCodec, Prompts, build, crops,
-                             denoising_loss, photographs, trained_model)
+from devkit.training import (EMPTY_PROMPT, HELD_OUT, RECIPES, WEIGHTS, PixelCodec, Prompts, build, denoising_loss,
+                             photographs, trained_model, training_pixels)
 
 
 def held_out_loss(patcher, family) -> float:
-    """Mean denoising loss on crops of a photograph no model was trained on (fixed seeds)."""
+    """Mean denoising loss on crops (clips) of a photograph no model was trained on (fixed seeds)."""
     recipe = RECIPES[family]
     codec = PixelCodec(recipe.latent_channels)
-    pixels, _ = crops(photographs(HELD_OUT), recipe.crop * codec.block, 16, torch.Generator().manual_seed(5))
+    pixels, _ = training_pixels(recipe, codec.block, photographs(HELD_OUT), 16, torch.Generator().manual_seed(5))
     labels = torch.full((16,), EMPTY_PROMPT)
     with torch.no_grad():
         return sum(float(denoising_loss(patcher.model, codec, Prompts(family), pixels, labels,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from devkit.training import PixelCodec, crops, photographs, stalled
+from devkit.training import PHOTOS, PixelCodec, clips, crops, photographs, stalled
 
 
 @pytest.mark.parametrize("channels, block", [(4, 1), (16, 2)])
@@ -30,3 +30,23 @@ def test_training_stops_when_the_loss_stalls():
     assert not stalled(falling)
     assert stalled(flat)
     assert not stalled(flat[:15])  # too few logs to tell
+
+
+def test_codec_encodes_and_decodes_a_video_frame_by_frame():
+    codec = PixelCodec(16)
+    video = torch.rand(2, 3, 5, 32, 32, generator=torch.Generator().manual_seed(0))
+    latent = codec.encode(video)
+    assert latent.shape == (2, 16, 5, 16, 16)
+    assert torch.allclose(latent[:, :, 3], codec.encode(video[:, :, 3]))
+    assert torch.allclose(codec.decode(latent), video, atol=1e-5)
+
+
+def test_clips_move_over_real_photographs_so_adjacent_frames_are_alike():
+    pixels, labels = clips(photographs(), 32, 5, 12, torch.Generator().manual_seed(0))
+    assert pixels.shape == (12, 3, 5, 32, 32) and 0 <= pixels.min() and pixels.max() <= 1
+    assert labels.max() < len(PHOTOS)
+    adjacent = (pixels[:, :, 1:] - pixels[:, :, :-1]).abs().mean()
+    other_clip = (pixels[1:] - pixels[:-1]).abs().mean()
+    assert adjacent < 0.5 * other_clip, (adjacent, other_clip)
+    moving = (pixels[:, :, 1:] - pixels[:, :, :-1]).flatten(1).abs().amax(1) > 0
+    assert moving.sum() >= len(moving) // 2, moving  # mostly pans and moving crops, not frozen copies
