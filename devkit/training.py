@@ -77,27 +77,42 @@ MAX_SPEED = 4  # pixels a frame, each axis: of the camera's pan and of a moving 
 
 class PixelCodec:
     """Pixel space with a family's latent channel count: k×k RGB blocks → C channels by a fixed
-    matrix with orthonormal columns (so decode ∘ encode is the identity), scaled to unit variance."""
+    matrix with orthonormal columns (so decode ∘ encode is the identity), scaled to unit variance.
+
+    The models train in this space. A sampler's latents are another: ComfyUI maps them into the
+    model's space with the model's ``latent_format.process_in`` (SD1.5: × 0.18215) and back with
+    ``process_out``. Given that ``latent_format``, :meth:`encode` gives and :meth:`decode` takes the
+    sampler's latents, so the model sees, and the image shows, the space it was trained in."""
 
     SCALE = 2.0  # RGB in [-1, 1] has a spread of about 0.5
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, latent_format=None):
         self.block = int(math.sqrt(channels // 3))
+        self.latent_format = latent_format
         inputs = 3 * self.block ** 2
         q, _ = torch.linalg.qr(torch.randn(channels, inputs, generator=torch.Generator().manual_seed(1234)))
         self.matrix = q[:, :inputs]  # [C, 3k²], orthonormal columns
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         """[B, 3, (frames,) H, W] in 0..1 → [B, C, (frames,) H/k, W/k]."""
-        return per_frame(rgb, lambda images: torch.einsum(
+        latent = per_frame(rgb, lambda images: torch.einsum(
             "ci,bihw->bchw", self.matrix, torch.nn.functional.pixel_unshuffle(images * 2 - 1, self.block)) * self.SCALE)
+        return latent if self.latent_format is None else self.latent_format.process_out(latent)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """[B, C, (frames,) h, w] → [B, 3, (frames,) h·k, w·k] in 0..1 (clamped)."""
         def decode_images(latents):
             blocks = torch.einsum("ci,bchw->bihw", self.matrix, latents.float() / self.SCALE)
             return ((torch.nn.functional.pixel_shuffle(blocks, self.block) + 1) / 2).clamp(0, 1)
+        if self.latent_format is not None:
+            latent = self.latent_format.process_in(latent)
         return per_frame(latent, decode_images)
+
+    @classmethod
+    def for_sampler(cls, patcher) -> "PixelCodec":
+        """The codec of a trained ModelPatcher's sampler latents."""
+        latent_format = patcher.model.latent_format
+        return cls(latent_format.latent_channels, latent_format)
 
 
 def per_frame(tensor: torch.Tensor, function) -> torch.Tensor:
