@@ -975,13 +975,25 @@ def psnr_or_identical(psnr) -> str:
 
 
 def video_cells_table() -> str:
-    """Spatial against spatio-temporal cells: merged share per threshold and fidelity at equal share."""
+    """Spatial against spatio-temporal cells, per weights, video and dst search: the merged share and
+    fidelity at each threshold, and the fidelity at equal share (the fixed ratio)."""
     result = load("video_cells.json")
-    header = ["video", "cells", "dst search", "setting", "merged", "latent PSNR to unmerged"]
-    lines = [[row["video"], row["cells"], row["search"],
-              f"t = {row['threshold']}" if "threshold" in row else f"ratio {row['ratio']}",
-              percent(row["merged_fraction"]), psnr_or_identical(row["fidelity_to_unmerged"]["psnr_db"])]
-             for row in result["rows"]]
+    groups = {}
+    for row in result["rows"]:
+        groups.setdefault((row["weights"], row["video"], row["cells"], row["search"]), []).append(row)
+    thresholds = [row["threshold"] for row in next(iter(groups.values())) if "threshold" in row]
+    ratio = next(row["ratio"] for row in next(iter(groups.values())) if "ratio" in row)
+    t_list = " / ".join(map(str, thresholds))
+    header = ["weights", "video", "cells", "dst search", f"merged at t = {t_list}", f"latent PSNR (dB) at t = {t_list}",
+              f"latent PSNR at ratio {ratio} (equal share)"]
+    lines = []
+    for key, rows in groups.items():
+        by_t = [r for r in rows if "threshold" in r]
+        at_ratio = next(r for r in rows if "ratio" in r)
+        lines.append([*key, " / ".join(f"{100 * r['merged_fraction']:.0f}" for r in by_t) + " %",
+                      " / ".join("∞" if r["fidelity_to_unmerged"]["psnr_db"] is None
+                                 else f"{r['fidelity_to_unmerged']['psnr_db']:.0f}" for r in by_t),
+                      psnr_or_identical(at_ratio["fidelity_to_unmerged"]["psnr_db"])])
     return table(header, lines)
 
 
@@ -1166,7 +1178,9 @@ def tradeoff_verdict() -> str:
 
 def tradeoff_source() -> str:
     result = load("tradeoff.json")
-    return f"`benchmarks/results/tradeoff.json` — `{result['command']}`, {provenance(result)}"
+    text = f"`benchmarks/results/tradeoff.json` — `{result['command']}`, {provenance(result)}"
+    again = result.get("fidelity_measured")
+    return text + (f"; the fidelity half measured again by `{again['command']}`, {provenance(again)}" if again else "")
 
 
 # --- short runs (benchmarks.few_steps) ---
