@@ -50,3 +50,17 @@ def test_clips_move_over_real_photographs_so_adjacent_frames_are_alike():
     assert adjacent < 0.5 * other_clip, (adjacent, other_clip)
     moving = (pixels[:, :, 1:] - pixels[:, :, :-1]).flatten(1).abs().amax(1) > 0
     assert moving.sum() >= len(moving) // 2, moving  # mostly pans and moving crops, not frozen copies
+
+
+def test_a_codec_with_a_latent_format_speaks_the_samplers_latents():
+    class Scaled:  # as ComfyUI's SD1.5 latent format
+        def process_in(self, latent):
+            return latent * 0.18215
+
+        def process_out(self, latent):
+            return latent / 0.18215
+
+    plain, sampler = PixelCodec(4), PixelCodec(4, Scaled())
+    rgb = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(sampler.encode(rgb), plain.encode(rgb) / 0.18215)
+    assert torch.allclose(sampler.decode(sampler.encode(rgb)), rgb, atol=1e-5)
