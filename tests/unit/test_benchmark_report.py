@@ -113,3 +113,30 @@ def test_the_phase_drift_is_called_larger_than_the_range_only_when_it_is(cached,
     assert (points > width) is beyond
     assert ("larger than that range" in report.ceiling_share_text(run)) is beyond
     assert (("more than" if beyond else "within") + " the range's") in report.ceiling_share_text(run, long=True)
+
+
+def video_rows(temporal_psnr: float) -> list[dict]:
+    """video_cells.json rows for one video, both weights: spatial at 30 dB, spatio-temporal at ``temporal_psnr``."""
+    rows = []
+    for weights in ("trained", "random"):
+        for cells, psnr in (("spatial", 30.0), ("spatio-temporal", temporal_psnr)):
+            for search, bonus in (("neighbourhood", 0.0), ("global", 1.0)):
+                common = {"weights": weights, "video": "pan", "cells": cells, "search": search}
+                rows.append({**common, "ratio": 0.5, "merged_fraction": 0.5,
+                             "fidelity_to_unmerged": {"psnr_db": psnr + bonus - (10 if weights == "trained" else 0)}})
+                rows.append({**common, "threshold": 0.4, "merged_fraction": 0.3 + bonus / 10,
+                             "fidelity_to_unmerged": {"psnr_db": 40.0}})
+    return rows
+
+
+@pytest.mark.parametrize("temporal_psnr, holds", [(29.5, True), (30.5, False)])
+def test_the_video_cells_verdict_says_spatial_wins_only_while_it_does(monkeypatch, temporal_psnr, holds):
+    monkeypatch.setattr(report, "load", lambda name: {"rows": video_rows(temporal_psnr)})
+    if not holds:
+        with pytest.raises(SystemExit, match="video-cells-verdict"):
+            report.video_cells_verdict()
+        return
+    text = report.video_cells_verdict()
+    assert "trained weights +0.5 dB on pan; random weights +0.5 dB on pan" in text
+    assert "moved 10.0 dB more than the random one's" in text
+    assert "global search stayed 1.0 dB closer" in report.video_search_verdict()
