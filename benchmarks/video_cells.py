@@ -14,9 +14,9 @@ model was trained on (scikit-image's rocket):
   moves between frames, so a spatio-temporal cell pairs different things;
 
 both sampled image-to-video style at denoise 0.4 (Wan's shifted schedule starts that at σ ≈ 0.84:
-the layout and the cup survive), and ``from noise``:
-text-to-video from pure noise (the trained model makes its own moving texture; random weights give
-adjacent frames no more in common than distant ones).
+the palette and the cup's smudge survive, but the seed's noise weighs more in which tokens are
+alike), and ``from noise``: text-to-video from pure noise (the trained model makes its own texture,
+steady from frame to frame; random weights give adjacent frames no more in common than distant ones).
 
 Each run: 8 steps, euler, cfg 1, the empty prompt, schedule ``all`` (fresh pairs every step, so
 caching does not blur the comparison). Rows: thresholds for both cell kinds and both searches
