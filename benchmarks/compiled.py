@@ -24,10 +24,11 @@ frames compiled (all, and during the timed runs: recompilations), graph breaks, 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 
 from devkit.host import REPO_ROOT, run_metadata
+
+from . import record
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 RATIO = 0.5
@@ -85,7 +86,9 @@ def main(argv=None) -> None:
     parser.add_argument("--shape", default="unet", choices=sorted(SHAPES))
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="steps per short run (step 0 dropped)")
+    record.add_argument(parser)
     args = parser.parse_args(argv)
+    tree = record.check_tree(args.allow_dirty)
     what, repeats, steps = SHAPES[args.shape]
     args.repeats, args.steps = args.repeats or repeats, args.steps or steps
 
@@ -134,7 +137,7 @@ def main(argv=None) -> None:
         "repeats": args.repeats, "steps_per_run": args.steps, "variants": rows,
     }
     path = RESULTS / f"compiled_{args.shape}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    record.write(path, result, args.allow_dirty, start=tree)
     print(f"wrote {path.relative_to(REPO_ROOT)}")
 
 

@@ -30,7 +30,6 @@ writes BENCHMARKS.md's tables from those files.
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
@@ -41,6 +40,7 @@ import_comfy()
 from devkit.dit_models import tiny_dit  # noqa: E402
 from devkit.sampling import load_pack, timed_sample  # noqa: E402
 
+from . import record  # noqa: E402
 from .report import DIT_CEILING, DIT_RATIO, DIT_RATIO_AT_THRESHOLD_SHARE, ca_tome_variant  # noqa: E402
 from .speed import TARGET_MERGED, spread  # noqa: E402
 
@@ -105,7 +105,9 @@ def main() -> None:
     parser.add_argument("--joint", type=int, default=2, help="SD3.5: joint blocks")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="latent 32, 4 steps, one repeat: a check in seconds")
+    record.add_argument(parser)
     args = parser.parse_args()
+    tree = record.check_tree(args.allow_dirty, args.quick)
     if args.quick:
         args.latent, args.steps, args.repeats = 32, 4, 1
     torch.manual_seed(0)
@@ -173,7 +175,7 @@ def main() -> None:
         "what": f"{'Flux' if args.family == 'flux' else 'SD3.5 large'} (ComfyUI's class) at full width, reduced "
                 "depth, random weights; whole DiT blocks on merged image tokens",
         "command": "python -m benchmarks.dit " + " ".join(f"--{k} {v}" for k, v in vars(args).items()
-                                                           if k != "quick" and (k, args.family) not in UNUSED)
+                                                           if k not in ("quick", "allow_dirty") and (k, args.family) not in UNUSED)
                    + (" --quick" if args.quick else ""),
         **run_metadata(model),
         "model": {**shape, "image_tokens": (args.latent // 2) ** 2, "text_tokens": TEXT[args.family][0]},
@@ -186,7 +188,7 @@ def main() -> None:
     }
     steps = "" if args.steps == parser.get_default("steps") else f"_{args.steps}steps"  # short runs beside the default
     path = RESULTS / f"dit_{args.family}{'_quick' if args.quick else steps}.json"
-    path.write_text(json.dumps(result, indent=1))
+    record.write(path, result, args.allow_dirty, args.quick, start=tree)
     print(f"wrote {path.relative_to(REPO_ROOT)}")
 
 

@@ -22,7 +22,6 @@ own classes (random weights, a 16×16 image-token grid, euler, cfg 1):
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
@@ -33,6 +32,7 @@ import_comfy()
 from devkit.dit_models import dit_conditioning, sample_dit, tiny_dit, with_massive_channels  # noqa: E402
 from devkit.sampling import Sampling, load_pack  # noqa: E402
 
+from . import record  # noqa: E402
 from .dit import fidelity  # noqa: E402
 from .speed import TARGET_MERGED  # noqa: E402
 
@@ -93,7 +93,9 @@ def measure(pack, family: str, steps: int, base=None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
+    record.add_argument(parser)
     args = parser.parse_args()
+    tree = record.check_tree(args.allow_dirty)
     pack = load_pack()
     chosen = pack.ca_tome.metric.DIT
     try:
@@ -114,7 +116,7 @@ def main() -> None:
         "families": families,
     }
     path = RESULTS / "dit_similarity.json"
-    path.write_text(json.dumps(result, indent=1))
+    record.write(path, result, args.allow_dirty, start=tree)
     print(f"wrote {path.relative_to(REPO_ROOT)}")
 
 

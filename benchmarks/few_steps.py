@@ -24,11 +24,11 @@ variants are sampled interleaved, seed 7 first (timed, and decoded for fidelity)
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 
 from devkit.host import REPO_ROOT, run_metadata
 
+from . import record
 from .speed import RESULTS, load, run_summary, spread
 
 SIZE = 512
@@ -43,7 +43,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat-steps", type=int, nargs="+", default=[4, 8],
                         help="step counts that get the further timed rounds")
     parser.add_argument("--repeats", type=int, default=3)
+    record.add_argument(parser)
     args = parser.parse_args(argv)
+    tree = record.check_tree(args.allow_dirty)
 
     loaded = load("sd15")
     import torch
@@ -102,12 +104,12 @@ def main(argv=None) -> None:
         "what": f"full SD1.5 UNet shape (random weights) at {SIZE}², euler, cfg {CFG:g} (cond batch only)",
         "command": "python -m benchmarks.few_steps " + " ".join(
             f"--{key.replace('_', '-')} " + (" ".join(map(str, value)) if isinstance(value, list) else str(value))
-            for key, value in vars(args).items()),
+            for key, value in vars(args).items() if key != "allow_dirty"),
         **run_metadata(), "checkpoint": loaded.checkpoint, "threshold": threshold, "size": SIZE, "cfg": CFG,
         "fidelity_seed": FIDELITY_SEED, "rows": {str(steps): row for steps, row in rows.items()},
     }
     out = RESULTS / "few_steps.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    record.write(out, result, args.allow_dirty, start=tree)
     print(f"wrote {out.relative_to(REPO_ROOT)}")
 
 

@@ -13,9 +13,10 @@ ComfyUI's built-in ``TomePatchModel`` and our fixed ratio (no cache) at r = 0.3 
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
+
+from . import record
 
 PAPER_STEPS = 50
 THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -48,7 +49,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=PAPER_STEPS)
+    record.add_argument(parser)
     args = parser.parse_args(argv)
+    tree = record.check_tree(args.allow_dirty)
 
     import torch
     from ca_tome.schedule import PRESETS
@@ -89,7 +92,7 @@ def main(argv=None) -> None:
               "command": f"python -m benchmarks.fidelity --size {args.size} --steps {args.steps}", **run_metadata(),
               "checkpoint": loaded.checkpoint, "rows": rows}
     path = RESULTS / f"fidelity_{args.size}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    record.write(path, result, args.allow_dirty, start=tree)
     print(f"wrote {path.relative_to(REPO_ROOT)}")
 
 

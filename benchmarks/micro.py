@@ -17,7 +17,6 @@ Timings are medians over ``--repeats`` calls after one warm-up call, with their 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
@@ -27,6 +26,7 @@ from ca_tome.stats import pair_codes
 from devkit.host import REPO_ROOT, run_metadata
 from devkit.memory import peak_matching_memory
 
+from . import record
 from .speed import RESULTS, TARGET_MERGED, load, ranking, spread
 
 CHANNELS = 320
@@ -112,7 +112,9 @@ def ranking_fidelity(steps: int, size: int) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
+    record.add_argument(parser)
     args = parser.parse_args(argv)
+    tree = record.check_tree(args.allow_dirty)
     result = {
         "command": f"python -m benchmarks.micro --repeats {args.repeats}", **run_metadata(),
         "shape": f"batch 2, {CHANNELS} channels, 2x2 stride", "engine_ms": engine_timings(args.repeats),
@@ -122,7 +124,7 @@ def main(argv=None) -> None:
     }
     result["ranking_fidelity"] = ranking_fidelity(steps=20, size=256)
     path = RESULTS / "micro.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    record.write(path, result, args.allow_dirty, start=tree)
     print(f"wrote {path.relative_to(REPO_ROOT)}")
 
 

@@ -9,11 +9,11 @@ unpatched image.  ``python -m benchmarks.schedules [--quick]``
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 
 from devkit.host import run_metadata
 
+from . import record
 from .speed import RESULTS, load
 
 
@@ -25,7 +25,9 @@ def main(argv=None) -> None:
     parser.add_argument("--threshold", type=float, default=0.7)
     parser.add_argument("--checkpoint", default="sd15", choices=("sd15", "tiny"))
     parser.add_argument("--quick", action="store_true", help="tiny checkpoint, 10 and 20 steps")
+    record.add_argument(parser)
     args = parser.parse_args(argv)
+    tree = record.check_tree(args.allow_dirty, args.quick)
     if args.quick:
         args.checkpoint, args.steps, args.tolerances = "tiny", [10, 20], [0.1]
 
@@ -60,9 +62,9 @@ def main(argv=None) -> None:
                   f"{100 * row['merged_fraction']:5.1f}%  PSNR {row['psnr']:6.2f} SSIM {row['ssim']:.4f} "
                   f"FLIP {row['flip']:.4f}")
     out = RESULTS / ("schedules_quick.json" if args.quick else "schedules.json")
-    out.write_text(json.dumps({"command": "python -m benchmarks.schedules" + (" --quick" if args.quick else ""),
-                               **run_metadata(), "checkpoint": loaded.checkpoint, "size": args.size,
-                               "threshold": args.threshold, "rows": rows}, indent=1) + "\n")
+    record.write(out, {"command": "python -m benchmarks.schedules" + (" --quick" if args.quick else ""),
+                       **run_metadata(), "checkpoint": loaded.checkpoint, "size": args.size,
+                       "threshold": args.threshold, "rows": rows}, args.allow_dirty, args.quick, start=tree)
     print(f"wrote {out}")
 
 

@@ -37,6 +37,8 @@ from typing import Callable
 
 from devkit.host import REPO_ROOT, comfyui_path, import_comfy, run_metadata
 
+from . import record
+
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 TARGET_MERGED = 0.5
 WARM_UP_SIZE = 256
@@ -142,7 +144,9 @@ def main(argv=None) -> None:
     parser.add_argument("--run-repeats", type=int, default=2, help="how often each real run is repeated (interleaved)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny checkpoint at 256², 1 step repeat, 8-step runs: a regression check (speed_quick.json)")
+    record.add_argument(parser)
     args = parser.parse_args(argv)
+    tree = record.check_tree(args.allow_dirty, args.quick)
     args.step_run_steps = args.step_run_steps or (3 if args.size == 512 else 2)
     checkpoint_name = "tiny" if args.quick else "sd15"
     if args.quick:
@@ -257,7 +261,7 @@ def main(argv=None) -> None:
     result = {
         "what": f"full SD1.5 UNet shape (random weights), euler, cfg {CFG}, batch 2 (cond + uncond)",
         "command": "python -m benchmarks.speed " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "quick") + (" --quick" if args.quick else ""),
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("quick", "allow_dirty")) + (" --quick" if args.quick else ""),
         **run_metadata(model), "checkpoint": loaded.checkpoint,
         "size": pixels, "repeats": args.repeats, "step_run_steps": args.step_run_steps, "run_steps": args.run_steps,
         "run_repeats": args.run_repeats,
@@ -266,7 +270,7 @@ def main(argv=None) -> None:
         "ceiling_share": TARGET_MERGED,
         "steps": steps_result, "runs": runs_result,
     }
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    record.write(out, result, args.allow_dirty, args.quick, start=tree)
     print(f"wrote {out.relative_to(REPO_ROOT)}")
 
 

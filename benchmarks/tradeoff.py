@@ -32,6 +32,8 @@ import statistics
 
 from devkit.host import REPO_ROOT
 
+from . import record
+
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 PLOT = REPO_ROOT / "docs" / "speed_vs_fidelity.png"
 SHARES = (0.1, 0.3, 0.5, 0.7)
@@ -169,6 +171,7 @@ def main(argv=None) -> None:
     parser.add_argument("--fidelity-only", action="store_true",
                         help="measure the fidelity half again, keep results/tradeoff.json's speed half")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, two shares, one repeat")
+    record.add_argument(parser)
     args = parser.parse_args(argv)
     path = RESULTS / ("tradeoff_quick.json" if args.quick else "tradeoff.json")
     figure = PLOT.with_name("speed_vs_fidelity_quick.png") if args.quick else PLOT
@@ -176,6 +179,7 @@ def main(argv=None) -> None:
         return plot(json.loads(path.read_text()), figure)
     args.shares = SHARES[1::2] if args.quick else SHARES
     args.repeats = 1 if args.quick else args.repeats
+    tree = record.check_tree(args.allow_dirty, args.quick)
 
     from devkit.host import import_comfy, run_metadata
 
@@ -194,7 +198,7 @@ def main(argv=None) -> None:
         result = json.loads(path.read_text())
         result["fidelity"] = fidelity_run
         result["fidelity_measured"] = {"command": "python -m benchmarks.tradeoff --fidelity-only", **run_metadata()}
-        path.write_text(json.dumps(result, indent=1) + "\n")
+        result = record.write(path, result, args.allow_dirty, args.quick, start=tree, section="fidelity_measured")
         print(f"wrote the fidelity half of {path.relative_to(REPO_ROOT)}")
         return plot(result, figure)
     result = {"what": __doc__.split("\n\n")[0], "command": "python -m benchmarks.tradeoff"
@@ -203,7 +207,7 @@ def main(argv=None) -> None:
               "fidelity": fidelity_run, "speed": {}}
     result["speed"]["flux"] = flux_speed(args)
     result["speed"]["sd15"] = unet_speed(args)
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    result = record.write(path, result, args.allow_dirty, args.quick, start=tree)
     print(f"wrote {path.relative_to(REPO_ROOT)}")
     plot(result, figure)
 

@@ -25,7 +25,6 @@ random ones, so one can see what the trained models learned.
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
@@ -37,7 +36,7 @@ from devkit.dit_models import PATCH, sample_dit  # noqa: E402
 from devkit.sampling import Sampling, load_pack, sample  # noqa: E402
 from devkit.training import PHOTOS, PixelCodec, Prompts, build, trained_model  # noqa: E402
 
-from . import dit_similarity  # noqa: E402
+from . import dit_similarity, record  # noqa: E402
 from .fidelity import compare  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -134,7 +133,9 @@ def sample_grid(pack, models: dict) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="+", default=FAMILIES, choices=FAMILIES)
+    record.add_argument(parser)
     args = parser.parse_args(argv)
+    tree = record.check_tree(args.allow_dirty)
     torch.set_grad_enabled(False)
     pack = load_pack()
     result = {"what": __doc__.split("\n\n")[0].replace("\n", " "), "command": "python -m benchmarks.trained",
@@ -156,7 +157,7 @@ def main(argv=None) -> None:
         finally:
             pack.ca_tome.metric.DIT = chosen
     path = RESULTS / "trained.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    record.write(path, result, args.allow_dirty, start=tree)
     print(f"wrote {path.relative_to(REPO_ROOT)}")
 
 

@@ -29,8 +29,8 @@ makes the BENCHMARKS.md table.
 
 from __future__ import annotations
 
+import argparse
 import itertools
-import json
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,7 @@ from devkit.sampling import Sampling, load_pack, sample  # noqa: E402
 from devkit.training import (EMPTY_PROMPT, HELD_OUT, RECIPES, PixelCodec, Prompts, build, photographs,  # noqa: E402
                              trained_model)
 
+from . import record  # noqa: E402
 from .dit import fidelity  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -98,7 +99,11 @@ def frame_grid(references: dict, codec: PixelCodec) -> None:
     print(f"wrote {FRAMES_PNG.relative_to(REPO_ROOT)}: rows " + ", ".join(f"{w} {v}" for w, v in references))
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    record.add_argument(parser)
+    args = parser.parse_args(argv)
+    tree = record.check_tree(args.allow_dirty)
     pack = load_pack()
     models = {"trained": trained_model("wan21"), "random": build("wan21")}
     codec = PixelCodec.for_sampler(models["trained"])
@@ -139,7 +144,7 @@ def main() -> None:
         "rows": rows,
     }
     path = RESULTS / "video_cells.json"
-    path.write_text(json.dumps(result, indent=1))
+    record.write(path, result, args.allow_dirty, start=tree)
     print(f"wrote {path.relative_to(REPO_ROOT)}")
 
 

@@ -27,7 +27,6 @@ seconds. ``python -m benchmarks.report`` makes the BENCHMARKS.md tables.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 
 import torch
@@ -39,6 +38,7 @@ import_comfy()
 from devkit.dit_models import tiny_dit  # noqa: E402
 from devkit.sampling import load_pack, timed_sample  # noqa: E402
 
+from . import record  # noqa: E402
 from .dit import fidelity  # noqa: E402
 from .speed import TARGET_MERGED  # noqa: E402
 
@@ -84,7 +84,9 @@ def main() -> None:
                         help="2: a checkpoint step then a cached one (schedule once); more: a whole run with CONFIG_3")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="3 frames of 16 × 16, one repeat: a check in seconds")
+    record.add_argument(parser)
     args = parser.parse_args()
+    tree = record.check_tree(args.allow_dirty, args.quick)
     config, _, _, default_latent = FAMILIES[args.family]
     for name, value in zip(("frames", "height", "width"), default_latent):
         if getattr(args, name) is None:
@@ -165,7 +167,7 @@ def main() -> None:
         "variants": list(rows.values()),
     }
     path = RESULTS / f"{result_name(args)}{'_quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(result, indent=1))
+    record.write(path, result, args.allow_dirty, args.quick, start=tree)
     print(f"wrote {path.relative_to(REPO_ROOT)}")
 
 
