@@ -70,3 +70,4 @@ def test_a_lora_composes_with_ca_tome_in_either_order(pack, sd15_model, loras, k
     merged = {order: run(build(0.0)) for order, build in orders.items()}
     assert not torch.equal(merged["LoRA first"], lora_only) and torch.isfinite(merged["LoRA first"]).all()
     assert torch.equal(merged["LoRA first"], merged["CA-ToMe first"]), "the same model whichever node comes first"
+    assert not torch.equal(merged["LoRA first"], run(ca_tome(model, 0.0))), "the merged run still has the LoRA"
