@@ -6,7 +6,14 @@ Each table sits between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->`` in t
 cannot drift from data. A block whose begin marker ends its line holds whole tables or paragraphs;
 one whose begin marker is followed by text on the same line is an inline phrase inside a
 hand-written sentence (never at the start of a line, where Markdown would take the comment for an
-HTML block). Needs no torch or ComfyUI.
+HTML block). Imports neither torch nor ComfyUI, except to derive the short-run schedules table
+(``ca_tome.schedule``) and the DiT families' names (``ca_tome.comfyui.families``).
+
+Provenance: a result file not measured from a committed tree (a ``+dirty`` commit, ``"dirty":
+true`` — written only with ``--allow-dirty``, see ``benchmarks.record`` — or a ``provenance`` label
+the file carries: a commit not in the history, code older than what it is quoted for) is labelled
+by ``provenance_caveat`` wherever a block quotes it: its source line says what and how to rerun,
+and the README's phrases say it in brief.
 """
 
 from __future__ import annotations
@@ -71,7 +78,50 @@ def provenance(result: dict) -> str:
 
 
 def source(result: dict, file: str) -> str:
-    return f"`benchmarks/results/{file}` — `{result['command']}`, {measured_on(result)}, {result['machine']}, ComfyUI {result['comfyui']}"
+    return (f"`benchmarks/results/{file}` — `{result['command']}`, {measured_on(result)}, {result['machine']}, "
+            f"ComfyUI {result['comfyui']}" + caveat_long(result))
+
+
+# --- provenance: what a result file's own metadata says against it ---
+
+def provenance_caveat(result: dict) -> dict | None:
+    """What stands against where a result came from, or None for a file measured from a committed
+    tree: the ``provenance`` label the file carries ({label, note, rerun}), else what its metadata
+    shows — a ``+dirty`` commit or ``"dirty": true`` (with the changed paths benchmarks.record
+    keeps), or ``"dirty": null`` (measured outside a git checkout)."""
+    if "provenance" in result:
+        return result["provenance"]
+    commit, paths = str(result.get("commit", "")), result.get("changed_paths")
+    if result.get("dirty") or commit.endswith("+dirty"):
+        return {"label": "measured from a tree with uncommitted changes",
+                "note": f"commit {commit}" + (f", changed: {', '.join(paths)}" if paths else ""),
+                "rerun": result["command"]}
+    if "dirty" in result and result["dirty"] is None:
+        return {"label": "measured outside a git checkout", "note": "no commit names the code that ran",
+                "rerun": result["command"]}
+    return None
+
+
+def caveat_long(result: dict, part: str = "") -> str:
+    """A source line's caveat ("" for a clean file): what, why, and the command that reruns it."""
+    caveat = provenance_caveat(result)
+    return "" if caveat is None else (f" — **{part}{caveat['label']}**: {caveat['note']}; to be rerun from a "
+                                      f"committed tree: `{caveat['rerun']}`")
+
+
+def caveat_short(result: dict, part: str = "") -> str:
+    """A quoted number's caveat in brief ("" for a clean file)."""
+    caveat = provenance_caveat(result)
+    return "" if caveat is None else f" ({part}{caveat['label']}; not yet rerun)"
+
+
+def caveats_paragraph(files: list[str]) -> str:
+    """A paragraph under a table quoting several files: each labelled file's caveat, or ""."""
+    labelled = [(file, load(file)) for file in files if provenance_caveat(load(file))]
+    if not labelled:
+        return ""
+    return "\n\n" + paragraph("Provenance: " + "; ".join(f"`{file}`{caveat_long(result)}" for file, result in labelled)
+                              + ".")
 
 
 # --- the speed suite (benchmarks.speed) ---
@@ -269,7 +319,7 @@ def targets_table() -> str:
         ["1024²: CONFIG_3 run faster than the built-in node", f"{config3:.2f} vs {builtin:.2f} s/step",
          "met" if config3 < builtin else "not met"],
     ]
-    return table(["target", "measured", "verdict"], rows)
+    return table(["target", "measured", "verdict"], rows) + caveats_paragraph(["speed_1024.json", "speed_512.json"])
 
 
 def readme_1024_notes() -> str:
@@ -287,7 +337,8 @@ def readme_1024_notes() -> str:
         + ("; the share is less certain than its range says (rerunning the 1024² suite takes hours)."
            if drift_beyond_range(config3) else ".")
         + f" Matching costs {percent(matching)} of a checkpoint step (bf16 ranking; {percent(before)} with the float32 "
-        "ranking it replaced) — see the Targets table in BENCHMARKS.md." + runs_phase_clause(big))
+        "ranking it replaced) — see the Targets table in BENCHMARKS.md." + runs_phase_clause(big)
+        + (f" All from `speed_1024.json`{caveat_short(big)}." if provenance_caveat(big) else ""))
 
 
 def runs_phase_clause(result: dict) -> str:
@@ -339,7 +390,8 @@ def readme_table() -> str:
             ["CA-ToMe at the threshold calibrated to ~50 %, auto (20-step run)",
              *(f"{run(size, 't50 auto')}, t = {sizes[size]['calibrated_threshold']:.2f}" for size in (512, 1024))],
             ["ceiling: free merge at 50 %", step(512, FREE_MERGE), step(1024, FREE_MERGE)]]
-    return table(["2 CPU cores, s/step (speed-up over the unpatched step median, merged)", "512²", "1024²"], rows)
+    return (table(["2 CPU cores, s/step (speed-up over the unpatched step median, merged)", "512²", "1024²"], rows)
+            + caveats_paragraph(["speed_512.json", "speed_1024.json"]))
 
 
 # --- auto against CONFIG_3 (UNet: speed_512.json's runs, schedules.json) ---
@@ -385,7 +437,7 @@ def readme_auto_vs_config3() -> str:
             f"matchings at 512², {against(a['matchings'], c['matchings'])} at {size}², {c['steps']} steps) but also merged "
             f"less ({against(percent(auto['merged_fraction']), percent(config3['merged_fraction']))}, "
             f"{against(percent(a['merged_fraction']), percent(c['merged_fraction']))}), so its closer images there are "
-            "not a like-for-like gain")
+            "not a like-for-like gain" + caveat_short(load("speed_512.json"), "the 512² runs: "))
     equal = [(c, a) for c, a, _ in pairs if same_share(c, a)]
     if equal:
         c, a = equal[-1]
@@ -779,7 +831,8 @@ def readme_dit_similarity() -> str:
     require(chosen < raw, "readme-dit-similarity", "the chosen similarity moves less than the raw stream")
     return (f"with {channels[0]}–{channels[-1]} such channels at {scales[0]}–{scales[-1]}× the median channel "
             f"magnitude injected into tiny Flux and SD3 models, the merged share at a fixed threshold moved by at "
-            f"most {100 * chosen:.1f} points (on the raw residual stream: up to {100 * raw:.1f} points, to the 75 % cap)")
+            f"most {100 * chosen:.1f} points (on the raw residual stream: up to {100 * raw:.1f} points, to the 75 % cap)"
+            + caveat_short(result, "`dit_similarity.json`: "))
 
 
 def dit_similarity_table() -> str:
@@ -858,8 +911,9 @@ def wan_cached_against_ceiling() -> str:
             f"{cached_low:.1f}–{cached_high:.1f} s against {ceiling_low:.1f}–{ceiling_high:.1f} s, "
             + ("ranges that overlap" if overlap else "ranges that do not overlap")
             + "): the ceiling runs the same token count through a latent half as wide, which is not the same "
-            "computation (another RoPE grid, another memory layout), so at this size it bounds the saving only "
-            "approximately — read the cached step as \"at the ceiling\"")
+            "computation (another RoPE grid, another memory layout), so at this size it bounds nothing — "
+            f"{percent(share, 0)} says the cached step was no slower than this stand-in, not what share of a "
+            "true bound it reached")
 
 
 def wan_targets() -> str:
@@ -869,11 +923,18 @@ def wan_targets() -> str:
     cached = rows[WAN_CACHED]
     seconds, merged = cached["step_1_median"], statistics.median(cached["merged_fraction"])
     share = wan_ceiling_share()
+    caveat = caveat_short(load("dit_wan.json"), "`dit_wan.json`: ")
+    speed = (f"CA-ToMe's cached step: {times(base / seconds)} at {percent(merged)} of the video tokens merged "
+             f"(target ≥ {WAN_TARGET_SPEEDUP}× at 50 %)")
+    if share > 1:  # faster than the "ceiling": the ceiling bounds nothing, so its target cannot be judged
+        return (speed + " — **" + ("met" if base / seconds >= WAN_TARGET_SPEEDUP else "not met") + "**; against the "
+                f"free-merge ceiling (target ≥ {percent(WAN_TARGET_CEILING_SHARE, 0)} of its saving) **not judged**: "
+                f"the cached step ran faster than that ceiling ({percent(share, 0)} of its saving; the ceiling: "
+                f"{times(base / ceiling)}), so here it bounds nothing" + caveat)
     met = base / seconds >= WAN_TARGET_SPEEDUP and share >= WAN_TARGET_CEILING_SHARE
-    return (f"CA-ToMe's cached step: {times(base / seconds)} at {percent(merged)} of the video tokens merged "
-            f"(target ≥ {WAN_TARGET_SPEEDUP}× at 50 %), {percent(share, 0)} of the free-merge ceiling's saving "
+    return (speed + f", {percent(share, 0)} of the free-merge ceiling's saving "
             f"(target ≥ {percent(WAN_TARGET_CEILING_SHARE, 0)}; the ceiling: {times(base / ceiling)}) — "
-            + ("**met**" if met else "**not met**"))
+            + ("**met**" if met else "**not met**") + caveat)
 
 
 WAN_MATCHING_LIMIT = 0.05  # the video issue's bound on one matching's share of a checkpoint step
@@ -957,7 +1018,7 @@ def run_source(name: str) -> str:
     result = load(name)
     return (f"`{result['command']}` — {result['what']}; {result['model']['tokens']:,} tokens, {result['steps']} steps "
             f"({result['sampler']}, {result['schedule']}), {result['repeats']} interleaved repeats; "
-            f"{result['timestamp'][:10]}, {result['machine']}, commit {result['commit']}")
+            f"{result['timestamp'][:10]}, {result['machine']}, commit {result['commit']}" + caveat_long(result))
 
 
 FEW_STEPS = (4, 6, 8, 20)
@@ -977,6 +1038,13 @@ def few_step_schedules() -> str:
     every = all(len(Schedule.preset("CONFIG_3").for_steps(n)) == n for n in FEW_STEPS[:3])
     require(every, "few-step-schedules", "CONFIG_3 recomputes at every step of a 4-, 6- or 8-step run")
     return table(header, rows)
+
+
+def config3_checkpoints(steps: int = 50) -> str:
+    """How many steps of a ``steps``-step run CONFIG_3 recomputes pairs at — from the schedule itself."""
+    from ca_tome.schedule import Schedule
+
+    return f"one of the {len(Schedule.preset('CONFIG_3').for_steps(steps))} recomputing steps of a {steps}-step CONFIG_3 run"
 
 
 def readme_families() -> str:
@@ -1069,7 +1137,7 @@ def compiled_table() -> str:
 
 def compiled_sources() -> str:
     return "\n".join(f"- {shape}: `benchmarks/results/{file}` — `{result['command']}`, {provenance(result)}"
-                     for shape, file in COMPILED_FILES.items() for result in [load(file)])
+                     + caveat_long(result) for shape, file in COMPILED_FILES.items() for result in [load(file)])
 
 
 def compiled_verdict() -> str:
@@ -1079,7 +1147,7 @@ def compiled_verdict() -> str:
         eager, compiled = compiled_savings(load(file))
         met &= compiled >= COMPILED_TARGET * eager
         parts.append(f"{shape}: {percent(compiled, 0)} of a compiled step saved against {percent(eager, 0)} eager, "
-                     f"{percent(compiled / eager, 0)} of the eager saving kept")
+                     f"{percent(compiled / eager, 0)} of the eager saving kept" + caveat_short(load(file)))
     return "; ".join(parts) + f" (target ≥ {percent(COMPILED_TARGET, 0)}) — " + ("**met**" if met else "**not met**")
 
 
@@ -1106,7 +1174,10 @@ def step_seconds_at(result: dict, family: str, kind: str, share: float) -> float
 
 def tradeoff_points(result: dict, family: str) -> dict[str, list[dict]]:
     """Per method, per measured setting: share, fidelity (trained model) and speed-up (full width).
-    CA-ToMe's mean step weighs its checkpoint steps as matching steps and the rest as cached ones."""
+    CA-ToMe's mean step weighs its checkpoint steps as matching steps and the rest as cached ones.
+    Every speed-up is an estimate — a model of a run, not a timed one: fidelity and speed come from
+    different models, joined at the share; ``interpolated`` marks a share off the timed ones, and
+    ``extrapolated`` one past the last timed share (its step times extend the last segment)."""
     base = result["speed"][family]["steps"][tradeoff.UNPATCHED]["median"]
     points = {}
     for method, rows in result["fidelity"][family].items():
@@ -1121,7 +1192,8 @@ def tradeoff_points(result: dict, family: str) -> dict[str, list[dict]]:
                 step = at(tradeoff.MATCHING if method == "fixed_ratio" else tradeoff.BUILTIN)
             points[method].append({"setting": row.get("threshold"), "target": row["target"], "merged_fraction": share,
                                    "ssim": row["ssim"], "psnr": row["psnr"], "speed_up": base / step,
-                                   "interpolated": min(abs(share - s) for s in result["shares"]) > 0.005})
+                                   "interpolated": min(abs(share - s) for s in result["shares"]) > 0.005,
+                                   "extrapolated": share > max(result["shares"]) + 0.005})
     return points
 
 
@@ -1143,8 +1215,9 @@ def tradeoff_table() -> str:
             for p in points:
                 setting = f"t = {p['setting']:.3f}" if method == "ca_tome" else f"{'ratio' if method == 'builtin' else 'r'} = {p['target']}"
                 lines.append([label, tradeoff.METHODS[method], setting, percent(p["merged_fraction"]), f"{p['ssim']:.3f}",
-                              db(p["psnr"]), times(p["speed_up"]) + (" †" if p["interpolated"] else "")])
-    return table(["model", "method", "setting", "merged (trained model)", "SSIM", "PSNR", "speed-up (full width)"], lines)
+                              db(p["psnr"]), times(p["speed_up"]) + (" ‡" if p["extrapolated"] else " †" if p["interpolated"] else "")])
+    return table(["model", "method", "setting", "merged (trained model)", "SSIM", "PSNR",
+                  "estimated speed-up (full width; see above)"], lines)
 
 
 def tradeoff_steps_table() -> str:
@@ -1173,8 +1246,11 @@ def tradeoff_verdict() -> str:
             return max(faithful, key=lambda p: p["speed_up"]) if faithful else None
 
         ours = best("ca_tome")
+        last = percent(max(result["shares"]), 0)
         text = f"{speed_shape(result, family)}: CA-ToMe's best at SSIM ≥ {TRADEOFF_GOAL['ssim']}: " + (
-            f"{times(ours['speed_up'])} ({percent(ours['merged_fraction'], 0)} merged, SSIM {ours['ssim']:.3f})" if ours else "none")
+            f"{times(ours['speed_up'])} estimated ({percent(ours['merged_fraction'], 0)} merged, SSIM {ours['ssim']:.3f}"
+            + (f"; extrapolated past the last timed share, {last}" if ours["extrapolated"] else
+               "; interpolated between timed shares" if ours["interpolated"] else "") + ")" if ours else "none")
         others = [f"{tradeoff.METHODS[m]} {times(b['speed_up']) if (b := best(m)) else 'none'}" for m in points if m != "ca_tome"]
         text += " against " + ", ".join(others)
         if family == "sd15":
@@ -1191,14 +1267,18 @@ def tradeoff_verdict() -> str:
                     below.append(f"{tradeoff.METHODS[method]} at SSIM {p['ssim']:.3f} ({times(other)} against {times(p['speed_up'])})")
         text += "; CA-ToMe below another curve: " + ("nowhere" if not below else ", ".join(below))
         parts.append(text)
-    return "; ".join(parts)
+    return ("estimates, not timed runs — each speed-up joins the fidelity of a small model trained here with step "
+            "times of a full-width one with random weights at the same merged share, CA-ToMe's weighing its "
+            "checkpoint and cached steps; " + "; ".join(parts)
+            + caveat_short(result.get("fidelity_measured", {}), "`tradeoff.json`'s fidelity half: "))
 
 
 def tradeoff_source() -> str:
     result = load("tradeoff.json")
-    text = f"`benchmarks/results/tradeoff.json` — `{result['command']}`, {provenance(result)}"
+    text = f"`benchmarks/results/tradeoff.json` — `{result['command']}`, {provenance(result)}" + caveat_long(result)
     again = result.get("fidelity_measured")
-    return text + (f"; the fidelity half measured again by `{again['command']}`, {provenance(again)}" if again else "")
+    return text + (f"; the fidelity half measured again by `{again['command']}`, {provenance(again)}"
+                   + caveat_long(again, "the fidelity half: ") if again else "")
 
 
 # --- short runs (benchmarks.few_steps) ---
@@ -1383,11 +1463,13 @@ GENERATORS = {
     "readme-dit-notes": readme_dit_notes,
     "readme-requirements": readme_requirements,
     "dit-similarity": dit_similarity_table,
+    "dit-similarity-source": lambda: source(load("dit_similarity.json"), "dit_similarity.json"),
     "readme-dit-similarity": readme_dit_similarity,
     "dit-wan": wan_table,
     "dit-wan-targets": wan_targets,
     "dit-wan-matching": wan_matching,
     "dit-wan-ceiling": wan_cached_against_ceiling,
+    "dit-wan-source": lambda: run_source("dit_wan.json"),
     "dit-wan-run-source": lambda: run_source("dit_wan_5frames_20steps.json"),
     "dit-wan-run": lambda: run_table("dit_wan_5frames_20steps.json"),
     "dit-qwen-source": lambda: run_source("dit_qwen_image.json"),
@@ -1395,6 +1477,7 @@ GENERATORS = {
     "video-cells": video_cells_table,
     "readme-families": readme_families,
     "few-step-schedules": few_step_schedules,
+    "config3-checkpoints-50": config3_checkpoints,
     "video-cells-verdict": video_cells_verdict,
     "video-search-verdict": video_search_verdict,
     "compiled": compiled_table,

@@ -16,7 +16,8 @@ measurements at the same merged share:
 - **joined** (``benchmarks.report.tradeoff_points``): a point's speed-up is the unpatched step over
   the method's mean step at its measured share — CA-ToMe's checkpoint steps cost a matching step and
   its other steps a cached step. Step times between the measured shares are interpolated linearly
-  (0 % merged = the unpatched step), and labelled so.
+  (0 % merged = the unpatched step), past the last one extrapolated along the last segment, and
+  labelled so. Every such speed-up is an estimate, not a timed run.
 
 ``python -m benchmarks.tradeoff`` → results/tradeoff.json and docs/speed_vs_fidelity.png (about 45
 minutes on 2 CPU cores); ``--plot`` redraws the figure from the committed file; ``--fidelity-only``
@@ -155,11 +156,13 @@ def plot(result: dict, path=PLOT) -> None:
                          label=f"goal: ≥ {TRADEOFF_GOAL['speed_up']}× at SSIM ≥ {TRADEOFF_GOAL['ssim']}")
         axis.set_title(f"fidelity: the trained {TRADEOFF_FAMILIES[family]}\nspeed: {speed_shape(result, family)}", fontsize=9)
         axis.set_xlabel("SSIM to the unmerged image (trained model)")
-        axis.set_ylabel("speed-up over unpatched (full width)")
+        axis.set_ylabel("estimated speed-up over unpatched (full width)")
         axis.invert_xaxis()
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    figure.tight_layout()
+    figure.text(0.5, 0.005, "estimates: fidelity of the small trained models joined at equal merged share with step "
+                "times at full width (random weights), not timed runs", ha="center", fontsize=7)
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
     figure.savefig(path, dpi=110)
     print(f"wrote {path.relative_to(REPO_ROOT)}")
 
