@@ -186,9 +186,9 @@ def best_matches(metric: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, chu
 
     Computed in chunks of src tokens so the ``src × dst`` similarity never exists whole. The
     src × dst product only *ranks* the dsts, in ``rank_dtype`` (default :func:`rank_dtype_for`:
-    bf16 where the hardware multiplies it natively; on this project's CPU (AVX512-BF16) the product
-    ran 2.1–2.2× faster in bf16 than in fp32, a whole ``plan_merge`` 1.5–1.8× faster —
-    benchmarks/results/micro.json);
+    bf16 where the hardware multiplies it natively; on this project's CPU the product ran several
+    times faster in bf16 than in fp32, a whole ``plan_merge`` faster too — the figures are
+    BENCHMARKS.md's engine microbenchmarks, generated from benchmarks/results/micro.json);
     the similarity of each src to the dst it picked is then recomputed in float32, so every
     value compared with a threshold is exact: in fp16/bf16 the spacing near 0.7–0.9 is up to
     4e-3, and pairs just below a threshold would merge. A bf16 ranking can only pick a dst
@@ -303,8 +303,10 @@ def neighbourhood_matches(metric: torch.Tensor, src: torch.Tensor, dst: torch.Te
                           rank_dtype: torch.dtype | None = None, groups: torch.Tensor | None = None):
     """:func:`best_matches`, each src ranking only the dsts within ``reach`` of its cell.
 
-    A global search costs N²/(sx·sy) products; at a video's 32k tokens that is 7.5 % of a whole
-    Wan 1.3B checkpoint step on this project's CPU (benchmarks/results/dit_wan.json). Here the grid
+    A global search costs N²/(sx·sy) products; at a video's 32k tokens, on this project's CPU, a
+    matching with it took more than the ~5 % of a Wan 1.3B checkpoint step the video target allows,
+    and one with this search less (BENCHMARKS.md, Wan video: the figures are generated from
+    benchmarks/results/dit_wan.json, a file measured from an uncommitted tree). Here the grid
     is cut into tiles of :data:`NEIGHBOURHOOD_TILE` cells; the tokens of a tile rank the dsts of
     the tile and a halo of the radii, in one batched product, and a mask keeps each src's own
     window, so the result is exactly that of a search over the window. ``src``/``dst`` are
