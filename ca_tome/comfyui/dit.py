@@ -15,8 +15,9 @@ massive activations of real DiTs do not make every pair look alike.
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -27,15 +28,18 @@ from .families import IMAGE, BlockKind, Family, PerToken
 from .run import RunState
 
 LAYOUT_KEY = "ca_tome_dit_layout"  # per-call transformer_options: the call's Layout, or None (runs whole)
+TIMESTEP_COLUMNS = 16  # of each batch item's timestep rows: enough to tell two timesteps apart
 
 
 @dataclass(frozen=True)
 class Layout:
-    """One model call's main token grid and the length of its text stream."""
+    """One model call's main token grid and the length of its text stream; and, found at the
+    call's first merging block, which timestep rows agree (see :func:`_call_groups`)."""
 
     grid: tuple[int, ...]  # (height, width) or (frames, height, width)
     text: int
     text_first: bool = True  # the joint sequence is [txt, img], not [img, txt]
+    row_groups: dict = field(default_factory=dict, compare=False, repr=False)  # input name -> (rows, RowGroups)
 
     @property
     def tokens(self) -> int:
@@ -64,12 +68,12 @@ def call_layout(family: Family, diffusion_model, args: tuple, kwargs: dict, opti
 class Decision:
     """What the eager half of a block call decided (see :func:`_decide`), for the half a compiler
     may trace: the plan, where the grid starts in the stream, where it starts in the joint
-    sequence, and the per-token timestep inputs' rows."""
+    sequence, and which row of each per-token timestep input every token of ``img`` uses."""
 
     plan: MergePlan
     start: int
     joint_start: int
-    timestep_rows: dict
+    row_of_token: dict  # input name -> [L]
 
 
 def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict) -> dict:
@@ -87,7 +91,7 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
     merged = torch.cat((x[:, :start], plan.merge(grid), x[:, start + plan.token_count:]), dim=1)
     block_input = merged.clone()  # blocks add their update in place
     merged_args = {**args, "img": _replace(streams, spec.stream, block_input[0] if spec.unbatched else block_input),
-                   **_kept_inputs(spec, args, plan, start, decision.joint_start, x.shape[1], decision.timestep_rows)}
+                   **_kept_inputs(spec, args, plan, start, decision.joint_start, x.shape[1], decision.row_of_token)}
     out = run_block(merged_args)
     output = out["img"][spec.stream] if spec.stream is not None else out["img"]
     full = unmerged_output(x, merged, output.unsqueeze(0) if spec.unbatched else output, plan, start)
@@ -130,26 +134,28 @@ def _decide(spec: BlockKind, index: int, args: dict) -> Decision | None:
     if reason:
         run.note_once(f"CA-ToMe: {reason}; these blocks run unmerged.")
         return None
-    timestep_rows = {entry.name: TimestepRows.of(_rows_of(entry, args[entry.name]), entry.dim, x.shape[1])
-                     for entry in spec.per_token if entry.timesteps and args.get(entry.name) is not None}
-    timestep_rows = {name: rows for name, rows in timestep_rows.items() if rows is not None}
-    deciding = next(iter(timestep_rows.values()), None)  # the first timestep input says which tokens may merge
-    groups = deciding.groups(start, tokens) if deciding is not None else _segment_groups(spec, args, start, tokens)
+    rows = {entry: _rows_of(entry, args[entry.name]) for entry in spec.per_token
+            if entry.timesteps and args.get(entry.name) is not None}
+    rows = {entry: value for entry, value in rows.items() if value.shape[entry.dim] > 1}  # else one row for all
+    row_of_token = {entry.name: _row_of_token(value.shape[entry.dim], x.shape[1], value.device)
+                    for entry, value in rows.items()}
+    groups = (_timestep_groups(layout, rows, row_of_token, start, tokens) if rows
+              else _segment_groups(spec, layout, args, start, tokens))
     plan = run.plan((spec.kind, index, 0), options, metric.DIT(x[:, start:start + tokens]), layout.grid, groups)
     if plan.is_identity:
         return None
-    return Decision(plan, start, text if layout.text_first else 0, timestep_rows)
+    return Decision(plan, start, text if layout.text_first else 0, row_of_token)
 
 
 def _kept_inputs(spec: BlockKind, args: dict, plan: MergePlan, start: int, joint_start: int, length: int,
-                 timestep_rows: dict) -> dict:
+                 row_of_token: dict) -> dict:
     """The block's per-token inputs for the merged sequence: each input's rows of the kept tokens.
     ``start``: where the grid begins in ``img`` (of ``length`` tokens); ``joint_start``: where it
     begins in the joint [txt, img] (or [img, txt]) sequence."""
     inputs = {}
     for entry in spec.per_token:
         value = args.get(entry.name)
-        if value is None or (entry.timesteps and entry.name not in timestep_rows):  # absent, or one row for all
+        if value is None or (entry.timesteps and entry.name not in row_of_token):  # absent, or one row for all
             continue
         offset = start if entry.sequence == IMAGE else joint_start
         if entry.segments:
@@ -159,7 +165,7 @@ def _kept_inputs(spec: BlockKind, args: dict, plan: MergePlan, start: int, joint
         else:
             rows = _rows_of(entry, value)
             if entry.timesteps:
-                kept = timestep_rows[entry.name].row_of_token[_kept_positions(plan, start, plan.token_count, length)]
+                kept = row_of_token[entry.name][_kept_positions(plan, start, plan.token_count, length)]
             else:
                 kept = _kept_positions(plan, offset, plan.token_count, rows.shape[entry.dim])
             inputs[entry.name] = _replace(value, entry.item, _gather_along(rows, entry.dim, kept))
@@ -179,18 +185,17 @@ def _segment_mismatch(spec: BlockKind, args: dict, start: int, tokens: int) -> s
     return None
 
 
-def _segment_groups(spec: BlockKind, args: dict, start: int, tokens: int):
+def _segment_groups(spec: BlockKind, layout: Layout, args: dict, start: int, tokens: int):
     """(signature, group of every grid token) when the grid's modulation range has a row per token
-    (a mask keeps some tokens clean): tokens of different rows never merge."""
+    (a mask keeps some tokens clean): tokens of different rows never merge. The signature is the
+    (group, tokens) runs: short to hash."""
     for entry in spec.per_token:
         value = args.get(entry.name)
         if entry.segments and value is not None:
             _, (_, _, row) = _grid_segment(value, start, tokens)
             if isinstance(row, torch.Tensor) and row.numel() > 1:
-                ids = _in_order_of_appearance(torch.unique(row, return_inverse=True)[1])
-                runs, counts = torch.unique_consecutive(ids, return_counts=True)
-                signature = tuple(zip(runs.tolist(), counts.tolist()))  # (group, tokens) runs: short to hash
-                return (signature, ids) if len(runs) > 1 else None
+                groups = _call_groups(layout, entry.name, row, lambda: RowGroups.of(row.reshape(-1, 1), runs=True))
+                return (groups.signature, groups.of_row) if groups is not None else None
     return None
 
 
@@ -221,45 +226,90 @@ def _replace(value, item: int | None, tensor: torch.Tensor):
     return (*value[:item], tensor, *value[item + 1:])
 
 
-@dataclass(frozen=True)
-class TimestepRows:
-    """A per-token timestep input with several rows (Wan 2.2 5B: one per frame; LTX-2: per frame or
-    per token): which row each token of ``img`` uses, and which rows hold the same timestep."""
+def _row_of_token(count: int, length: int, device) -> torch.Tensor:
+    """[length]: which of ``count`` rows each token of ``img`` uses. The rows are spread evenly
+    over the sequence, as Wan's ``repeat_e`` and LTX's compressed timesteps spread them (the last
+    run shorter when the length does not divide): the merged call gets one row per kept token,
+    which the model's own spreading then leaves as it is."""
+    return torch.arange(count, device=device).repeat_interleave(-(-length // count))[:length]
 
-    row_of_token: torch.Tensor  # [L]
-    same_as: torch.Tensor  # [rows]: the same id for rows of equal values
+
+def _timestep_groups(layout: Layout, rows: dict, row_of_token: dict, start: int, tokens: int):
+    """(signature, group of every grid token) for :meth:`RunState.plan`, so tokens of different
+    timesteps (a clean first frame among noisy ones) never merge; None when all rows agree. The
+    first timestep input decides (the others follow the same timesteps)."""
+    entry, value = next(iter(rows.items()))
+
+    def find() -> RowGroups | None:
+        # Rows of one timestep are equal; rows of two differ everywhere (embeddings of different
+        # t), so a few columns tell them apart without comparing rows of thousands of values. A
+        # row's key holds every batch item's columns: tokens merge only where they share a
+        # timestep in every item (items masked differently, cond and uncond alike).
+        keys = value.movedim(entry.dim, 1).flatten(2)[..., :TIMESTEP_COLUMNS]  # [B, rows, columns]
+        return RowGroups.of(keys.movedim(1, 0).flatten(1), runs=False)
+
+    groups = _call_groups(layout, entry.name, value, find)
+    if groups is None:
+        return None
+    return groups.signature, groups.of_row[row_of_token[entry.name][start:start + tokens]]
+
+
+def _call_groups(layout: Layout, name: str, rows: torch.Tensor, find):
+    """``find()``'s :class:`RowGroups` of input ``name``, found once per model call: every block
+    of the call gets the same rows, so later blocks read no more of them."""
+    cached = layout.row_groups.get(name)
+    if cached is None or cached[0] is not rows:
+        cached = layout.row_groups[name] = (rows, find())
+    return cached[1]
+
+
+@dataclass(frozen=True)
+class RowGroups:
+    """Which rows of a per-token input are equal: the group of every row, numbered 0, 1, … in the
+    order the groups first appear (so one layout of rows has one signature at every step), and
+    that numbering as a hashable signature for the pair cache."""
+
+    signature: tuple
+    of_row: torch.Tensor  # [rows]
 
     @classmethod
-    def of(cls, rows: torch.Tensor, dim: int, length: int) -> TimestepRows | None:
-        """The rows are spread evenly over the sequence, as Wan's ``repeat_e`` and LTX's compressed
-        timesteps spread them (the last run shorter when the length does not divide): the merged
-        call gets one row per kept token, which the model's own spreading then leaves as it is.
-        None for a single row (every token's)."""
-        count = rows.shape[dim]
-        if count == 1:
+    def of(cls, keys: torch.Tensor, runs: bool) -> RowGroups | None:
+        """The groups of the rows of ``keys`` [rows, columns] (equal rows: one group), found on
+        their device; the signature costs the one host read: the group of every row, or with
+        ``runs`` its (group, rows) runs. None when every row is in one group."""
+        of_row = _equal_rows(keys)
+        numbers = of_row.tolist()
+        if max(numbers) == 0:
             return None
-        row_of_token = torch.arange(count, device=rows.device).repeat_interleave(-(-length // count))
-        # Rows of one timestep are equal; rows of two differ everywhere (embeddings of different t),
-        # so a few columns tell them apart without comparing rows of thousands of values.
-        same_as = torch.unique(rows.movedim(dim, 0).flatten(1)[:, :64], dim=0, return_inverse=True)[1]
-        return cls(row_of_token[:length], _in_order_of_appearance(same_as))
+        signature = (tuple((group, len(list(run))) for group, run in itertools.groupby(numbers)) if runs
+                     else tuple(numbers))
+        return cls(signature, of_row)
 
-    def groups(self, start: int, tokens: int) -> tuple[tuple[int, ...], torch.Tensor] | None:
-        """(signature, group of every grid token) for :meth:`RunState.plan`, so tokens of different
-        timesteps (a clean first frame among noisy ones) never merge; None when all rows agree."""
-        signature = tuple(self.same_as.tolist())
-        if len(set(signature)) == 1:
-            return None
-        return signature, self.same_as[self.row_of_token[start:start + tokens]]
+
+def _equal_rows(keys: torch.Tensor) -> torch.Tensor:
+    """[rows]: the group of every row of ``keys`` [rows, columns], equal rows in one group,
+    numbered in order of appearance. Sorted by every column (stable sorts, the last column
+    first), equal rows lie next to each other; no step needs a host read (``torch.unique``
+    would: its output size)."""
+    count = keys.shape[0]
+    order = torch.arange(count, device=keys.device)
+    for column in reversed(keys.unbind(1)):
+        order = order[column[order].argsort(stable=True)]
+    ordered = keys[order]
+    starts = torch.ones(count, dtype=torch.bool, device=keys.device)
+    starts[1:] = (ordered[1:] != ordered[:-1]).any(1)
+    groups = torch.empty_like(order)
+    groups[order] = starts.cumsum(0) - 1
+    return _in_order_of_appearance(groups)
 
 
 def _in_order_of_appearance(ids: torch.Tensor) -> torch.Tensor:
-    """Group ids renumbered 0, 1, … in the order the groups first appear, so one layout of
-    timesteps has one signature at every step (``unique`` numbers them by value)."""
+    """Group ids (each below ``ids.numel()``) renumbered 0, 1, … in the order the groups first
+    appear (sorting numbers them by value); ids absent from ``ids`` appear last."""
     positions = torch.arange(ids.numel(), device=ids.device)
-    first = torch.full((int(ids.max()) + 1,), ids.numel(), device=ids.device).scatter_reduce(0, ids, positions, "amin")
+    first = torch.full_like(ids, ids.numel()).scatter_reduce(0, ids, positions, "amin")
     rank = torch.empty_like(first)
-    rank[first.argsort()] = torch.arange(first.numel(), device=ids.device)
+    rank[first.argsort(stable=True)] = positions
     return rank[ids]
 
 

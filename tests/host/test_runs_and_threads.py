@@ -295,3 +295,47 @@ def test_host_syncs_on_a_dit_run(pack):
     assert 0 < recomputed < len(events) and sum(e.merged for e in events) > 0
     assert [s for s in syncs if s[0] == COPY] == []
     assert len([s for s in syncs if s[0] == READ]) == 2 + recomputed, syncs
+
+
+def masked_video(family, frames=3):
+    """(latent, noise mask) of an image-to-video run of a tiny ``family`` model: the mask keeps the
+    first latent frame clean, as Wan22ImageToVideoLatent and LTXVImgToVideoInplace give; the audio
+    of LTX-2 and MiniMax-H3 is all denoised."""
+    import comfy.nested_tensor
+
+    from devkit.dit_models import GRID, PATCH, dit_latent, missing_classes
+
+    if missing_classes(family):
+        pytest.skip(f"this ComfyUI host has no {family}")
+    latent = dit_latent(family, frames=frames)
+    video_mask = torch.ones(1, 1, frames, *(side * PATCH[family] for side in GRID))
+    video_mask[:, :, 0] = 0
+    audio_mask = {"ltx2": (1, 1, 5, 16), "minimax": (1, 1, 2, 5)}.get(family)
+    mask = comfy.nested_tensor.NestedTensor([video_mask, torch.ones(audio_mask)]) if audio_mask else video_mask
+    return latent, mask
+
+
+@pytest.mark.parametrize("family", ["wan22_5b", "ltx2", "minimax"])
+def test_host_syncs_on_masked_video(pack, family):
+    """A noise mask keeping the first frame clean gives the blocks several timestep rows (Wan 2.2
+    5B: per frame; LTX-2: per frame, in three inputs; MiniMax-H3: per token), which say which
+    tokens may merge. They are the same for every block of a model call, so their groups cost at
+    most one read per model call, none per block — beside the DiT run's read per run, and one per
+    recomputed plan."""
+    from devkit.dit_models import sample_dit, tiny_dit
+
+    latent, mask = masked_video(family)
+    patched = patch(pack, tiny_dit(family), schedule="CONFIG_3")
+    syncs = []
+    with host_syncs(syncs):
+        sample_dit(patched, family, Sampling(steps=10, cfg=1.0, latent=latent, noise_mask=mask), frames=3)
+    events = report(patched).events
+    model_calls = sum(e.key.block == ("double_block", 0, 0) for e in events)
+    recomputed = sum(e.recomputed for e in events)
+    assert model_calls == 10 and {len(e.key.groups) > 0 for e in events} == {True}, "clean and noisy tokens apart"
+    assert 0 < recomputed < len(events) and sum(e.merged for e in events) > 0
+    # plan_merge moves the groups to the metric's device, where they already are: no copy on a GPU either
+    copies = [(call, where.split(":")[0]) for kind, call, where in syncs if kind == COPY]
+    assert set(copies) <= {("to", "matching.py")} and len(copies) <= recomputed, copies
+    reads = [s for s in syncs if s[0] == READ]
+    assert len(reads) <= 2 + recomputed + model_calls, collections.Counter(s[1:] for s in reads)
