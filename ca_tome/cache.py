@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Hashable, NamedTuple
 
@@ -18,8 +19,10 @@ class PairKey(NamedTuple):
     which cond/uncond chunks, in which order, how many items — or device) needs its own plan;
     and pairs are only valid for the tokens they were matched on, so two conds evaluated in
     separate calls of one step (memory splits, conds that cannot share a batch) differ by
-    ``conds``, the identities of the conds in the batch. ``groups`` signs which tokens may merge
-    together (e.g. frames at different timesteps)."""
+    ``conds``, the identities of the conds in the batch; a long video sampled in context windows
+    evaluates each window of frames in its own call of the same step, with the same conds and
+    usually the same length, so they differ by ``window``, the frames the call covers. ``groups``
+    signs which tokens may merge together (e.g. frames at different timesteps)."""
 
     block: Hashable
     grid: tuple[int, ...]  # (height, width), or (frames, height, width) for video
@@ -27,6 +30,7 @@ class PairKey(NamedTuple):
     device: str
     conds: tuple = ()
     groups: tuple = ()
+    window: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,11 @@ class CacheEvent:
 class PairCache:
     """Plans of one sampling run, each valid from the checkpoint it was computed under until the
     next checkpoint — or, with ``auto``, until a check finds it stale (see AutoRefresh).
-    Create a new cache per run: it never outlives the run's token layouts.
+    Create a new cache per run: it never outlives the run's token layouts. Within a run it holds
+    at most twice the keys of the busiest step, dropping the least recently used: the layouts of
+    the step in progress and of one more, however long the run. (Context windows that move every
+    step, as ComfyUI's uniform schedules do, bring new keys at every step; stable layouts never
+    lose a plan, and steps without a model call — a step cache skipping it — evict nothing.)
 
     Thread-safe: hosts evaluate cond batches of one step in parallel threads (one per device).
     Each key has its own lock, so one key's matching runs once and never blocks other keys.
@@ -57,10 +65,12 @@ class PairCache:
             raise ValueError("checkpoints must include step 0")
         self._checkpoints = sorted(checkpoints)
         self._auto = auto
-        self._plans: dict[PairKey, tuple[int, int, MergePlan]] = {}  # key -> (epoch, step, plan)
+        # key -> (epoch, step, plan), least recently used first
+        self._plans: OrderedDict[PairKey, tuple[int, int, MergePlan]] = OrderedDict()
         self._key_locks: dict[PairKey, threading.Lock] = {}
         self._lock = threading.Lock()
         self._events: list[CacheEvent] = []
+        self._step, self._keys_this_step, self._busiest_step = 0, set(), 0
 
     @property
     def checkpoints(self) -> frozenset[int]:
@@ -77,6 +87,7 @@ class PairCache:
         ``staleness(plan)`` is the auto schedule's check; it is only called with ``auto``.
         """
         with self._lock:
+            self._use(key, step)
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         with key_lock:
             plan, event = self._plan(key, step, compute, staleness)
@@ -86,7 +97,8 @@ class PairCache:
 
     def _plan(self, key, step, compute, staleness) -> tuple[MergePlan, CacheEvent]:
         epoch = self.epoch(step)
-        cached = self._plans.get(key)
+        with self._lock:
+            cached = self._plans.get(key)
         stale = None
         if cached is None:
             recomputed = True
@@ -104,10 +116,34 @@ class PairCache:
             plan = compute()
             seconds = time.perf_counter() - start
             with self._lock:
-                self._plans[key] = (epoch, step, plan)
+                self._store(key, (epoch, step, plan))
         else:
             plan = cached[2]
         return plan, CacheEvent(step, key, recomputed, plan.merged_count, plan.token_count, seconds, stale)
+
+    def _use(self, key: PairKey, step: int) -> None:
+        """Mark ``key`` as asked for at ``step`` (with the lock held)."""
+        if step != self._step:
+            self._busiest_step = max(self._busiest_step, len(self._keys_this_step))
+            self._step, self._keys_this_step = step, set()
+        self._keys_this_step.add(key)
+        if key in self._plans:
+            self._plans.move_to_end(key)
+
+    def _store(self, key: PairKey, entry: tuple) -> None:
+        """File a plan, dropping the least recently used past the bound (with the lock held). The
+        step in progress fills at most half the bound and its keys are the most recent, so no plan
+        it asked for — none being matched — is dropped."""
+        self._plans[key] = entry
+        self._plans.move_to_end(key)
+        while len(self._plans) > 2 * max(self._busiest_step, len(self._keys_this_step)):
+            dropped, _ = self._plans.popitem(last=False)
+            self._key_locks.pop(dropped, None)
+
+    @property
+    def plans_held(self) -> int:
+        with self._lock:
+            return len(self._plans)
 
     def reuse_all(self, step: int, select: Callable[[PairKey], bool]) -> dict[PairKey, MergePlan]:
         """Every plan ``select`` accepts, when ``step`` reuses whatever its epoch's checkpoint
@@ -119,6 +155,8 @@ class PairCache:
         with self._lock:
             plans = {key: plan for key, (plan_epoch, _, plan) in self._plans.items()
                      if plan_epoch == epoch and select(key)}
+            for key in plans:
+                self._use(key, step)
             self._events.extend(CacheEvent(step, key, False, plan.merged_count, plan.token_count)
                                 for key, plan in plans.items())
         return plans

@@ -90,6 +90,16 @@ class TokenMerging:
                           count_buckets=self.count_buckets or None)
 
 
+def context_window(options: dict) -> tuple:
+    """The context window a model call evaluates (ComfyUI's context-window nodes sample a long video
+    as overlapping windows of frames, each in its own call of every step): (its frame indices, the
+    frame prepended as a causal anchor, the latent dim it slices); () when the call covers it all."""
+    window = options.get("context_window")
+    if window is None:
+        return ()
+    return (tuple(window.index_list), getattr(window, "causal_anchor_index", None), window.dim)
+
+
 @dataclass(frozen=True)
 class RunReport:
     """What one sampling run did: its checkpoint steps and every plan request (see CacheEvent)."""
@@ -113,7 +123,8 @@ class RunReport:
         """Plain numbers for JSON: the run, every plan request and every recorded step."""
         def key(k):
             return {"block": list(k.block), "grid": list(k.grid), "cond_or_uncond": list(k.batch[0]),
-                    "batch_size": k.batch[1], "device": k.device, "conds": [str(c) for c in k.conds]}
+                    "batch_size": k.batch[1], "device": k.device, "conds": [str(c) for c in k.conds],
+                    "context_window": list(k.window[0]) if k.window else None}
 
         return {
             "steps": self.steps, "checkpoints": sorted(self.checkpoints), "recomputed_steps": self.recomputed_steps,
@@ -180,12 +191,15 @@ class RunState:
         otherwise: the blocks ask :meth:`plan`."""
         if self.recorder is not None:
             return {}
-        call = (self._batch_key(options, batch_size), str(device), tuple(options.get("uuids", ())), ())
-        return self.cache.reuse_all(self.step, lambda key: key[2:] == call)
+        call = self._key(None, (), options, batch_size, device)
+        return self.cache.reuse_all(self.step, lambda key: key._replace(block=None, grid=()) == call)
 
     @staticmethod
-    def _batch_key(options: dict, batch_size: int) -> tuple:
-        return tuple(options.get("cond_or_uncond", ())), batch_size
+    def _key(block, grid: tuple, options: dict, batch_size: int, device, groups: tuple = ()) -> PairKey:
+        """Which tokens sit where in this call: the block and grid, the batch's chunks and conds, the
+        device, the context window (the frames of a long video this call covers), the groups."""
+        return PairKey(block, tuple(grid), (tuple(options.get("cond_or_uncond", ())), batch_size), str(device),
+                       tuple(options.get("uuids", ())), groups, context_window(options))
 
     def plan(self, block: tuple, options: dict, metric: torch.Tensor, grid: tuple[int, ...],
              groups: tuple[tuple[int, ...], torch.Tensor] | None = None) -> MergePlan:
@@ -195,8 +209,7 @@ class RunState:
         ``groups``: (a hashable signature, the per-token group ids [N]) when tokens of different
         groups must not merge; a plan is cached per signature."""
         signature, token_groups = groups if groups is not None else ((), None)
-        key = PairKey(block, tuple(grid), self._batch_key(options, metric.shape[0]), str(metric.device),
-                      tuple(options.get("uuids", ())), signature)
+        key = self._key(block, grid, options, metric.shape[0], metric.device, signature)
         step = self.step
         config = self.config
 

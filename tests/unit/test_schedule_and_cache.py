@@ -158,3 +158,39 @@ def test_position_of_inverts_a_percent_scale():
 
     for p in (0.0, 0.013, 0.5, 0.97, 1.0):
         assert abs(position_of(percent_to_sigma(p), percent_to_sigma) - p) < 1e-8
+
+
+def run_windows(cache, steps, place, count=4, blocks=2):
+    """Every step, ``count`` context windows of three frames, the first at ``place(step)``, each
+    asked for by ``blocks`` blocks; the most plans the cache held after any step."""
+    held = 0
+    for step in range(steps):
+        for window in range(count):
+            frames = tuple(range(place(step) + 3 * window, place(step) + 3 * window + 3))
+            for block in range(blocks):
+                cache.plan(PairKey(f"block-{block}", (8, 8), ((0,), 1), "cpu", window=(frames,)), step, make_plan)
+        held = max(held, cache.plans_held)
+    return held
+
+
+@pytest.mark.parametrize("auto", [None, AutoRefresh(max_interval=50)], ids=["fixed", "auto"])
+def test_windows_that_move_every_step_do_not_pile_up_plans(auto):
+    """ComfyUI's uniform context schedules move the windows every step: new keys at every step."""
+    cache = PairCache(frozenset({0}), auto)  # one epoch: nothing expires by schedule
+    assert run_windows(cache, 30, place=lambda step: step) <= 2 * 4 * 2, "the layouts of two steps at most"
+
+
+def test_windows_that_alternate_keep_their_pairs():
+    cache = PairCache(frozenset({0}))
+    run_windows(cache, 30, place=lambda step: step % 2)
+    assert cache.recomputations == 2 * 4 * 2, "each of the two places matched once"
+
+
+def test_stable_layouts_keep_their_plans_across_steps_without_model_calls():
+    """A step cache (EasyCache) may skip whole steps: the plans must survive them."""
+    cache = PairCache(frozenset({0}))
+    keys = [key(block=f"block-{i}") for i in range(3)] + [key(batch=((0,), 1))]
+    for step in (0, 1, 5, 9):
+        for k in keys:
+            cache.plan(k, step, make_plan)
+    assert cache.recomputations == len(keys) and cache.plans_held == len(keys)
