@@ -30,7 +30,8 @@ DIT_BLOCKS = ("all", "double", "single")
 # Video cells: stride × stride tokens of one frame, or of two consecutive frames (frames per cell).
 VIDEO_CELLS = {"spatial": 1, "spatio-temporal": 2}
 # Where a video token looks for its dst: the cells within one (cell) frame and two cells of its own,
-# or every dst of the video (N² products: 7.5 % of a Wan checkpoint step at 32k tokens).
+# or every dst of the video (N² products: the closest matches, at a cost that grows with the square
+# of the token count; measured in BENCHMARKS.md, Wan video).
 VIDEO_SEARCH = {"neighbourhood": Neighbourhood(frames=1, cells=2), "global": None}
 
 
