@@ -69,6 +69,13 @@ CHROMA_CONFIG = {
     "axes_dim": [16, 24, 24], "theta": 10000, "patch_size": 2, "qkv_bias": True,
     "in_dim": 64, "out_dim": 128, "hidden_dim": 128, "n_layers": 1,
 }
+# Chroma Radiance (Chroma's blocks over pixels: 16×16 RGB patches in, a small NeRF-style head out;
+# refused by CA-ToMe), same width as Chroma; the fields 0.3.75's params class lacks are dropped.
+CHROMA_RADIANCE_CONFIG = {
+    **CHROMA_CONFIG, "image_model": "chroma_radiance", "in_channels": 3, "out_channels": 3, "patch_size": 16,
+    "nerf_hidden_size": 16, "nerf_mlp_ratio": 2, "nerf_depth": 1, "nerf_max_freqs": 4, "nerf_tile_size": 0,
+    "nerf_final_head_type": "linear", "nerf_embedder_dtype": None, "use_x0": False, "use_sequential_txt_ids": False,
+}
 # Qwen-Image layout (a 5-D latent of one frame, 16 channels in 2×2 patches = 64 inputs, RoPE over
 # (frame, h, w) with text positions on the diagonal, one stream of double blocks), 64 wide with
 # 2 heads of 32, 2 blocks. Edit 2511 is the same with default_ref_method "index_timestep_zero".
@@ -103,6 +110,11 @@ LTX2_CONFIG = {
     "vae_scale_factors": (8, 32, 32), "positional_embedding_max_pos": [20, 2048, 2048],
     "audio_positional_embedding_max_pos": [20], "av_ca_timestep_scale_multiplier": 1000.0,
     "connector_attention_head_dim": 16, "connector_num_attention_heads": 2, "connector_num_layers": 1,
+}
+# LTXV 0.9 (LTX-2's video-only predecessor, refused by CA-ToMe): the same video stream without audio.
+LTXV_CONFIG = {
+    "image_model": "ltxv", "in_channels": 128, "num_attention_heads": 2, "attention_head_dim": 32,
+    "cross_attention_dim": 64, "caption_channels": CONTEXT_DIM, "num_layers": 1,
 }
 AUDIO_TOKENS = 5  # audio latent steps of the LTX-2 and MiniMax-H3 runs
 # MiniMax-H3 layout (text, conditions, stereo audio and the video in one unbatched sequence; 24-channel
@@ -143,13 +155,15 @@ WAN21_VACE_CONFIG = {**WAN21_CONFIG, "model_type": "vace", "vace_layers": 1, "va
 WAN21_I2V_CONFIG = {**WAN21_CONFIG, "model_type": "i2v", "in_dim": 36}
 CLIP_VISION_TOKENS, CLIP_VISION_DIM = 257, 1280
 
-FAMILIES = ("flux", "flux2", "chroma", "qwen_image", "sd3", "wan21", "wan21_i2v", "wan21_vace", "wan22_5b",
-            "hunyuan_video", "hunyuan_video15", "ltx2", "minimax")
-VIDEO = ("wan21", "wan21_i2v", "wan21_vace", "wan22_5b", "hunyuan_video", "hunyuan_video15", "ltx2", "minimax")
+FAMILIES = ("flux", "flux2", "chroma", "chroma_radiance", "qwen_image", "sd3", "wan21", "wan21_i2v", "wan21_vace",
+            "wan22_5b", "hunyuan_video", "hunyuan_video15", "ltx2", "ltxv", "minimax")
+VIDEO = ("wan21", "wan21_i2v", "wan21_vace", "wan22_5b", "hunyuan_video", "hunyuan_video15", "ltx2", "ltxv", "minimax")
 FIVE_D = (*VIDEO, "qwen_image")  # latent [B, C, frames, H, W] (Qwen-Image: one frame)
 LATENT_CHANNELS = {"flux": 16, "flux2": 128, "chroma": 16, "qwen_image": 16, "sd3": 16, **{family: 16 for family in VIDEO},
-                   "wan22_5b": 48, "hunyuan_video15": 32, "ltx2": 128, "minimax": 24}
-PATCH = {family: 1 if family in ("flux2", "hunyuan_video15", "ltx2") else 2 for family in FAMILIES}  # latent pixels per token, each side
+                   "wan22_5b": 48, "hunyuan_video15": 32, "ltx2": 128, "ltxv": 128, "minimax": 24, "chroma_radiance": 3}
+# latent pixels per token, each side (Chroma Radiance: RGB pixels)
+PATCH = {**{family: 2 for family in FAMILIES}, **{family: 1 for family in ("flux2", "hunyuan_video15", "ltx2", "ltxv")},
+         "chroma_radiance": 16}
 # Text tokens the blocks see: Flux 2 pads the prompt to 512 (comfy.model_base.Flux2.extra_conds).
 BLOCK_TEXT_TOKENS = {"flux": TEXT_TOKENS, "flux2": 512, "chroma": TEXT_TOKENS, "qwen_image": TEXT_TOKENS,
                      "sd3": TEXT_TOKENS, "hunyuan_video": TEXT_TOKENS,
@@ -167,11 +181,13 @@ def _flux_config(config: dict, text_position_axes: list[int], params: str = "com
     return build
 
 
-def _known_fields(config: dict, params: str):
-    """The config without the keys this host's params class lacks (older hosts: no ``meanflow_sum``)."""
+def _known_fields(config, params: str):
+    """The config (a dict, or a builder of one) without the keys this host's params class lacks
+    (older hosts: no ``meanflow_sum``, no Chroma Radiance ``use_x0``)."""
     def build() -> dict:
         fields = _fields(params)
-        return {key: value for key, value in config.items() if key in fields or key == "image_model"}
+        full = config() if callable(config) else config
+        return {key: value for key, value in full.items() if key in fields or key == "image_model"}
     return build
 
 
@@ -181,15 +197,19 @@ def _fields(params: str) -> set[str]:
     return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
 
 
+_RADIANCE_PARAMS = "comfy.ldm.chroma_radiance.model:ChromaRadianceParams"
 # family -> (ComfyUI model class name, supported_models config class name, unet config factory)
 _FAMILY_CLASSES = {
     "flux": ("Flux", "Flux", _flux_config(FLUX_CONFIG, [])),
     "flux2": ("Flux2", "Flux2", _flux_config(FLUX2_CONFIG, [3])),
     "chroma": ("Chroma", "Chroma", _flux_config(CHROMA_CONFIG, [], "comfy.ldm.chroma.model:ChromaParams")),
+    "chroma_radiance": ("ChromaRadiance", "ChromaRadiance", _known_fields(
+        _flux_config(CHROMA_RADIANCE_CONFIG, [], _RADIANCE_PARAMS), _RADIANCE_PARAMS)),
     "qwen_image": ("QwenImage", "QwenImage", lambda: dict(QWEN_IMAGE_CONFIG)),
     "hunyuan_video": ("HunyuanVideo", "HunyuanVideo",
                       _known_fields(HUNYUAN_VIDEO_CONFIG, "comfy.ldm.hunyuan_video.model:HunyuanVideoParams")),
     "ltx2": ("LTXAV", "LTXAV", lambda: dict(LTX2_CONFIG)),
+    "ltxv": ("LTXV", "LTXV", lambda: dict(LTXV_CONFIG)),
     "minimax": ("MiniMaxH3", "MiniMaxH3", lambda: dict(MINIMAX_CONFIG)),
     "hunyuan_video15": ("HunyuanVideo15", "HunyuanVideo15",
                         _known_fields(HUNYUAN_VIDEO15_CONFIG, "comfy.ldm.hunyuan_video.model:HunyuanVideoParams")),
@@ -295,10 +315,12 @@ def dit_conditioning(family: str, seed: int, batch: int = 1, tokens: int = TEXT_
     g = torch.Generator().manual_seed(seed)
     text = torch.randn(batch, tokens, CONTEXT_DIM, generator=g)
     options = {}
-    if family in ("flux", "flux2", "chroma", "sd3", "hunyuan_video"):
+    if family in ("flux", "flux2", "chroma", "chroma_radiance", "sd3", "hunyuan_video"):
         options["pooled_output"] = torch.randn(batch, POOLED_DIM, generator=g)
     if family in ("flux", "flux2", "hunyuan_video"):
         options["guidance"] = 3.5
+    if family == "ltxv":  # the T5 encoder's mask of the prompt's tokens, which LTXV's forward requires
+        options["attention_mask"] = torch.ones(batch, tokens, dtype=torch.int64)
     if family == "hunyuan_video15":  # glyph (ByT5) embeddings and CLIP vision tokens, as its text encoders give
         options["pooled_output"] = None  # read by encode_adm, unused by 1.5
         options["conditioning_byt5small"] = torch.randn(batch, GLYPH_TOKENS, 1472, generator=g)
@@ -377,10 +399,11 @@ class _WithField(torch.nn.Module):
             field = 1 + 0.5 * torch.sin(torch.pi * (y + phase)) * torch.cos(torch.pi * (x - phase))
         field = (amplitude * field).to(out)
         out = out.clone()
+        tokens = self.frames * height * width
         if out.ndim == 5 and out.shape[-2:] == (height, width):  # Wan's Conv3d [B, C, F, H, W]: every frame
             out[:, self.channels] += field.permute(2, 0, 1).unsqueeze(1)
-        elif out.ndim == 3 and out.shape[1] >= self.frames * height * width:  # [B, tokens, C]: the grid comes first
-            out[:, :self.frames * height * width, self.channels] += field.reshape(height * width, -1).repeat(self.frames, 1)
+        elif out.ndim in (2, 3) and out.shape[-2] >= tokens:  # [B, tokens, C] (MiniMax-H3: unbatched): the grid first
+            out[..., :tokens, self.channels] += field.reshape(height * width, -1).repeat(self.frames, 1)
         return out
 
 
@@ -398,23 +421,29 @@ class _WithoutChannels(torch.nn.Module):
 
 
 def _carried_unseen(channels: list[int]):
-    """A DiT block replacement: the block sees ``channels`` as zero and leaves them as they were."""
+    """A DiT block replacement: the block sees ``channels`` as zero and leaves them as they were
+    (LTX-2: those of the video stream, img = (video, audio))."""
     def replacement(args, extras):
-        img = args["img"]
-        kept = img[..., channels].clone()
-        blind = img.clone()
+        streams = args["img"] if isinstance(args["img"], tuple) else (args["img"],)
+        kept = streams[0][..., channels].clone()
+        blind = streams[0].clone()
         blind[..., channels] = 0
-        out = extras["original_block"]({**args, "img": blind})
-        out_img = out["img"].clone()
+        out = extras["original_block"]({**args, "img": (blind, *streams[1:]) if len(streams) > 1 else blind})
+        out_streams = out["img"] if isinstance(out["img"], tuple) else (out["img"],)
+        out_img = out_streams[0].clone()
         out_img[..., channels] = kept
-        return {**out, "img": out_img}
+        return {**out, "img": (out_img, *out_streams[1:]) if len(out_streams) > 1 else out_img}
     return replacement
 
 
 EMBEDDER = {"flux": "img_in", "flux2": "img_in", "chroma": "img_in", "qwen_image": "img_in", "hunyuan_video": "img_in",
-            "sd3": "x_embedder", "wan21": "patch_embedding"}
+            "sd3": "x_embedder", "wan21": "patch_embedding", "ltx2": "patchify_proj", "minimax": "video_patch_proj"}
 FINAL = {"flux": "final_layer", "flux2": "final_layer", "chroma": "final_layer", "qwen_image": "norm_out",
-         "hunyuan_video": "final_layer", "sd3": "final_layer", "wan21": "head"}
+         "hunyuan_video": "final_layer", "sd3": "final_layer", "wan21": "head", "ltx2": "norm_out", "minimax": "final_layer"}
+BLOCK_LISTS = {"flux": ("double_blocks", "single_blocks"), "flux2": ("double_blocks", "single_blocks"),
+               "chroma": ("double_blocks", "single_blocks"), "hunyuan_video": ("double_blocks", "single_blocks"),
+               "qwen_image": ("transformer_blocks",), "sd3": ("joint_blocks",), "wan21": ("blocks",),
+               "ltx2": ("transformer_blocks",), "minimax": ("blocks",)}
 
 
 def with_massive_channels(model, family: str, channels: int = 4, scale: float = 100.0, smooth: bool = False,
@@ -437,18 +466,15 @@ def with_massive_channels(model, family: str, channels: int = 4, scale: float = 
         return getattr(layer, "embedder", None) or getattr(layer, "layer", None) or layer
 
     final = f"diffusion_model.{FINAL[family]}"
-    final_linear = getattr(original(final), "linear", None) or original(final).head  # Flux/SD3, Wan
-    width = final_linear.in_features
+    layer = original(final)
+    head = next((getattr(layer, name) for name in ("linear", "head", "video_out") if hasattr(layer, name)), layer)
+    width = getattr(head, "in_features", None) or head.normalized_shape[0]  # a Linear, or LTX-2's LayerNorm
     picked = torch.randperm(width, generator=torch.Generator().manual_seed(channels))[:channels].tolist()
     patched = model.clone()
     embedder = f"diffusion_model.{EMBEDDER[family]}"
     patched.add_object_patch(embedder, _WithField(original(embedder), picked, scale, smooth, grid, frames))
     patched.add_object_patch(final, _WithoutChannels(original(final), picked))
-    blocks = {"flux": ("double_blocks", "single_blocks"), "flux2": ("double_blocks", "single_blocks"),
-              "chroma": ("double_blocks", "single_blocks"), "hunyuan_video": ("double_blocks", "single_blocks"),
-              "qwen_image": ("transformer_blocks",),
-              "sd3": ("joint_blocks",), "wan21": ("blocks",)}[family]
-    for attribute, kind in zip(blocks, ("double_block", "single_block")):
+    for attribute, kind in zip(BLOCK_LISTS[family], ("double_block", "single_block")):
         for index in range(len(model.get_model_object(f"diffusion_model.{attribute}"))):
             patched.set_model_patch_replace(_carried_unseen(picked), "dit", kind, index)
     return patched
