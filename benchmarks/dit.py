@@ -46,6 +46,8 @@ from .speed import TARGET_MERGED, spread  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 FULL_WIDTH_FLUX = dict(hidden_size=3072, num_heads=24, axes_dim=[16, 56, 56], context_in_dim=4096, vec_in_dim=768)
+# --quick: the same code paths on blocks 12× narrower (two of Flux's 128-channel heads): seconds, not minutes
+QUICK_FLUX = dict(hidden_size=256, num_heads=2)
 SD35_LARGE_DEPTH = 38  # MMDiT's width is 64 × depth; num_blocks builds fewer blocks at that width
 FULL_WIDTH_SD35 = dict(depth=SD35_LARGE_DEPTH, adm_in_channels=2048, pos_embed_max_size=192, num_patches=192 * 192,
                        context_embedder_config={"target": "torch.nn.Linear",
@@ -104,7 +106,7 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=1, help="Flux: single blocks")
     parser.add_argument("--joint", type=int, default=2, help="SD3.5: joint blocks")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="latent 32, 4 steps, one repeat: a check in seconds")
+    parser.add_argument("--quick", action="store_true", help="latent 32, 4 steps, one repeat, narrow blocks: a check in seconds")
     record.add_argument(parser)
     args = parser.parse_args()
     tree = record.check_tree(args.allow_dirty, args.quick)
@@ -113,7 +115,8 @@ def main() -> None:
     torch.manual_seed(0)
     pack = load_pack()
     if args.family == "flux":
-        shape = {**FULL_WIDTH_FLUX, "depth": args.double, "depth_single_blocks": args.single}
+        shape = {**FULL_WIDTH_FLUX, **(QUICK_FLUX if args.quick else {}), "depth": args.double,
+                 "depth_single_blocks": args.single}
     else:
         shape = {**FULL_WIDTH_SD35, "num_blocks": args.joint}
     model = tiny_dit(args.family, **shape)
@@ -172,8 +175,8 @@ def main() -> None:
         row["step_0"] = spread([run[0] for run in runs])
         row["later_steps"] = spread([s for run in runs for s in run[1:]])
     result = {
-        "what": f"{'Flux' if args.family == 'flux' else 'SD3.5 large'} (ComfyUI's class) at full width, reduced "
-                "depth, random weights; whole DiT blocks on merged image tokens",
+        "what": f"{'Flux' if args.family == 'flux' else 'SD3.5 large'} (ComfyUI's class) at "
+                f"{'a narrow width (--quick)' if args.quick else 'full width'}, reduced depth, random weights; whole DiT blocks on merged image tokens",
         "command": "python -m benchmarks.dit " + " ".join(f"--{k} {v}" for k, v in vars(args).items()
                                                            if k not in ("quick", "allow_dirty") and (k, args.family) not in UNUSED)
                    + (" --quick" if args.quick else ""),

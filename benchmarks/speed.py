@@ -42,6 +42,7 @@ from . import record
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 TARGET_MERGED = 0.5
 WARM_UP_SIZE = 256
+QUICK_SIZE = 128  # --quick: every code path on a 16 × 16 latent (the tiny UNet's top level still has 256 tokens)
 CALIBRATION = ("A watercolor painting of a lighthouse at dusk.", 101)  # prompt, seed: never the measured ones
 MEASURED_SEED = 7
 FREE_MERGE = "ceiling: free merge f=0.5"
@@ -143,14 +144,14 @@ def main(argv=None) -> None:
     parser.add_argument("--run-steps", type=int, default=20)
     parser.add_argument("--run-repeats", type=int, default=2, help="how often each real run is repeated (interleaved)")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny checkpoint at 256², 1 step repeat, 8-step runs: a regression check (speed_quick.json)")
+                        help="tiny checkpoint at 128², 1 step repeat, 4-step runs: a regression check (speed_quick.json)")
     record.add_argument(parser)
     args = parser.parse_args(argv)
     tree = record.check_tree(args.allow_dirty, args.quick)
     args.step_run_steps = args.step_run_steps or (3 if args.size == 512 else 2)
     checkpoint_name = "tiny" if args.quick else "sd15"
     if args.quick:
-        args.repeats, args.run_steps = 1, 8
+        args.repeats, args.run_steps = 1, 4
 
     loaded = load(checkpoint_name)
     import torch
@@ -161,7 +162,7 @@ def main(argv=None) -> None:
     from .fidelity import compare
 
     pack, model = loaded.pack, loaded.model
-    pixels = WARM_UP_SIZE if args.quick else args.size
+    pixels = QUICK_SIZE if args.quick else args.size
     latent = torch.zeros(1, 4, pixels // 8, pixels // 8)
     out = RESULTS / ("speed_quick.json" if args.quick else f"speed_{args.size}.json")
 
@@ -204,7 +205,7 @@ def main(argv=None) -> None:
         runs.insert(0, Variant("unpatched", lambda m: m))
 
     # --- 1. warm-up ---
-    small = torch.zeros(1, 4, WARM_UP_SIZE // 8, WARM_UP_SIZE // 8)
+    small = torch.zeros(1, 4, min(WARM_UP_SIZE, pixels) // 8, min(WARM_UP_SIZE, pixels) // 8)
     for variant in step_variants + runs:
         with variant.during():
             loaded.timed(variant.build(model), small, 1, seed=0)

@@ -39,6 +39,7 @@ RESULTS = REPO_ROOT / "benchmarks" / "results"
 PLOT = REPO_ROOT / "docs" / "speed_vs_fidelity.png"
 SHARES = (0.1, 0.3, 0.5, 0.7)
 SCHEDULE = "CONFIG_3"
+QUICK_STEPS = 4  # --quick: the trained models' runs, every code path in a fraction of the 20 steps
 UNPATCHED, CEILING, BUILTIN = "unpatched", "ceiling: top-level self-attention skipped", "builtin Tome"
 MATCHING, CACHED = "matching step", "cached step"
 METHODS = {"ca_tome": f"CA-ToMe (threshold, {SCHEDULE})", "fixed_ratio": "fixed ratio (matching every step)",
@@ -49,13 +50,13 @@ def speed_variant(kind: str, share: float) -> str:
     return f"{kind} at {share:.0%}"
 
 
-def fidelity(pack, family: str, model, shares) -> dict:
+def fidelity(pack, family: str, model, shares, steps: int) -> dict:
     """Per method, one row per share: the measured share, the image metrics, CA-ToMe's checkpoint steps."""
     from comfy_extras.nodes_tomesd import TomePatchModel
 
     from .trained import Bench
 
-    bench = Bench(pack, family, model)
+    bench = Bench(pack, family, model, steps)
     rows = {"ca_tome": [], "fixed_ratio": []}
     for share in shares:
         threshold = bench.calibrate(share)
@@ -93,22 +94,23 @@ def unet_speed(args) -> dict:
     from comfy_extras.nodes_tomesd import TomePatchModel
 
     from . import ceilings
-    from .speed import WARM_UP_SIZE, load
+    from .speed import QUICK_SIZE, WARM_UP_SIZE, load
 
     loaded = load("tiny" if args.quick else "sd15")
+    pixels = QUICK_SIZE if args.quick else 1024
     pack, model = loaded.pack, loaded.model
     variants = {UNPATCHED: lambda: model, CEILING: lambda: ceilings.skip_attention(model)}
     for share in args.shares:
         variants.update(merging_variants(pack, model, share))
         variants[speed_variant(BUILTIN, share)] = lambda s=share: TomePatchModel.execute(model, s).result[0]
 
-    def sample(patched, seed, pixels=WARM_UP_SIZE if args.quick else 1024, steps=2):
-        latent = torch.zeros(1, 4, pixels // 8, pixels // 8)
+    def sample(patched, seed, size=pixels, steps=2):
+        latent = torch.zeros(1, 4, size // 8, size // 8)
         return loaded.timed(patched, latent, steps, seed)[1]
 
     for patched in variants.values():  # warm-up: imports, allocator, kernels
-        sample(patched(), 0, pixels=WARM_UP_SIZE, steps=1)
-    return {"shape": f"full SD1.5 UNet ({loaded.checkpoint}), {1024 if not args.quick else WARM_UP_SIZE}², "
+        sample(patched(), 0, size=min(WARM_UP_SIZE, pixels), steps=1)
+    return {"shape": f"full SD1.5 UNet ({loaded.checkpoint}), {pixels}², "
                      "euler, cfg 7.5 (batch 2)", "steps": timed_steps(variants, sample, args.repeats)}
 
 
@@ -116,11 +118,11 @@ def flux_speed(args) -> dict:
     from devkit.dit_models import tiny_dit
     from devkit.sampling import load_pack
 
-    from .dit import FULL_WIDTH_FLUX, timed
+    from .dit import FULL_WIDTH_FLUX, QUICK_FLUX, timed
 
     pack = load_pack()
     latent = 32 if args.quick else 128
-    model = tiny_dit("flux", **{**FULL_WIDTH_FLUX, "depth": 1, "depth_single_blocks": 1})
+    model = tiny_dit("flux", **{**FULL_WIDTH_FLUX, **(QUICK_FLUX if args.quick else {}), "depth": 1, "depth_single_blocks": 1})
     variants = {UNPATCHED: lambda: model}
     for share in args.shares:
         variants.update(merging_variants(pack, model, share))
@@ -173,7 +175,7 @@ def main(argv=None) -> None:
     parser.add_argument("--plot", action="store_true", help="only redraw the figure from results/tradeoff.json")
     parser.add_argument("--fidelity-only", action="store_true",
                         help="measure the fidelity half again, keep results/tradeoff.json's speed half")
-    parser.add_argument("--quick", action="store_true", help="tiny shapes, two shares, one repeat")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, two shares, one repeat, 4-step fidelity runs")
     record.add_argument(parser)
     args = parser.parse_args(argv)
     path = RESULTS / ("tradeoff_quick.json" if args.quick else "tradeoff.json")
@@ -194,9 +196,10 @@ def main(argv=None) -> None:
 
     from .trained import STEPS
 
+    steps = QUICK_STEPS if args.quick else STEPS
     torch.set_grad_enabled(False)
     pack = load_pack()
-    fidelity_run = {family: fidelity(pack, family, trained_model(family), args.shares) for family in ("sd15", "flux")}
+    fidelity_run = {family: fidelity(pack, family, trained_model(family), args.shares, steps) for family in ("sd15", "flux")}
     if args.fidelity_only:
         result = json.loads(path.read_text())
         result["fidelity"] = fidelity_run
@@ -206,7 +209,7 @@ def main(argv=None) -> None:
         return plot(result, figure)
     result = {"what": __doc__.split("\n\n")[0], "command": "python -m benchmarks.tradeoff"
               + (" --quick" if args.quick else f" --repeats {args.repeats}"), **run_metadata(),
-              "shares": args.shares, "schedule": SCHEDULE, "steps": STEPS, "methods": METHODS,
+              "shares": args.shares, "schedule": SCHEDULE, "steps": steps, "methods": METHODS,
               "fidelity": fidelity_run, "speed": {}}
     result["speed"]["flux"] = flux_speed(args)
     result["speed"]["sd15"] = unet_speed(args)

@@ -54,15 +54,16 @@ MEASURED = (PHOTOS.index("astronaut"), 7)
 
 
 class Bench:
-    def __init__(self, pack, family: str, model):
-        self.pack, self.family, self.model = pack, family, model
+    def __init__(self, pack, family: str, model, steps: int = STEPS):
+        """``steps``: of every run (fewer only for quick modes: the numbers are the 20-step runs')."""
+        self.pack, self.family, self.model, self.steps = pack, family, model, steps
         self.prompts = Prompts(family)
         self.codec = PixelCodec.for_sampler(model)
         self.reference = self.image(model, *MEASURED)[0]
 
     def image(self, model, prompt: int, seed: int):
         """(decoded [H, W, 3] image in 0..1, the run's report) of one sampling run."""
-        run = Sampling(steps=STEPS, cfg=CFG[self.family], seed=seed, size=(LATENT, LATENT))
+        run = Sampling(steps=self.steps, cfg=CFG[self.family], seed=seed, size=(LATENT, LATENT))
         positive, negative = self.prompts.conditioning(prompt), self.prompts.conditioning(len(PHOTOS))
         if self.family == "sd15":
             latent = sample(model, run, positive, negative)

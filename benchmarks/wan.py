@@ -44,6 +44,7 @@ from .speed import TARGET_MERGED  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 WAN_1_3B = dict(dim=1536, ffn_dim=8960, num_heads=12, text_dim=4096, freq_dim=256)
+QUICK_WIDTH = {"wan21": dict(dim=256, ffn_dim=512, num_heads=2), "qwen_image": dict(num_attention_heads=2)}  # --quick: narrow blocks
 # Qwen-Image's width (24 heads of 128 = 3072, Qwen2.5-VL text states of 3584), one block.
 QWEN_IMAGE = dict(num_attention_heads=24, attention_head_dim=128, joint_attention_dim=3584, axes_dims_rope=(16, 56, 56))
 # family -> (model config, text tokens, text width, default latent (frames, height, width))
@@ -83,7 +84,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2,
                         help="2: a checkpoint step then a cached one (schedule once); more: a whole run with CONFIG_3")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="3 frames of 16 × 16, one repeat: a check in seconds")
+    parser.add_argument("--quick", action="store_true", help="3 frames of 16 × 16, one repeat, narrow blocks: a check in seconds")
     record.add_argument(parser)
     args = parser.parse_args()
     tree = record.check_tree(args.allow_dirty, args.quick)
@@ -93,6 +94,7 @@ def main() -> None:
             setattr(args, name, value)
     if args.quick:
         args.frames, args.height, args.width, args.repeats = min(args.frames, 3), 16, 16, 1
+        config = {**config, **QUICK_WIDTH[args.family]}
     steps, video = args.steps, args.family == "wan21"
     schedule = "once" if steps == 2 else "CONFIG_3"
     shape = (1, 16, args.frames, args.height, args.width)
@@ -151,6 +153,7 @@ def main() -> None:
     result = {
         "what": {"wan21": "Wan 2.1 (ComfyUI's class) at the 1.3B model's full width",
                  "qwen_image": "Qwen-Image (ComfyUI's class) at the 20B model's full width"}[args.family]
+                + (" (--quick: narrow blocks)" if args.quick else "")
                 + ", reduced depth, random weights; whole blocks on merged image or video tokens",
         "command": f"python -m benchmarks.wan --family {args.family} --frames {args.frames} --height {args.height} "
                    f"--width {args.width} --blocks {args.blocks} --steps {steps} --repeats {args.repeats}"
