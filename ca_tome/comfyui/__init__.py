@@ -2,11 +2,11 @@
 wrappers and the hosts' patch call forms. The engine one level up never imports it."""
 
 from .hooks import log_host_check
-from .patcher import UnsupportedModel, apply_token_merging, last_report, merging_patch
+from .patcher import apply_token_merging, last_report, merging_patch, unsupported
 from .families import FAMILIES
 from .run import (DIT_BLOCKS, LEVELS_AUTO, TARGETS, VIDEO_CELLS, VIDEO_SEARCH, MergingPatch, RunLog, RunReport, RunState,
                   TokenMerging)
 
 __all__ = ["DIT_BLOCKS", "FAMILIES", "LEVELS_AUTO", "TARGETS", "VIDEO_CELLS", "VIDEO_SEARCH", "MergingPatch", "RunLog", "RunReport",
-           "RunState", "TokenMerging", "UnsupportedModel", "apply_token_merging", "last_report", "log_host_check",
-           "merging_patch"]
+           "RunState", "TokenMerging", "apply_token_merging", "last_report", "log_host_check", "merging_patch",
+           "unsupported"]

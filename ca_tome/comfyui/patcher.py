@@ -46,27 +46,24 @@ def top_attention_level(diffusion_model) -> int | None:
     return None
 
 
-class UnsupportedModel(ValueError):
-    """The model is of a family CA-ToMe cannot merge yet; the message names it and what is supported."""
-
-
 def apply_token_merging(model, config: TokenMerging):
     """Clone a ComfyUI ModelPatcher and attach token merging; the input model is untouched.
 
     UNets (SD1.x/2.x, SDXL) merge the self-attention of the selected levels through the attn1
     patch pair; the DiT families of :data:`.families.FAMILIES` run whole blocks on merged image or
-    video tokens through block replacement. Any other model raises :class:`UnsupportedModel`.
+    video tokens through block replacement. A model of any other layout is
+    returned as it is, with one warning: a speed node must not stop the queue when a shared
+    workflow's model is swapped.
     """
     import comfy.patcher_extension
 
+    reason = unsupported(model)
+    if reason:
+        log.warning("CA-ToMe: %s; it runs unmerged.", reason)
+        return model
     diffusion_model = model.get_model_object("diffusion_model")
     top = top_attention_level(diffusion_model)
     family = family_of(diffusion_model) if top is None else None
-    if top is None and family is None:
-        raise UnsupportedModel(
-            f"CA-ToMe cannot merge {type(model.model).__name__} models yet ({type(diffusion_model).__name__}); "
-            f"supported: SD1.x/SD2.x and SDXL UNets, {', '.join(f.name for f in FAMILIES)}. "
-            "Remove the node for this model.")
     blocks = family.block_counts(diffusion_model) if family else None
     patched = model.clone()
     options = patched.model_options.setdefault("transformer_options", {})
@@ -97,6 +94,16 @@ def apply_token_merging(model, config: TokenMerging):
     return patched
 
 
+def unsupported(model) -> str | None:
+    """Why CA-ToMe cannot merge this model, naming it and what it can merge; None when it can."""
+    diffusion_model = model.get_model_object("diffusion_model")
+    if top_attention_level(diffusion_model) is not None or family_of(diffusion_model) is not None:
+        return None
+    return (f"{type(model.model).__name__} ({type(diffusion_model).__name__}) is neither a UNet with self-attention "
+            f"nor a DiT layout CA-ToMe merges (supported: SD1.x/SD2.x and SDXL UNets, "
+            f"{', '.join(f.name for f in FAMILIES)})")
+
+
 def _apply_model_wrapper(family, executor, *args, **kwargs):
     """Every model call gets its own copy of transformer_options with what its blocks need: DiTs
     the call's token layout; UNets their plans when the step reuses them all, and then a keyword
@@ -121,9 +128,9 @@ def _apply_model_wrapper(family, executor, *args, **kwargs):
 def _selected_blocks(blocks: dict[str, int], choice: str) -> frozenset:
     kinds = {"all": (DOUBLE, SINGLE), "double": (DOUBLE,), "single": (SINGLE,)}[choice]
     selected = frozenset((kind, i) for kind in kinds for i in range(blocks.get(kind, 0)))
-    if not selected:
-        raise UnsupportedModel(f"dit_blocks={choice!r} selects no block of this model (it has {blocks}); "
-                               "choose 'all' or 'double'.")
+    if not selected:  # a valid choice for the model the workflow was made with: warn, as for levels
+        log.warning("CA-ToMe: dit_blocks=%r selects no block of this model (it has %s); nothing will be merged. "
+                    "Use 'all' or 'double'.", choice, blocks)
     return selected
 
 

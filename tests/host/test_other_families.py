@@ -113,10 +113,13 @@ def test_threshold_one_is_bit_identical_and_zero_merges_in_every_block(pack, fam
 
 
 @pytest.mark.parametrize("blocks,expected", [("double", "double_block"), ("single", "single_block")])
-def test_dit_blocks_selects_the_blocks(pack, family, dit_model, blocks, expected):
+def test_dit_blocks_selects_the_blocks(pack, family, dit_model, blocks, expected, caplog):
     if blocks == "single" and all(kind == "double_block" for kind, _ in BLOCKS[family]):  # double blocks only
-        with pytest.raises(ValueError, match="selects no block of this model"):
-            patch(pack, dit_model, dit_blocks=blocks)
+        with caplog.at_level("WARNING", logger="ca_tome"):
+            patched = patch(pack, dit_model, dit_blocks=blocks)
+        (warning,) = caplog.records
+        assert "dit_blocks='single' selects no block of this model" in warning.getMessage()
+        assert same(run(family, patched), run(family, dit_model)), "a model swapped in under 'single' runs unmerged"
         return
     patched = patch(pack, dit_model, dit_blocks=blocks)
     run(family, patched)
@@ -210,18 +213,24 @@ def test_another_packs_block_replacement_is_wrapped_not_dropped(pack):
     assert [c["img"].shape[1] for c in calls] == [16], "the other pack's replacement ran once, on the merged tokens"
 
 
-@pytest.mark.parametrize("refused,names", [("wan21_vace", r"WAN21_Vace models yet \(VaceWanModel\)"),
-                                            ("chroma_radiance", r"ChromaRadiance models yet \(ChromaRadiance\)"),
-                                            ("ltxv", r"LTXV models yet \(LTXVModel\)")],
+@pytest.mark.parametrize("refused,names", [("wan21_vace", "WAN21_Vace (VaceWanModel)"),
+                                            ("chroma_radiance", "ChromaRadiance (ChromaRadiance)"),
+                                            ("ltxv", "LTXV (LTXVModel)")],
                          ids=["wan21_vace", "chroma_radiance", "ltxv"])
-def test_a_family_the_node_cannot_merge_is_refused_with_a_clear_message(pack, refused, names):
+def test_a_family_the_node_cannot_merge_runs_unmerged_with_one_warning(pack, refused, names, caplog):
     """Wan's subclasses, Chroma Radiance (Chroma's pixel-space subclass) and LTXV 0.9 (LTX-2's
-    video-only predecessor) are other layouts: the node names the model and what it supports."""
+    video-only predecessor) are other layouts: a workflow whose model was swapped to one still
+    runs, exactly as without the node, and one warning names the model and what the node supports."""
     available(refused)
-    with pytest.raises(pack.ca_tome.comfyui.patcher.UnsupportedModel,
-                       match=rf"cannot merge {names}; supported: SD1\.x/SD2\.x and SDXL UNets, Flux\.1 and Flux 2, "
-                             r".*Wan 2\.1/2\.2.*\. Remove the node"):
-        patch(pack, tiny_dit(refused))
+    model = tiny_dit(refused)
+    with caplog.at_level("WARNING", logger="ca_tome"):
+        unmerged = run(refused, patch(pack, model))
+    (warning,) = caplog.records
+    message = warning.getMessage()
+    assert message.startswith(f"CA-ToMe: {names} is neither a UNet with self-attention nor a DiT layout"), message
+    assert "(supported: SD1.x/SD2.x and SDXL UNets, Flux.1 and Flux 2, " in message and "Wan 2.1/2.2" in message
+    assert message.endswith("; it runs unmerged."), message
+    assert same(unmerged, run(refused, model))
 
 
 def corners(frames=1):
