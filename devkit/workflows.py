@@ -12,6 +12,7 @@ import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .host import REPO_ROOT
 
@@ -58,6 +59,16 @@ OUTPUTS = {
     "LTXVConcatAVLatent": [("latent", "LATENT")],
     "LTXVScheduler": [("SIGMAS", "SIGMAS")],
     "LTXVSeparateAVLatent": [("video_latent", "LATENT"), ("audio_latent", "LATENT")],
+    "ConditioningZeroOut": [("CONDITIONING", "CONDITIONING")],
+    "CLIPVisionLoader": [("CLIP_VISION", "CLIP_VISION")],
+    "CLIPVisionEncode": [("CLIP_VISION_OUTPUT", "CLIP_VISION_OUTPUT")],
+    "Flux2Scheduler": [("SIGMAS", "SIGMAS")],
+    "ManualSigmas": [("SIGMAS", "SIGMAS")],
+    "LatentUpscaleModelLoader": [("LATENT_UPSCALE_MODEL", "LATENT_UPSCALE_MODEL")],
+    "LTXVLatentUpsampler": [("LATENT", "LATENT")],
+    "LTXVAudioVAEDecode": [("Audio", "AUDIO")],
+    "CreateVideo": [("VIDEO", "VIDEO")],
+    "SaveVideo": [("video", "VIDEO")],
 }
 # Widget names in the order the graph editor stores their values, and linked inputs with types.
 WIDGETS = {
@@ -103,6 +114,16 @@ WIDGETS = {
     "LTXVConcatAVLatent": [],
     "LTXVScheduler": ["steps", "max_shift", "base_shift", "stretch", "terminal"],
     "LTXVSeparateAVLatent": [],
+    "ConditioningZeroOut": [],
+    "CLIPVisionLoader": ["clip_name"],
+    "CLIPVisionEncode": ["crop"],
+    "Flux2Scheduler": ["steps", "width", "height"],
+    "ManualSigmas": ["sigmas"],
+    "LatentUpscaleModelLoader": ["model_name"],
+    "LTXVLatentUpsampler": [],
+    "LTXVAudioVAEDecode": [],
+    "CreateVideo": ["fps"],  # ComfyUI 0.33 adds an optional bit_depth after it (default 8, as the templates)
+    "SaveVideo": ["filename_prefix", "format", "codec"],  # 0.33: codec is nested under format (format.codec)
 }
 # Every input socket, linked or not (optional ones the examples leave open too: the graph editor
 # numbers a node's sockets by their place in this list).
@@ -133,6 +154,12 @@ LINKED = {
     "LTXVConcatAVLatent": [("video_latent", "LATENT"), ("audio_latent", "LATENT")],
     "LTXVScheduler": [("latent", "LATENT")],
     "LTXVSeparateAVLatent": [("av_latent", "LATENT")],
+    "ConditioningZeroOut": [("conditioning", "CONDITIONING")],
+    "CLIPVisionEncode": [("clip_vision", "CLIP_VISION"), ("image", "IMAGE")],
+    "LTXVLatentUpsampler": [("samples", "LATENT"), ("upscale_model", "LATENT_UPSCALE_MODEL"), ("vae", "VAE")],
+    "LTXVAudioVAEDecode": [("samples", "LATENT"), ("audio_vae", "VAE")],
+    "CreateVideo": [("images", "IMAGE"), ("audio", "AUDIO")],
+    "SaveVideo": [("video", "VIDEO")],
 }
 _SHARED_DEFAULTS = {"custom_steps": "every 5", "levels": "auto", "stride": 2, "merge": "qkv", "auto_tolerance": 0.1,
                     "auto_max_interval": 10, "record_stats": False}
@@ -153,6 +180,7 @@ class Node:
     links: dict = field(default_factory=dict)  # input name -> (node id, output slot)
     pos: tuple[int, int] = (0, 0)
     title: str | None = None
+    models: tuple["ModelFile", ...] = ()  # the files a loader names, with their download links
 
 
 def api_format(nodes: list[Node]) -> dict:
@@ -188,7 +216,8 @@ def ui_format(nodes: list[Node]) -> dict:
                        for name, kind in LINKED.get(node.type, [])],
             "outputs": [{"name": name, "type": kind, "slot_index": slot, "links": outgoing.get((node.id, slot), [])}
                         for slot, (name, kind) in enumerate(OUTPUTS[node.type])],
-            "properties": {"Node name for S&R": node.type},
+            "properties": {"Node name for S&R": node.type,
+                           **({"models": [vars(file) for file in node.models]} if node.models else {})},
             "widgets_values": values,
         }
         if node.title:
@@ -447,23 +476,24 @@ def _ltx2_video(branches: list[tuple[str, list[tuple[str, dict]]]]) -> list[Node
 UNPATCHED = ("unpatched", [])
 CA_TOME = ("CA-ToMe", [("CATome", CA_TOME_DEFAULTS)])
 
-WORKFLOWS = {
-    "ca_tome_sd15_txt2img": _txt2img(SD15, 512, 20, [UNPATCHED, CA_TOME]),
-    "tome_fixed_ratio_vs_ca_tome_sd15": _txt2img(SD15, 512, 20, [
+# Side by side, unpatched beside patched (one queue runs every branch); and the Stats node.
+COMPARISONS = {
+    "comparison_sd15": _txt2img(SD15, 512, 20, [UNPATCHED, CA_TOME]),
+    "comparison_fixed_ratio_sd15": _txt2img(SD15, 512, 20, [
         UNPATCHED, ("ToMe ratio 0.5", [("CATomeFixedRatio", RATIO_DEFAULTS)]), CA_TOME]),
-    "ca_tome_sdxl_auto_levels": _txt2img(SDXL, 1024, 20, [UNPATCHED, CA_TOME]),
-    "ca_tome_flux_dev": _txt2img(FLUX, 1024, 20, [UNPATCHED, CA_TOME], cfg=1.0, scheduler="simple"),
-    "ca_tome_flux2_dev": _txt2img(FLUX2, 1024, 20, [UNPATCHED, CA_TOME], cfg=1.0, scheduler="simple"),
+    "comparison_sdxl_auto_levels": _txt2img(SDXL, 1024, 20, [UNPATCHED, CA_TOME]),
+    "comparison_flux_dev": _txt2img(FLUX, 1024, 20, [UNPATCHED, CA_TOME], cfg=1.0, scheduler="simple"),
+    "comparison_flux2_dev": _txt2img(FLUX2, 1024, 20, [UNPATCHED, CA_TOME], cfg=1.0, scheduler="simple"),
     # Video: the frames are saved as images (every frame of the clip).
-    "ca_tome_wan21_t2v": _txt2img(WAN21_T2V, 832, 30, [UNPATCHED, CA_TOME], cfg=6.0, scheduler="simple"),
-    "ca_tome_wan22_t2v_14b": _two_experts("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
+    "comparison_wan21_t2v": _txt2img(WAN21_T2V, 832, 30, [UNPATCHED, CA_TOME], cfg=6.0, scheduler="simple"),
+    "comparison_wan22_t2v_14b": _two_experts("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors",
                                           "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors",
                                           SplitFiles("", WAN21_T2V.text_encoder, "wan", WAN21_T2V.vae,
                                                      "EmptyHunyuanLatentVideo", latent_widgets=(("length", 81),)),
                                           steps=20, switch=10, cfg=3.5, shift=8.0, branches=[UNPATCHED, CA_TOME]),
     # The Wan 2.2 image-to-video template: the loaded image is the first frame (example.png ships in
     # ComfyUI's input folder; the template's own image is not in the host).
-    "ca_tome_wan22_i2v_14b": _two_experts("wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors",
+    "comparison_wan22_i2v_14b": _two_experts("wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors",
                                           "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors",
                                           SplitFiles("", WAN21_T2V.text_encoder, "wan", WAN21_T2V.vae, "WanImageToVideo",
                                                      latent_widgets=(("width", 640), ("height", 640), ("length", 81))),
@@ -471,10 +501,10 @@ WORKFLOWS = {
                                           prompt_text="the girl with big fox ears waves her arms and dances on the green "
                                                       "hill, clouds drift across the blue sky",
                                           start_image="example.png"),
-    "ca_tome_qwen_image": _txt2img(QWEN_IMAGE, 1328, 50, [UNPATCHED, CA_TOME], cfg=4.0, scheduler="simple"),
-    "ca_tome_ltx2_t2v": _ltx2_video([UNPATCHED, CA_TOME]),
-    "ca_tome_hunyuan_video_t2v": _hunyuan_video([UNPATCHED, CA_TOME]),
-    "ca_tome_sd35_medium": _txt2img(SD35, 1024, 28, [UNPATCHED, CA_TOME], cfg=4.5, scheduler="sgm_uniform"),
+    "comparison_qwen_image": _txt2img(QWEN_IMAGE, 1328, 50, [UNPATCHED, CA_TOME], cfg=4.0, scheduler="simple"),
+    "comparison_ltx2_t2v": _ltx2_video([UNPATCHED, CA_TOME]),
+    "comparison_hunyuan_video_t2v": _hunyuan_video([UNPATCHED, CA_TOME]),
+    "comparison_sd35_medium": _txt2img(SD35, 1024, 28, [UNPATCHED, CA_TOME], cfg=4.5, scheduler="sgm_uniform"),
     "ca_tome_stats_sd15": _txt2img(SD15, 512, 20, [("CA-ToMe", [("CATome", {**CA_TOME_DEFAULTS, "record_stats": True})])]) + [
         Node(20, "CATomeStats", {"filename_prefix": "ca_tome/stats"}, {"model": (10, 0), "samples": (11, 0)},
              pos=(1500, 420)),
@@ -482,10 +512,379 @@ WORKFLOWS = {
              title="Save (stats)"),
     ],
     # ComfyUI's core EasyCache skips whole steps; CA-ToMe makes the steps that run cheaper.
-    "ca_tome_with_easycache_sd15": _txt2img(SD15, 512, 20, [
+    "comparison_easycache_sd15": _txt2img(SD15, 512, 20, [
         UNPATCHED, ("EasyCache", [("EasyCache", EASYCACHE_DEFAULTS)]),
         ("EasyCache + CA-ToMe", [("CATome", {**CA_TOME_DEFAULTS, "schedule": "auto"}), ("EasyCache", EASYCACHE_DEFAULTS)])]),
 }
+
+
+# --- Drop-in workflows: one path per family, at its official ComfyUI template's settings and files ---
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file as ComfyUI's templates list it in a loader's ``properties.models``: the editor
+    offers to download the files a workflow names and the host lacks."""
+    name: str
+    url: str
+    directory: str
+
+
+def _hf(path: str, directory: str) -> ModelFile:
+    """A file on Hugging Face, ``path`` as the template's link has it after the host."""
+    url = "https://huggingface.co/" + path
+    return ModelFile(url.split("/")[-1].split("?")[0], url, directory)
+
+
+IMAGE_PROMPT = "a high-quality photograph of a red fox in a snowy forest"
+# Wan's own negative prompt, as its templates carry it.
+WAN_NEGATIVE = ("色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
+                "丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，"
+                "静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走")
+UMT5 = _hf("Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/"
+           "umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders")
+WAN21_VAE = _hf("Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors", "vae")
+WAN22_VAE = _hf("Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors", "vae")
+
+
+class Out(NamedTuple):
+    """An output socket, as Node.links holds them."""
+    node: int
+    slot: int
+
+
+class Graph:
+    """A single-path workflow, built in the order it runs: node ids count up, and each node is
+    placed one column right of the nodes it reads from."""
+
+    def __init__(self):
+        self.nodes: list[Node] = []
+        self._columns: dict[int, int] = {}
+        self._bottoms: dict[int, int] = {}
+
+    def add(self, node_type: str, title: str | None = None, **inputs):
+        """Add a node. An input is a link (an Out), a model file (its name is the widget's value and
+        its link goes to the node's properties.models) or a widget's value. Returns the node's output
+        (its outputs as a tuple where it has several)."""
+        links = {name: value for name, value in inputs.items() if isinstance(value, Out)}
+        widgets = {name: value.name if isinstance(value, ModelFile) else value
+                   for name, value in inputs.items() if name not in links}
+        node_id = len(self.nodes) + 1
+        column = 1 + max((self._columns[source] for source, _ in links.values()), default=-1)
+        top = self._bottoms.get(column, 0)
+        self._columns[node_id] = column
+        self._bottoms[column] = top + 120 + 30 * len(widgets) + (120 if "text" in widgets else 0)
+        self.nodes.append(Node(node_id, node_type, widgets, links, pos=(400 * column, top), title=title,
+                               models=tuple(value for value in inputs.values() if isinstance(value, ModelFile))))
+        outputs = tuple(Out(node_id, slot) for slot in range(len(OUTPUTS[node_type])))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def split_files(self, unet: ModelFile, text_encoder: ModelFile, encoder_type: str, vae: ModelFile):
+        """The diffusion model, text encoder and VAE loaded from their own files."""
+        return (self.add("UNETLoader", unet_name=unet, weight_dtype="default"),
+                self.add("CLIPLoader", clip_name=text_encoder, type=encoder_type, device="default"),
+                self.add("VAELoader", vae_name=vae))
+
+    def ca_tome(self, model: Out, title: str = "CA-ToMe") -> Out:
+        return self.add("CATome", title=title, model=model, **CA_TOME_DEFAULTS)
+
+    def prompts(self, clip: Out, negative: str | None, positive: str = IMAGE_PROMPT) -> tuple[Out, Out]:
+        """The prompt's conditioning and the negative's: a text, or (None) the prompt's zeroed, as the
+        templates of the models that take no negative prompt do."""
+        conditioning = self.add("CLIPTextEncode", title="Positive", text=positive, clip=clip)
+        if negative is None:
+            return conditioning, self.add("ConditioningZeroOut", conditioning=conditioning)
+        return conditioning, self.add("CLIPTextEncode", title="Negative", text=negative, clip=clip)
+
+    def ksampler(self, model: Out, conditioning: tuple[Out, Out], latent: Out, steps: int, cfg: float,
+                 sampler: str, scheduler: str) -> Out:
+        positive, negative = conditioning
+        return self.add("KSampler", model=model, positive=positive, negative=negative, latent_image=latent, seed=42,
+                        steps=steps, cfg=cfg, sampler_name=sampler, scheduler=scheduler, denoise=1.0)
+
+    def two_passes(self, models: tuple[Out, Out], conditionings, latent: Out, steps: int, switch: int, cfg: float,
+                   sampler: str, scheduler: str) -> Out:
+        """KSamplerAdvanced twice: the first model samples steps 0..switch and hands on its leftover
+        noise, the second samples the rest (each with its own conditioning)."""
+        settings = {"noise_seed": 42, "steps": steps, "cfg": cfg, "sampler_name": sampler, "scheduler": scheduler}
+        for model, (positive, negative), add_noise, start, end in zip(models, conditionings, ("enable", "disable"),
+                                                                      (0, switch), (switch, 10000)):
+            latent = self.add("KSamplerAdvanced", model=model, positive=positive, negative=negative, latent_image=latent,
+                              add_noise=add_noise, start_at_step=start, end_at_step=end,
+                              return_with_leftover_noise=add_noise, **settings)
+        return latent
+
+    def sample_custom(self, guider: Out, sampler: str, sigmas: Out, latent: Out) -> tuple[Out, Out]:
+        """SamplerCustomAdvanced: its output and its denoised output."""
+        return self.add("SamplerCustomAdvanced", noise=self.add("RandomNoise", noise_seed=42), guider=guider,
+                        sampler=self.add("KSamplerSelect", sampler_name=sampler), sigmas=sigmas, latent_image=latent)
+
+    def save_image(self, samples: Out, vae: Out, name: str) -> None:
+        self.add("SaveImage", filename_prefix=f"ca_tome/{name}", images=self.add("VAEDecode", samples=samples, vae=vae))
+
+    def save_video(self, frames: Out, fps: float, name: str, **audio: Out) -> None:
+        video = self.add("CreateVideo", images=frames, fps=fps, **audio)
+        self.add("SaveVideo", video=video, filename_prefix=f"ca_tome/{name}", format="auto", codec="auto")
+
+
+
+def sd15() -> list[Node]:
+    """The graph editor's SD1.5 default graph (ComfyUI's first workflow; no template in the package)."""
+    g = Graph()
+    model, clip, vae = g.add("CheckpointLoaderSimple", ckpt_name=_hf(
+        "Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors", "checkpoints"))
+    latent = g.add("EmptyLatentImage", width=512, height=512, batch_size=1)
+    g.save_image(g.ksampler(g.ca_tome(model), g.prompts(clip, "text, watermark"), latent, 20, 8.0, "euler", "normal"),
+                 vae, "sd15")
+    return g.nodes
+
+
+def sdxl() -> list[Node]:
+    """Base and refiner: the base samples steps 0–20 of 25, the refiner the rest. CA-ToMe merges in
+    the base only: the refiner's last five steps draw the fine detail merging would blur."""
+    g = Graph()
+    base, base_clip, _ = g.add("CheckpointLoaderSimple", title="Load Checkpoint - BASE", ckpt_name=_hf(
+        "stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors?download=true", "checkpoints"))
+    refiner, refiner_clip, vae = g.add("CheckpointLoaderSimple", title="Load Checkpoint - REFINER", ckpt_name=_hf(
+        "stabilityai/stable-diffusion-xl-refiner-1.0/resolve/main/sd_xl_refiner_1.0.safetensors?download=true",
+        "checkpoints"))
+    latent = g.add("EmptyLatentImage", width=1024, height=1024, batch_size=1)
+    samples = g.two_passes((g.ca_tome(base), refiner), (g.prompts(base_clip, "text, watermark"),
+                                                        g.prompts(refiner_clip, "text, watermark")),
+                           latent, steps=25, switch=20, cfg=8.0, sampler="euler", scheduler="normal")
+    g.save_image(samples, vae, "sdxl")
+    return g.nodes
+
+
+def flux1_dev() -> list[Node]:
+    """Flux.1 dev from its own files: no negative prompt, its embedded guidance at the model's default."""
+    g = Graph()
+    model = g.add("UNETLoader", unet_name=_hf("Comfy-Org/flux1-dev/resolve/main/flux1-dev.safetensors",
+                                              "diffusion_models"), weight_dtype="default")
+    clip = g.add("DualCLIPLoader", type="flux", device="default",
+                 clip_name1=_hf("comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors", "text_encoders"),
+                 clip_name2=_hf("comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors", "text_encoders"))
+    vae = g.add("VAELoader", vae_name=_hf(
+        "Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors", "vae"))
+    latent = g.add("EmptySD3LatentImage", width=1024, height=1024, batch_size=1)
+    g.save_image(g.ksampler(g.ca_tome(model), g.prompts(clip, None), latent, 20, 1.0, "euler", "simple"), vae, "flux1_dev")
+    return g.nodes
+
+
+def flux2_dev() -> list[Node]:
+    """Flux.2 dev (its template's Turbo LoRA switched off, as the template ships)."""
+    g = Graph()
+    model, clip, vae = g.split_files(
+        _hf("Comfy-Org/flux2-dev/resolve/main/split_files/diffusion_models/flux2_dev_fp8mixed.safetensors",
+            "diffusion_models"),
+        _hf("Comfy-Org/flux2-dev/resolve/main/split_files/text_encoders/mistral_3_small_flux2_bf16.safetensors",
+            "text_encoders"), "flux2",
+        _hf("black-forest-labs/FLUX.2-small-decoder/resolve/main/full_encoder_small_decoder.safetensors", "vae"))
+    conditioning = g.add("FluxGuidance", guidance=4.0, conditioning=g.add("CLIPTextEncode", title="Positive",
+                                                                          text=IMAGE_PROMPT, clip=clip))
+    guider = g.add("BasicGuider", model=g.ca_tome(model), conditioning=conditioning)
+    sigmas = g.add("Flux2Scheduler", steps=20, width=1024, height=1024)
+    latent = g.add("EmptyFlux2LatentImage", width=1024, height=1024, batch_size=1)
+    g.save_image(g.sample_custom(guider, "euler", sigmas, latent)[0], vae, "flux2_dev")
+    return g.nodes
+
+
+def qwen_image_2512() -> list[Node]:
+    """Qwen-Image 2512 (its template's 4-step LoRA switched off, as the template ships)."""
+    g = Graph()
+    model, clip, vae = g.split_files(
+        _hf("Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/diffusion_models/qwen_image_2512_fp8_e4m3fn.safetensors",
+            "diffusion_models"),
+        _hf("Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors",
+            "text_encoders"), "qwen_image",
+        _hf("Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/vae/qwen_image_vae.safetensors", "vae"))
+    model = g.ca_tome(g.add("ModelSamplingAuraFlow", shift=3.1, model=model))
+    negative = "低分辨率，低画质，肢体畸形，手指畸形，画面过饱和，蜡像感，人脸无细节，过度光滑，画面具有AI感。构图混乱。文字模糊，扭曲"
+    latent = g.add("EmptySD3LatentImage", width=1328, height=1328, batch_size=1)
+    g.save_image(g.ksampler(model, g.prompts(clip, negative), latent, 50, 4.0, "euler", "simple"), vae, "qwen_image_2512")
+    return g.nodes
+
+
+def sd35_large() -> list[Node]:
+    g = Graph()
+    model, clip, vae = g.add("CheckpointLoaderSimple", ckpt_name=_hf(
+        "Comfy-Org/stable-diffusion-3.5-fp8/resolve/main/sd3.5_large_fp8_scaled.safetensors?download=true", "checkpoints"))
+    latent = g.add("EmptySD3LatentImage", width=1024, height=1024, batch_size=1)
+    g.save_image(g.ksampler(g.ca_tome(model), g.prompts(clip, ""), latent, 20, 4.01, "euler", "sgm_uniform"), vae,
+                 "sd35_large")
+    return g.nodes
+
+
+def z_image_turbo() -> list[Node]:
+    """Z-Image Turbo, distilled: 8 steps at cfg 1."""
+    g = Graph()
+    model, clip, vae = g.split_files(
+        _hf("Comfy-Org/z_image_turbo/resolve/main/split_files/diffusion_models/z_image_turbo_bf16.safetensors",
+            "diffusion_models"),
+        _hf("Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/qwen_3_4b.safetensors", "text_encoders"),
+        "lumina2", _hf("Comfy-Org/z_image_turbo/resolve/main/split_files/vae/ae.safetensors", "vae"))
+    model = g.ca_tome(g.add("ModelSamplingAuraFlow", shift=3.0, model=model))
+    latent = g.add("EmptySD3LatentImage", width=1024, height=1024, batch_size=1)
+    g.save_image(g.ksampler(model, g.prompts(clip, None), latent, 8, 1.0, "res_multistep", "simple"), vae,
+                 "z_image_turbo")
+    return g.nodes
+
+
+def krea2_turbo() -> list[Node]:
+    """Krea 2 Turbo, distilled: 8 steps at cfg 1 (its template's prompt rewriting and style LoRA left out)."""
+    g = Graph()
+    model, clip, vae = g.split_files(
+        _hf("Comfy-Org/Krea-2/resolve/main/diffusion_models/krea2_turbo_fp8_scaled.safetensors", "diffusion_models"),
+        _hf("Comfy-Org/Krea-2/resolve/main/text_encoders/qwen3vl_4b_fp8_scaled.safetensors", "text_encoders"), "krea2",
+        _hf("Comfy-Org/Krea-2/resolve/main/vae/qwen_image_vae.safetensors", "vae"))
+    latent = g.add("EmptyLatentImage", width=1024, height=1024, batch_size=1)
+    g.save_image(g.ksampler(g.ca_tome(model), g.prompts(clip, None), latent, 8, 1.0, "euler", "simple"), vae,
+                 "krea2_turbo")
+    return g.nodes
+
+
+def wan21_t2v() -> list[Node]:
+    """Wan 2.1 1.3B text to video: 832 × 480, 33 frames at 16 fps."""
+    g = Graph()
+    repackaged = "Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
+    model, clip, vae = g.split_files(
+        _hf(repackaged + "diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors?download=true", "diffusion_models"),
+        _hf(repackaged + "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors?download=true", "text_encoders"), "wan",
+        _hf(repackaged + "vae/wan_2.1_vae.safetensors?download=true", "vae"))
+    model = g.ca_tome(g.add("ModelSamplingSD3", shift=8.0, model=model))
+    latent = g.add("EmptyHunyuanLatentVideo", width=832, height=480, length=33, batch_size=1)
+    samples = g.ksampler(model, g.prompts(clip, WAN_NEGATIVE, VIDEO_PROMPT), latent, 30, 6.0, "uni_pc", "simple")
+    g.save_video(g.add("VAEDecode", samples=samples, vae=vae), 16.0, "wan21_t2v")
+    return g.nodes
+
+
+def wan21_i2v() -> list[Node]:
+    """Wan 2.1 14B image to video, 480p: 512 × 512, 33 frames at 16 fps. The first frame is
+    example.png, which ships in ComfyUI's input folder (the template's own image does not)."""
+    g = Graph()
+    model, clip, vae = g.split_files(_hf("Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/diffusion_models/"
+                                         "wan2.1_i2v_480p_14B_fp16.safetensors", "diffusion_models"), UMT5, "wan",
+                                     WAN21_VAE)
+    clip_vision = g.add("CLIPVisionLoader", clip_name=_hf(
+        "Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/clip_vision/clip_vision_h.safetensors",
+        "clip_vision"))
+    model = g.ca_tome(g.add("ModelSamplingSD3", shift=8.0, model=model))
+    image = g.add("LoadImage", image="example.png")[0]
+    positive, negative = g.prompts(clip, WAN_NEGATIVE, VIDEO_PROMPT)
+    positive, negative, latent = g.add(
+        "WanImageToVideo", positive=positive, negative=negative, vae=vae, start_image=image, width=512, height=512,
+        length=33, batch_size=1, clip_vision_output=g.add("CLIPVisionEncode", clip_vision=clip_vision, image=image,
+                                                          crop="none"))
+    samples = g.ksampler(model, (positive, negative), latent, 20, 6.0, "uni_pc", "simple")
+    g.save_video(g.add("VAEDecode", samples=samples, vae=vae), 16.0, "wan21_i2v")
+    return g.nodes
+
+
+def wan22_14b(task: str) -> list[Node]:
+    """Wan 2.2 14B text or image (``task``: "t2v" or "i2v") to video, its LightX2V LoRAs switched off
+    as the templates ship: 640 × 640, 81 frames at 16 fps; the high-noise expert samples steps 0–10
+    of 20, the low-noise one the rest, each through its own CA-ToMe node (the schedule places its
+    steps in the whole denoising, so the two halves recompute where one run would)."""
+    g = Graph()
+    experts = [g.add("UNETLoader", title=f"{noise.capitalize()}-noise expert", weight_dtype="default", unet_name=_hf(
+        f"Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/diffusion_models/"
+        f"wan2.2_{task}_{noise}_noise_14B_fp8_scaled.safetensors", "diffusion_models")) for noise in ("high", "low")]
+    clip = g.add("CLIPLoader", clip_name=UMT5, type="wan", device="default")
+    vae = g.add("VAELoader", vae_name=WAN22_VAE)
+    experts = [g.ca_tome(g.add("ModelSamplingSD3", shift=5.0, model=expert), title=f"CA-ToMe ({noise} noise)")
+               for expert, noise in zip(experts, ("high", "low"))]
+    positive, negative = g.prompts(clip, WAN_NEGATIVE, VIDEO_PROMPT)
+    size = {"width": 640, "height": 640, "length": 81, "batch_size": 1}
+    if task == "i2v":  # example.png ships in ComfyUI's input folder (the template's own image does not)
+        positive, negative, latent = g.add("WanImageToVideo", positive=positive, negative=negative, vae=vae,
+                                           start_image=g.add("LoadImage", image="example.png")[0], **size)
+    else:
+        latent = g.add("EmptyHunyuanLatentVideo", **size)
+    samples = g.two_passes(experts, [(positive, negative)] * 2, latent, steps=20, switch=10, cfg=3.5, sampler="euler",
+                           scheduler="simple")
+    g.save_video(g.add("VAEDecode", samples=samples, vae=vae), 16.0, f"wan22_{task}")
+    return g.nodes
+
+
+def hunyuan_video() -> list[Node]:
+    """HunyuanVideo 1.0 text to video: 848 × 480, 73 frames at 24 fps, embedded guidance 6, no
+    negative prompt; its scheduler reads the loaded model, as in the template."""
+    g = Graph()
+    repackaged = "Comfy-Org/HunyuanVideo_repackaged/resolve/main/split_files/"
+    loaded = g.add("UNETLoader", weight_dtype="default", unet_name=_hf(
+        repackaged + "diffusion_models/hunyuan_video_t2v_720p_bf16.safetensors?download=true", "diffusion_models"))
+    clip = g.add("DualCLIPLoader", type="hunyuan_video", device="default",
+                 clip_name1=_hf("comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors?download=true",
+                                "text_encoders"),
+                 clip_name2=_hf(repackaged + "text_encoders/llava_llama3_fp8_scaled.safetensors?download=true",
+                                "text_encoders"))
+    vae = g.add("VAELoader", vae_name=_hf(repackaged + "vae/hunyuan_video_vae_bf16.safetensors?download=true", "vae"))
+    model = g.ca_tome(g.add("ModelSamplingSD3", shift=7.0, model=loaded))
+    conditioning = g.add("FluxGuidance", guidance=6.0, conditioning=g.add("CLIPTextEncode", title="Positive",
+                                                                          text=VIDEO_PROMPT, clip=clip))
+    sigmas = g.add("BasicScheduler", scheduler="simple", steps=20, denoise=1.0, model=loaded)
+    latent = g.add("EmptyHunyuanLatentVideo", width=848, height=480, length=73, batch_size=1)
+    samples = g.sample_custom(g.add("BasicGuider", model=model, conditioning=conditioning), "euler", sigmas, latent)[0]
+    frames = g.add("VAEDecodeTiled", samples=samples, vae=vae, tile_size=256, overlap=64, temporal_size=64,
+                   temporal_overlap=8)
+    g.save_video(frames, 24.0, "hunyuan_video")
+    return g.nodes
+
+
+def ltx2_distilled() -> list[Node]:
+    """LTX-2 19B distilled text to video, with sound: 121 frames at 24 fps, sampled at half of
+    1280 × 720 (640 × 352: LTX's latent keeps 11 rows of the template's 360) in 8 steps, then the
+    video latent is upscaled ×2 and refined in 3 more, both passes at cfg 1 through one CA-ToMe
+    node. The prompt is the negative too, as in the template (cfg 1 ignores it)."""
+    g = Graph()
+    checkpoint = _hf("Lightricks/LTX-2/resolve/main/ltx-2-19b-distilled.safetensors", "checkpoints")
+    model, _, vae = g.add("CheckpointLoaderSimple", ckpt_name=checkpoint)
+    clip = g.add("LTXAVTextEncoderLoader", ckpt_name=checkpoint, device="default", text_encoder=_hf(
+        "Comfy-Org/ltx-2/resolve/main/split_files/text_encoders/gemma_3_12B_it_fp4_mixed.safetensors", "text_encoders"))
+    audio_vae = g.add("LTXVAudioVAELoader", ckpt_name=checkpoint)
+    upscaler = g.add("LatentUpscaleModelLoader", model_name=_hf(
+        "Lightricks/LTX-2/resolve/main/ltx-2-spatial-upscaler-x2-1.0.safetensors", "latent_upscale_models"))
+    model = g.ca_tome(model)
+    prompt = g.add("CLIPTextEncode", title="Positive", text=VIDEO_PROMPT, clip=clip)
+    positive, negative = g.add("LTXVConditioning", frame_rate=24.0, positive=prompt, negative=prompt)
+
+    def denoise(sigmas: str, latent: Out) -> tuple[Out, Out]:
+        """One pass (its denoised output), split into its video and sound latents."""
+        guider = g.add("CFGGuider", cfg=1.0, model=model, positive=positive, negative=negative)
+        denoised = g.sample_custom(guider, "euler_ancestral", g.add("ManualSigmas", sigmas=sigmas), latent)[1]
+        return g.add("LTXVSeparateAVLatent", av_latent=denoised)
+
+    video, audio = denoise("1., 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0", g.add(
+        "LTXVConcatAVLatent", video_latent=g.add("EmptyLTXVLatentVideo", width=640, height=352, length=121, batch_size=1),
+        audio_latent=g.add("LTXVEmptyLatentAudio", frames_number=121, frame_rate=24, batch_size=1, audio_vae=audio_vae)))
+    upscaled = g.add("LTXVLatentUpsampler", samples=video, upscale_model=upscaler, vae=vae)
+    video, audio = denoise("0.909375, 0.725, 0.421875, 0.0",
+                           g.add("LTXVConcatAVLatent", video_latent=upscaled, audio_latent=audio))
+    frames = g.add("VAEDecodeTiled", samples=video, vae=vae, tile_size=512, overlap=64, temporal_size=4096,
+                   temporal_overlap=8)
+    g.save_video(frames, 24.0, "ltx2_distilled", audio=g.add("LTXVAudioVAEDecode", samples=audio, audio_vae=audio_vae))
+    return g.nodes
+
+
+# Drop-in workflow -> (the official template it follows: its id in ComfyUI's workflow-templates
+# package, None for the editor's default graph; its nodes).
+DROP_INS = {
+    "sd15_text_to_image": (None, sd15()),
+    "sdxl_text_to_image": ("sdxl_simple_example", sdxl()),
+    "flux1_dev_text_to_image": ("flux_dev_full_text_to_image", flux1_dev()),
+    "flux2_dev_text_to_image": ("image_flux2_text_to_image", flux2_dev()),
+    "qwen_image_2512_text_to_image": ("image_qwen_Image_2512", qwen_image_2512()),
+    "sd35_large_text_to_image": ("sd3.5_simple_example", sd35_large()),
+    "z_image_turbo_text_to_image": ("image_z_image_turbo", z_image_turbo()),
+    "krea2_turbo_text_to_image": ("image_krea2_turbo_t2i", krea2_turbo()),
+    "wan21_text_to_video": ("text_to_video_wan", wan21_t2v()),
+    "wan21_image_to_video": ("image_to_video_wan", wan21_i2v()),
+    "wan22_14b_text_to_video": ("video_wan2_2_14B_t2v", wan22_14b("t2v")),
+    "wan22_14b_image_to_video": ("video_wan2_2_14B_i2v", wan22_14b("i2v")),
+    "hunyuan_video_text_to_video": ("hunyuan_video_text_to_video", hunyuan_video()),
+    "ltx2_distilled_text_to_video": ("video_ltx2_t2v_distilled", ltx2_distilled()),
+}
+WORKFLOWS = {**{name: nodes for name, (_, nodes) in DROP_INS.items()}, **COMPARISONS}
 
 
 # The loader nodes of the examples and their inputs that name a model file.
@@ -497,24 +896,28 @@ MODEL_FILES = {
     "VAELoader": ("vae_name",),
     "LTXAVTextEncoderLoader": ("text_encoder", "ckpt_name"),
     "LTXVAudioVAELoader": ("ckpt_name",),
+    "CLIPVisionLoader": ("clip_name",),
+    "LatentUpscaleModelLoader": ("model_name",),
 }
 MODEL_FILE_INPUTS = tuple(dict.fromkeys(name for names in MODEL_FILES.values() for name in names))
 
 # The examples the tests run on a generated all-in-one checkpoint (the ones whose only loader is
 # CheckpointLoaderSimple): SD3.5 on the tiny SD3, the others on the tiny SD1.5 (it stands in for
-# SDXL and Flux: Flux's loader takes only a full-width model, with T5-XXL and CLIP-L, which cannot
-# be made small). The split-file ones (Flux 2, Wan, Qwen-Image, HunyuanVideo) and LTX-2 (a
-# checkpoint, but with a Gemma 3 text encoder and an audio VAE) need files that cannot be
-# generated small here.
+# SDXL, base and refiner, and Flux: Flux's loader takes only a full-width model, with T5-XXL and
+# CLIP-L, which cannot be made small). The split-file ones (Flux, Flux 2, Wan, Qwen-Image,
+# HunyuanVideo, Z-Image, Krea 2) and LTX-2 (a checkpoint, but with a Gemma 3 text encoder and an
+# audio VAE) need files that cannot be generated small here.
 ON_TINY_CHECKPOINT = [name for name, nodes in WORKFLOWS.items()
                       if {n.type for n in nodes} & set(MODEL_FILES) == {"CheckpointLoaderSimple"}]
-TINY_STAND_INS = {SD35: "sd3_tiny"}  # the checkpoint a workflow names -> the devkit.checkpoints kind it runs on
+# The checkpoint a workflow names -> the devkit.checkpoints kind it runs on.
+TINY_STAND_INS = {SD35: "sd3_tiny", "sd3.5_large_fp8_scaled.safetensors": "sd3_tiny"}
 
 
 def tiny_checkpoint_kind(name: str) -> str:
     """The generated checkpoint (a devkit.checkpoints kind) that example ``name`` runs on in the tests."""
-    (loader,) = [n for n in WORKFLOWS[name] if n.type == "CheckpointLoaderSimple"]
-    return TINY_STAND_INS.get(loader.widgets["ckpt_name"], "tiny")
+    (kind,) = {TINY_STAND_INS.get(node.widgets["ckpt_name"], "tiny") for node in WORKFLOWS[name]
+               if node.type == "CheckpointLoaderSimple"}
+    return kind
 
 
 def api_workflow(name: str, checkpoint: str | None = None, size: int | None = None, steps: int | None = None) -> dict:
@@ -540,7 +943,11 @@ def rendered() -> dict[Path, str]:
 
 
 if __name__ == "__main__":
-    for path, text in rendered().items():
+    files = rendered()
+    for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         print(f"wrote {path.relative_to(REPO_ROOT)}")
+    for stale in {*WORKFLOW_DIR.glob("*.json"), *API_DIR.glob("*.json")} - files.keys():
+        stale.unlink()
+        print(f"removed {stale.relative_to(REPO_ROOT)}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from devkit.checkpoints import ensure_checkpoint
-from devkit.workflows import WORKFLOWS, tiny_checkpoint_kind
+from devkit.workflows import MODEL_FILES, WORKFLOWS, tiny_checkpoint_kind
 from devkit.host import ARTIFACTS, PACK_LINK_NAME, REPO_ROOT, Server, comfyui_path, free_port, host_version
 
 E2E_ARTIFACTS = ARTIFACTS / "e2e"
@@ -47,18 +47,30 @@ def server(host_path):
 
 @pytest.fixture(scope="session")
 def require_nodes(server):
-    """require_nodes(what): skip the test unless the server defines every node class of ``what``,
-    an example workflow's name or one node class (LTX-2's audio-video nodes, for one, are missing
-    from ComfyUI 0.3.75). Detected from the server's /object_info, not from its version."""
-    defined = set(server.get("/object_info"))
+    """require_nodes(what): skip the test unless the server defines every node class of ``what``, an
+    example workflow's name or one node class, and every option the workflow picks in a combo that
+    does not name a model file (LTX-2's audio-video nodes and Krea 2's text-encoder type, for two,
+    are missing from ComfyUI 0.3.75). Detected from the server's /object_info, not from its version."""
+    defined = server.get("/object_info")
 
     def require(what: str) -> None:
-        needed = {node.type for node in WORKFLOWS[what]} if what in WORKFLOWS else {what}
-        missing = sorted(needed - defined)
+        nodes = WORKFLOWS.get(what, [])
+        missing = sorted(({node.type for node in nodes} if nodes else {what}) - set(defined))
+        missing += [f"{node.type}.{name} = {value!r}" for node in nodes if node.type in defined
+                    for name, value in node.widgets.items()
+                    if name not in MODEL_FILES.get(node.type, ()) and not accepted(defined[node.type], name, value)]
         if missing:
-            pytest.skip(f"{what} needs node classes this ComfyUI ({host_version(server.host_path)}) lacks: "
-                        f"{', '.join(missing)}")
+            pytest.skip(f"{what} needs what this ComfyUI ({host_version(server.host_path)}) lacks: {', '.join(missing)}")
     return require
+
+
+def accepted(info: dict, name: str, value) -> bool:
+    """Whether a node (its /object_info entry) has input ``name`` and, if it is a combo, ``value`` among its options."""
+    spec = {**info["input"].get("required", {}), **info["input"].get("optional", {})}.get(name)
+    if spec is None:
+        return False
+    options = spec[0] if isinstance(spec[0], list) else spec[1].get("options") if spec[0] == "COMBO" else None
+    return options is None or value in options
 
 
 @pytest.hookimpl(hookwrapper=True)
