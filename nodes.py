@@ -5,12 +5,14 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import textwrap
 
+import numpy as np
 import torch
 from comfy_api.latest import ComfyExtension, io
 
 from .ca_tome.comfyui import (DIT_BLOCKS, FAMILIES, LEVELS_AUTO, TARGETS, VIDEO_CELLS, VIDEO_SEARCH, TokenMerging,
-                              apply_token_merging, log_host_check, merging_patch)
+                              apply_token_merging, log_host_check, merging_patch, unsupported)
 from .ca_tome.schedule import AUTO, AutoRefresh
 from .ca_tome.schedule import NAMES as SCHEDULE_NAMES
 from .ca_tome.schedule import Schedule
@@ -36,7 +38,7 @@ TOOLTIPS = {
                 "are the paper's 50-step lists (CONFIG_3 was best), placed by each step's place in the whole "
                 "denoising, so a run split over several samplers recomputes where one run would. 'all' = every step "
                 "(no caching), 'once' = first step only, 'auto' = whenever the cached pairs go stale (any step "
-                "count), 'custom' = the custom_steps text.",
+                "count), 'custom' = the custom_steps text (an advanced input).",
     "auto_tolerance": "With schedule 'auto': recompute a block's pairs when more than this share of them has fallen "
                       "below the similarity they were merged at. Lower = more recomputations, closer to 'all'.",
     "auto_max_interval": "With schedule 'auto': recompute at the latest after this many steps, whatever the check says.",
@@ -82,7 +84,8 @@ TOOLTIPS = {
 
 
 # Hosts whose inputs take ``advanced=True`` fold such inputs away in the editor (feature-detected:
-# ComfyUI 0.3.x has no such argument).
+# ComfyUI 0.3.x has no such argument): a user sees threshold (or ratio), schedule and dit_blocks;
+# every other input is fine at its default for most runs.
 ADVANCED = {"advanced": True} if "advanced" in inspect.signature(io.Int.Input.__init__).parameters else {}
 
 
@@ -90,8 +93,8 @@ def _common_inputs(schedule_default: str) -> list:
     return [
         io.Combo.Input("schedule", options=[*SCHEDULE_NAMES, CUSTOM], default=schedule_default,
                        tooltip=TOOLTIPS["schedule"]),
-        io.String.Input("custom_steps", default="every 5", tooltip=TOOLTIPS["custom_steps"]),
-        io.Combo.Input("levels", options=LEVEL_CHOICES, default=LEVELS_AUTO, tooltip=TOOLTIPS["levels"]),
+        io.String.Input("custom_steps", default="every 5", tooltip=TOOLTIPS["custom_steps"], **ADVANCED),
+        io.Combo.Input("levels", options=LEVEL_CHOICES, default=LEVELS_AUTO, tooltip=TOOLTIPS["levels"], **ADVANCED),
         io.Int.Input("stride", default=2, min=1, max=8, tooltip=TOOLTIPS["stride"], **ADVANCED),
         io.Combo.Input("merge", options=list(TARGETS), default="qkv", tooltip=TOOLTIPS["merge"], **ADVANCED),
         io.Float.Input("auto_tolerance", default=AutoRefresh.tolerance, min=0.0, max=1.0, step=0.01,
@@ -162,7 +165,9 @@ class CATome(io.ComfyNode):
             display_name="CA-ToMe (Cached Adaptive Token Merging)",
             category="model_patches/unet",
             description=f"Speeds up UNet self-attention (SD1.x, SDXL) and DiT blocks ({DITS}) by merging similar "
-                        "image and video tokens; pairs are cached between checkpoint steps.",
+                        "image and video tokens; pairs are cached between checkpoint steps. Set threshold (lower = "
+                        "faster, less faithful), schedule and, on DiTs, dit_blocks; the other inputs are tuning. "
+                        "Any other model runs unmerged, with a warning in the log.",
             inputs=[
                 io.Model.Input("model", tooltip=TOOLTIPS["model"]),
                 io.Float.Input("threshold", default=0.7, min=0.0, max=1.0, step=0.01, tooltip=TOOLTIPS["threshold"]),
@@ -253,6 +258,8 @@ class CATomeStats(io.ComfyNode):
         from .ca_tome.stats_plot import stats_figure
 
         patch = merging_patch(model)
+        if patch is None and (reason := unsupported(model)):
+            return io.NodeOutput(_as_image(_text_picture(f"CA-ToMe merged nothing: {reason}.")))
         if patch is None:
             raise ValueError("CA-ToMe Stats: the 'model' input is not patched by a CA-ToMe node; connect the MODEL "
                              "output of the CA-ToMe node that fed the sampler.")
@@ -265,8 +272,22 @@ class CATomeStats(io.ComfyNode):
         with open(f"{folder}/{name}_{counter:05}_.json", "w") as handle:
             json.dump({"threshold": config.threshold, "ratio": config.ratio, "schedule": config.schedule.name,
                        **report.as_dict()}, handle, indent=1)
-        image = torch.from_numpy(stats_figure(report, config.threshold)).float().div(255).unsqueeze(0)
-        return io.NodeOutput(image)
+        return io.NodeOutput(_as_image(stats_figure(report, config.threshold)))
+
+
+def _text_picture(text: str, width: int = 1500, height: int = 450) -> np.ndarray:
+    """An RGB uint8 picture of ``text``: what the Stats node shows when there is nothing to plot."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    picture = Image.new("RGB", (width, height), "white")
+    lines = textwrap.fill(text, 90, break_on_hyphens=False)
+    ImageDraw.Draw(picture).multiline_text((40, 40), lines, fill="black", spacing=12, font=ImageFont.load_default(size=28))
+    return np.array(picture)
+
+
+def _as_image(picture: np.ndarray) -> torch.Tensor:
+    """ComfyUI's IMAGE: [1, height, width, 3] floats from 0 to 1."""
+    return torch.from_numpy(picture).float().div(255).unsqueeze(0)
 
 
 class CATomeExtension(ComfyExtension):
