@@ -41,8 +41,7 @@ from devkit.dit_models import tiny_dit  # noqa: E402
 from devkit.sampling import load_pack, timed_sample  # noqa: E402
 
 from . import record  # noqa: E402
-from .report import DIT_CEILING, DIT_RATIO, DIT_RATIO_AT_THRESHOLD_SHARE, ca_tome_variant  # noqa: E402
-from .speed import TARGET_MERGED, spread  # noqa: E402
+from .common import DIT_CEILING, DIT_RATIO, DIT_RATIO_AT_THRESHOLD_SHARE, TARGET_MERGED, ca_tome_variant, spread  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 FULL_WIDTH_FLUX = dict(hidden_size=3072, num_heads=24, axes_dim=[16, 56, 56], context_in_dim=4096, vec_in_dim=768)

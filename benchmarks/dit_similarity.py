@@ -33,8 +33,8 @@ from devkit.dit_models import dit_conditioning, sample_dit, tiny_dit, with_massi
 from devkit.sampling import Sampling, load_pack  # noqa: E402
 
 from . import record  # noqa: E402
+from .common import TARGET_MERGED  # noqa: E402
 from .dit import fidelity  # noqa: E402
-from .speed import TARGET_MERGED  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 GRID = (16, 16)

@@ -29,7 +29,8 @@ import statistics
 from devkit.host import REPO_ROOT, run_metadata
 
 from . import record
-from .speed import RESULTS, load, run_summary, spread
+from .common import compare, spread
+from .speed import RESULTS, load, run_summary
 
 SIZE = 512
 CFG = 1.0
@@ -49,8 +50,6 @@ def main(argv=None) -> None:
 
     loaded = load("sd15")
     import torch
-
-    from .fidelity import compare
 
     pack, model = loaded.pack, loaded.model
     threshold_input = next(i for i in pack.nodes.CATome.define_schema().inputs if i.id == "threshold")

@@ -1,7 +1,7 @@
-"""Fidelity to the unpatched image: the metrics (PSNR, SSIM, MS-SSIM, FLIP; no downloaded
-weights), and the sweep of BENCHMARKS.md's fidelity table.
+"""Fidelity to the unpatched image: the sweep of BENCHMARKS.md's fidelity table (the metrics:
+``benchmarks.common.compare``).
 
-The sweep samples every variant through real ComfyUI sampling (CheckpointLoaderSimple → the patch
+It samples every variant through real ComfyUI sampling (CheckpointLoaderSimple → the patch
 nodes → ``comfy.sample.sample``, euler, cfg 7.5) on the generated full-shape SD1.5 checkpoint,
 with the seed of the unpatched run, and compares each decoded image with the unpatched one:
 ComfyUI's built-in ``TomePatchModel`` and our fixed ratio (no cache) at r = 0.3 and 0.5, CA-ToMe
@@ -14,35 +14,13 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from . import record
+from .common import compare
 
 PAPER_STEPS = 50
 THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 RATIOS = (0.3, 0.5)
 SCHEDULE_THRESHOLD = 0.7
-
-
-def compare(reference: np.ndarray, image: np.ndarray) -> dict[str, float]:
-    """Both [H, W, 3] floats in 0..1. Identical images give PSNR None (infinite), SSIM/MS-SSIM 1, FLIP 0.
-    MS-SSIM needs images over 160 px (four downsamplings); smaller ones get None."""
-    import flip_evaluator
-    import torch
-    from pytorch_msssim import ms_ssim
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    reference = reference.astype(np.float32)
-    image = image.astype(np.float32)
-    as_batch = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None]  # noqa: E731
-    _, flip, _ = flip_evaluator.evaluate(reference, image, "LDR")
-    return {
-        "psnr": float(peak_signal_noise_ratio(reference, image, data_range=1.0)) if not np.array_equal(reference, image) else None,
-        "ssim": float(structural_similarity(reference, image, channel_axis=2, data_range=1.0)),
-        "ms_ssim": float(ms_ssim(as_batch(reference), as_batch(image), data_range=1.0))
-        if min(reference.shape[:2]) > 160 else None,
-        "flip": float(flip),
-    }
 
 
 def main(argv=None) -> None:

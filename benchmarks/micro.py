@@ -27,7 +27,8 @@ from devkit.host import REPO_ROOT, run_metadata
 from devkit.memory import peak_matching_memory
 
 from . import record
-from .speed import RESULTS, TARGET_MERGED, load, ranking, spread
+from .common import TARGET_MERGED, compare, spread
+from .speed import RESULTS, load, ranking
 
 CHANNELS = 320
 GRIDS = {"512px": 64, "1024px": 128}
@@ -90,8 +91,6 @@ def engine_timings(repeats: int) -> dict:
 
 def ranking_fidelity(steps: int, size: int) -> dict:
     """Images of CA-ToMe with each ranking against the unpatched image (full-shape SD1.5, same seed)."""
-    from .fidelity import compare
-
     loaded = load("sd15")
     latent = torch.zeros(1, 4, size // 8, size // 8)
 

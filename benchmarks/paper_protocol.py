@@ -137,7 +137,7 @@ def kid(a: np.ndarray, b: np.ndarray) -> float:
 def evaluate(args, seconds: dict[str, float]) -> list[dict]:
     from PIL import Image
 
-    from .fidelity import compare
+    from .common import compare
 
     real = sorted(p for p in args.real_images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
     if len(real) < 2:

@@ -26,8 +26,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from . import tradeoff
-from .speed import FREE_MERGE, TARGET_MERGED
+from .common import (CEILING, DIT_CEILING, DIT_RATIO, DIT_RATIO_AT_THRESHOLD_SHARE, FREE_MERGE, TARGET_MERGED,
+                     TRADEOFF_FAMILIES, TRADEOFF_GOAL, UNPATCHED, ca_tome_variant, speed_shape, tradeoff_points)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -604,9 +604,6 @@ def ranking_table() -> str:
 # --- DiT blocks (benchmarks.dit) ---
 
 DIT_FILES = {"Flux": "dit_flux.json", "SD3.5 large width": "dit_sd3.json"}
-DIT_CEILING = "ceiling: half the image tokens, no merge"  # variant names, also used by benchmarks.dit
-DIT_RATIO = "fixed ratio 0.5, all"
-DIT_RATIO_AT_THRESHOLD_SHARE = "fixed ratio at CA-ToMe's share, all"
 DIT_SPEEDUP_TARGET, DIT_CEILING_TARGET = 1.5, 0.9
 EQUAL_SHARE = 0.03  # merged fractions this close count as "about the same share"
 DIT_SCHEDULES = ("all", "CONFIG_3", "auto")  # CA-ToMe's rows, at the calibrated threshold
@@ -641,11 +638,6 @@ def dit_table(file: str) -> str:
             + table(["variant", "run, steps 1–n (s): median (min–max)", "speed-up", "share of ceiling's saving", "step 0 (s)",
                      "s/step, steps 1–n: median (min–max)", "merged", "matchings", "latent PSNR / cosine to unpatched"],
                     out))
-
-
-def ca_tome_variant(threshold: float, schedule: str) -> str:
-    """The name benchmarks.dit gives a CA-ToMe variant: it carries the calibrated threshold."""
-    return f"CA-ToMe t={threshold:.3f}, {schedule}"
 
 
 def dit_variant(result: dict, name: str) -> dict:
@@ -1153,50 +1145,6 @@ def compiled_verdict() -> str:
 
 # --- speed against fidelity (benchmarks.tradeoff) ---
 
-TRADEOFF_GOAL = {"speed_up": 1.8, "ssim": 0.95}  # on the UNet at 1024²
-TRADEOFF_FAMILIES = {"sd15": "SD1.5 UNet", "flux": "Flux"}
-
-
-def speed_shape(result: dict, family: str) -> str:
-    """The timed shape, without its sampler and checkpoint file."""
-    return re.sub(r" \([^)]*\.safetensors\)", "", result["speed"][family]["shape"].split(", euler")[0])
-
-
-def step_seconds_at(result: dict, family: str, kind: str, share: float) -> float:
-    """A ``kind`` step's median seconds at ``share``: linear between the measured shares (0 % merged
-    is the unpatched step), the last segment extended past the largest."""
-    speed = result["speed"][family]["steps"]
-    points = [(0.0, speed[tradeoff.UNPATCHED]["median"])] + [
-        (s, speed[tradeoff.speed_variant(kind, s)]["median"]) for s in result["shares"]]
-    (s0, t0), (s1, t1) = next(((a, b) for a, b in zip(points, points[1:]) if share <= b[0]), points[-2:])
-    return t0 + (t1 - t0) * (share - s0) / (s1 - s0)
-
-
-def tradeoff_points(result: dict, family: str) -> dict[str, list[dict]]:
-    """Per method, per measured setting: share, fidelity (trained model) and speed-up (full width).
-    CA-ToMe's mean step weighs its checkpoint steps as matching steps and the rest as cached ones.
-    Every speed-up is an estimate — a model of a run, not a timed one: fidelity and speed come from
-    different models, joined at the share; ``interpolated`` marks a share off the timed ones, and
-    ``extrapolated`` one past the last timed share (its step times extend the last segment)."""
-    base = result["speed"][family]["steps"][tradeoff.UNPATCHED]["median"]
-    points = {}
-    for method, rows in result["fidelity"][family].items():
-        points[method] = []
-        for row in rows:
-            share = row["merged_fraction"]
-            at = lambda kind: step_seconds_at(result, family, kind, share)  # noqa: E731
-            if method == "ca_tome":
-                checkpoints = len(row["checkpoint_steps"])
-                step = (checkpoints * at(tradeoff.MATCHING) + (result["steps"] - checkpoints) * at(tradeoff.CACHED)) / result["steps"]
-            else:
-                step = at(tradeoff.MATCHING if method == "fixed_ratio" else tradeoff.BUILTIN)
-            points[method].append({"setting": row.get("threshold"), "target": row["target"], "merged_fraction": share,
-                                   "ssim": row["ssim"], "psnr": row["psnr"], "speed_up": base / step,
-                                   "interpolated": min(abs(share - s) for s in result["shares"]) > 0.005,
-                                   "extrapolated": share > max(result["shares"]) + 0.005})
-    return points
-
-
 def speed_at_ssim(points: list[dict], ssim: float) -> float | None:
     """A curve's speed-up at ``ssim``, linear between its points and the unmerged (1.0, 1×); None outside it."""
     curve = sorted([(1.0, 1.0)] + [(p["ssim"], p["speed_up"]) for p in points], reverse=True)
@@ -1214,7 +1162,7 @@ def tradeoff_table() -> str:
         for method, points in tradeoff_points(result, family).items():
             for p in points:
                 setting = f"t = {p['setting']:.3f}" if method == "ca_tome" else f"{'ratio' if method == 'builtin' else 'r'} = {p['target']}"
-                lines.append([label, tradeoff.METHODS[method], setting, percent(p["merged_fraction"]), f"{p['ssim']:.3f}",
+                lines.append([label, result['methods'][method], setting, percent(p["merged_fraction"]), f"{p['ssim']:.3f}",
                               db(p["psnr"]), times(p["speed_up"]) + (" ‡" if p["extrapolated"] else " †" if p["interpolated"] else "")])
     return table(["model", "method", "setting", "merged (trained model)", "SSIM", "PSNR",
                   "estimated speed-up (full width; see above)"], lines)
@@ -1226,7 +1174,7 @@ def tradeoff_steps_table() -> str:
     lines = []
     for family in TRADEOFF_FAMILIES:
         steps = result["speed"][family]["steps"]
-        base = steps[tradeoff.UNPATCHED]["median"]
+        base = steps[UNPATCHED]["median"]
         for name, row in steps.items():
             lines.append([speed_shape(result, family), name, f"{row['median']:.2f} ({span([row['min'], row['max']], 2, '')})",
                           str(row["n"]), times(base / row["median"])])
@@ -1251,11 +1199,11 @@ def tradeoff_verdict() -> str:
             f"{times(ours['speed_up'])} estimated ({percent(ours['merged_fraction'], 0)} merged, SSIM {ours['ssim']:.3f}"
             + (f"; extrapolated past the last timed share, {last}" if ours["extrapolated"] else
                "; interpolated between timed shares" if ours["interpolated"] else "") + ")" if ours else "none")
-        others = [f"{tradeoff.METHODS[m]} {times(b['speed_up']) if (b := best(m)) else 'none'}" for m in points if m != "ca_tome"]
+        others = [f"{result['methods'][m]} {times(b['speed_up']) if (b := best(m)) else 'none'}" for m in points if m != "ca_tome"]
         text += " against " + ", ".join(others)
         if family == "sd15":
             speed = result["speed"][family]["steps"]
-            ceiling = speed[tradeoff.UNPATCHED]["median"] / speed[tradeoff.CEILING]["median"]
+            ceiling = speed[UNPATCHED]["median"] / speed[CEILING]["median"]
             met = ours is not None and ours["speed_up"] >= TRADEOFF_GOAL["speed_up"]
             text += (f" (attention-skipped ceiling {times(ceiling)}; goal ≥ {times(TRADEOFF_GOAL['speed_up'])}) — "
                      + ("**met**" if met else "**not met**"))
@@ -1264,7 +1212,7 @@ def tradeoff_verdict() -> str:
             for method in points:
                 other = speed_at_ssim(points[method], p["ssim"]) if method != "ca_tome" else None
                 if other is not None and other > p["speed_up"] + 0.005:
-                    below.append(f"{tradeoff.METHODS[method]} at SSIM {p['ssim']:.3f} ({times(other)} against {times(p['speed_up'])})")
+                    below.append(f"{result['methods'][method]} at SSIM {p['ssim']:.3f} ({times(other)} against {times(p['speed_up'])})")
         text += "; CA-ToMe below another curve: " + ("nowhere" if not below else ", ".join(below))
         parts.append(text)
     return ("estimates, not timed runs — each speed-up joins the fidelity of a small model trained here with step "

@@ -14,6 +14,7 @@ import statistics
 from devkit.host import run_metadata
 
 from . import record
+from .common import compare
 from .speed import RESULTS, load
 
 
@@ -33,8 +34,6 @@ def main(argv=None) -> None:
 
     loaded = load(args.checkpoint)
     import torch
-
-    from .fidelity import compare
 
     pack, model = loaded.pack, loaded.model
     latent = torch.zeros(1, 4, args.size // 8, args.size // 8)

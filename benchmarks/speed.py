@@ -38,14 +38,13 @@ from typing import Callable
 from devkit.host import REPO_ROOT, comfyui_path, import_comfy, run_metadata
 
 from . import record
+from .common import FREE_MERGE, TARGET_MERGED, compare, spread
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-TARGET_MERGED = 0.5
 WARM_UP_SIZE = 256
 QUICK_SIZE = 128  # --quick: every code path on a 16 × 16 latent (the tiny UNet's top level still has 256 tokens)
 CALIBRATION = ("A watercolor painting of a lighthouse at dusk.", 101)  # prompt, seed: never the measured ones
 MEASURED_SEED = 7
-FREE_MERGE = "ceiling: free merge f=0.5"
 CFG = 7.5  # with an empty negative prompt: batch 2 (cond + uncond), as SD1.5 is run
 
 # Which real runs each size samples. 1024² steps take ~30–50 s here: the unpatched 20-step run
@@ -119,10 +118,6 @@ def ranking(pack, dtype):
         matching.rank_dtype_for = automatic
 
 
-def spread(values) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
 def run_summary(report, step_seconds) -> dict:
     """What a run did and what each of its steps cost; matching seconds per step from its events."""
     matching = [0.0] * len(step_seconds)
@@ -159,7 +154,6 @@ def main(argv=None) -> None:
     from comfy_extras.nodes_tomesd import TomePatchModel
 
     from . import ceilings
-    from .fidelity import compare
 
     pack, model = loaded.pack, loaded.model
     pixels = QUICK_SIZE if args.quick else args.size

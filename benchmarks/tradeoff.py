@@ -13,7 +13,7 @@ measurements at the same merged share:
   and single block at 4,096 image tokens, cfg 1), variants interleaved over ``--repeats``, step 0 of
   every run dropped: unpatched; at each share a matching step (fixed ratio, schedule ``all``) and a
   cached step (schedule ``once``); on the UNet the built-in Tome and the attention-skipped ceiling.
-- **joined** (``benchmarks.report.tradeoff_points``): a point's speed-up is the unpatched step over
+- **joined** (``benchmarks.common.tradeoff_points``): a point's speed-up is the unpatched step over
   the method's mean step at its measured share — CA-ToMe's checkpoint steps cost a matching step and
   its other steps a cached step. Step times between the measured shares are interpolated linearly
   (0 % merged = the unpatched step), past the last one extrapolated along the last segment, and
@@ -34,20 +34,16 @@ import statistics
 from devkit.host import REPO_ROOT
 
 from . import record
+from .common import (BUILTIN, CACHED, CEILING, MATCHING, TRADEOFF_FAMILIES, TRADEOFF_GOAL, UNPATCHED, speed_shape,
+                     speed_variant, tradeoff_points)
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 PLOT = REPO_ROOT / "docs" / "speed_vs_fidelity.png"
 SHARES = (0.1, 0.3, 0.5, 0.7)
 SCHEDULE = "CONFIG_3"
 QUICK_STEPS = 4  # --quick: the trained models' runs, every code path in a fraction of the 20 steps
-UNPATCHED, CEILING, BUILTIN = "unpatched", "ceiling: top-level self-attention skipped", "builtin Tome"
-MATCHING, CACHED = "matching step", "cached step"
 METHODS = {"ca_tome": f"CA-ToMe (threshold, {SCHEDULE})", "fixed_ratio": "fixed ratio (matching every step)",
            "builtin": "ComfyUI's built-in Tome"}
-
-
-def speed_variant(kind: str, share: float) -> str:
-    return f"{kind} at {share:.0%}"
 
 
 def fidelity(pack, family: str, model, shares, steps: int) -> dict:
@@ -137,8 +133,6 @@ def plot(result: dict, path=PLOT) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .report import TRADEOFF_FAMILIES, TRADEOFF_GOAL, speed_shape, tradeoff_points
 
     families = list(result["fidelity"])
     figure, axes = plt.subplots(1, len(families), figsize=(6 * len(families), 4.5), squeeze=False)

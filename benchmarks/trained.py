@@ -37,7 +37,7 @@ from devkit.sampling import Sampling, load_pack, sample  # noqa: E402
 from devkit.training import PHOTOS, PixelCodec, Prompts, build, trained_model  # noqa: E402
 
 from . import dit_similarity, record  # noqa: E402
-from .fidelity import compare  # noqa: E402
+from .common import compare  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 GRID_PNG = REPO_ROOT / "docs" / "trained_samples.png"

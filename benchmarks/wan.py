@@ -39,8 +39,8 @@ from devkit.dit_models import tiny_dit  # noqa: E402
 from devkit.sampling import load_pack, timed_sample  # noqa: E402
 
 from . import record  # noqa: E402
+from .common import TARGET_MERGED  # noqa: E402
 from .dit import fidelity  # noqa: E402
-from .speed import TARGET_MERGED  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 WAN_1_3B = dict(dim=1536, ffn_dim=8960, num_heads=12, text_dim=4096, freq_dim=256)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks import report
+from benchmarks import common, report
 
 
 def test_every_generated_table_matches_its_result_file():
@@ -47,12 +47,10 @@ def test_the_requirements_phrase_refuses_torch(tmp_path, monkeypatch):
 
 def _tradeoff_result(ca_tome_share, checkpoint_steps):
     """A tradeoff.json in miniature: unpatched 10 s, matching steps 8/6 s and cached 7/5 s at 20/40 %."""
-    from benchmarks import tradeoff
-
-    steps = {tradeoff.UNPATCHED: {"median": 10.0}}
+    steps = {common.UNPATCHED: {"median": 10.0}}
     for share, matching, cached in ((0.2, 8.0, 7.0), (0.4, 6.0, 5.0)):
-        steps[tradeoff.speed_variant(tradeoff.MATCHING, share)] = {"median": matching}
-        steps[tradeoff.speed_variant(tradeoff.CACHED, share)] = {"median": cached}
+        steps[common.speed_variant(common.MATCHING, share)] = {"median": matching}
+        steps[common.speed_variant(common.CACHED, share)] = {"median": cached}
     row = {"target": 0.2, "ssim": 0.9, "psnr": 30.0}
     return {"shares": [0.2, 0.4], "steps": 10,
             "speed": {"sd15": {"shape": "x", "steps": steps}},
@@ -62,7 +60,7 @@ def _tradeoff_result(ca_tome_share, checkpoint_steps):
 
 
 def test_tradeoff_speed_weighs_checkpoint_steps_as_matching_and_the_rest_as_cached():
-    points = report.tradeoff_points(_tradeoff_result(0.2, [0, 5]), "sd15")
+    points = common.tradeoff_points(_tradeoff_result(0.2, [0, 5]), "sd15")
     assert points["ca_tome"][0]["speed_up"] == pytest.approx(10 / ((2 * 8 + 8 * 7) / 10))
     assert points["fixed_ratio"][0]["speed_up"] == pytest.approx(10 / 8)
     assert not points["ca_tome"][0]["interpolated"]
@@ -70,10 +68,10 @@ def test_tradeoff_speed_weighs_checkpoint_steps_as_matching_and_the_rest_as_cach
 
 def test_tradeoff_step_times_between_and_below_the_timed_shares_are_interpolated():
     result = _tradeoff_result(0.3, list(range(10)))  # every step a checkpoint: matching steps only
-    point = report.tradeoff_points(result, "sd15")["ca_tome"][0]
+    point = common.tradeoff_points(result, "sd15")["ca_tome"][0]
     assert point["speed_up"] == pytest.approx(10 / 7) and point["interpolated"]
-    assert report.step_seconds_at(result, "sd15", "matching step", 0.1) == pytest.approx(9.0)  # toward the unpatched 10 s
-    assert report.step_seconds_at(result, "sd15", "matching step", 0.5) == pytest.approx(5.0)  # the last segment extended
+    assert common.step_seconds_at(result, "sd15", common.MATCHING, 0.1) == pytest.approx(9.0)  # toward the unpatched 10 s
+    assert common.step_seconds_at(result, "sd15", common.MATCHING, 0.5) == pytest.approx(5.0)  # the last segment extended
 
 
 def test_a_curve_is_read_between_its_points_and_the_unmerged_model():
@@ -196,9 +194,9 @@ def test_a_ceiling_the_cached_step_beat_is_not_called_met(monkeypatch):
 
 def test_a_tradeoff_point_past_the_last_timed_share_is_marked_extrapolated():
     result = _tradeoff_result(0.45, list(range(10)))  # timed shares 0.2 and 0.4
-    point = report.tradeoff_points(result, "sd15")["ca_tome"][0]
+    point = common.tradeoff_points(result, "sd15")["ca_tome"][0]
     assert point["interpolated"] and point["extrapolated"]
-    assert not report.tradeoff_points(_tradeoff_result(0.3, [0]), "sd15")["ca_tome"][0]["extrapolated"]
+    assert not common.tradeoff_points(_tradeoff_result(0.3, [0]), "sd15")["ca_tome"][0]["extrapolated"]
 
 
 def test_the_speed_against_fidelity_verdict_calls_its_speed_ups_estimates():
