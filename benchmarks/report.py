@@ -1,4 +1,5 @@
-"""The tables of BENCHMARKS.md and README.md, generated from the committed result files.
+"""The tables and phrases of BENCHMARKS.md, README.md and docs/how-it-works.md, generated from the
+committed result files: the one reader of ``benchmarks/results/*.json``, imported by no suite.
 
 Each table sits between ``<!-- begin: NAME -->`` and ``<!-- end: NAME -->`` in those files;
 ``python -m benchmarks.report`` rewrites every such block from ``benchmarks/results/*.json``, and
@@ -13,7 +14,7 @@ Provenance: a result file not measured from a committed tree (a ``+dirty`` commi
 true`` — written only with ``--allow-dirty``, see ``benchmarks.record`` — or a ``provenance`` label
 the file carries: a commit not in the history, code older than what it is quoted for) is labelled
 by ``provenance_caveat`` wherever a block quotes it: its source line says what and how to rerun,
-and the README's phrases say it in brief.
+and the inline phrases say it in brief.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .common import (CEILING, DIT_CEILING, DIT_RATIO, DIT_RATIO_AT_THRESHOLD_SHA
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-DOCUMENTS = (ROOT / "BENCHMARKS.md", ROOT / "README.md")
+DOCUMENTS = (ROOT / "BENCHMARKS.md", ROOT / "README.md", ROOT / "docs" / "how-it-works.md")
 BLOCK = re.compile(r"(?P<begin><!-- begin: (?P<name>[\w-]+) -->(?P<newline>\n?))(?P<body>.*?)(?P<end><!-- end: (?P=name) -->)",
                    re.S)
 SHARE_TARGET_1024 = 0.95
@@ -322,38 +323,6 @@ def targets_table() -> str:
     return table(["target", "measured", "verdict"], rows) + caveats_paragraph(["speed_1024.json", "speed_512.json"])
 
 
-def readme_1024_notes() -> str:
-    """README's sentences on the 1024² targets, from the same numbers as the Targets table."""
-    big = load("speed_1024.json")
-    config3 = big["runs"]["ratio CONFIG_3"]
-    value, low, high = ceiling_shares(config3)
-    drift = drift_clause(config3)
-    matching = big["steps"]["ours ratio 0.5, matching every step"]["matching_share"]["median"]
-    before = big["steps"]["ours ratio 0.5, matching every step, float32 ranking"]["matching_share"]["median"]
-    return paragraph(
-        f"At 1024² the CONFIG_3 run (fixed ratio 0.5) kept {100 * value:.0f} % of the free-merge ceiling's saving "
-        f"({share_range_words(config3)} {100 * low:.0f}–{100 * high:.0f} %)"
-        + (f", but {drift}" if drift else "")
-        + ("; the share is less certain than its range says (rerunning the 1024² suite takes hours)."
-           if drift_beyond_range(config3) else ".")
-        + f" Matching costs {percent(matching)} of a checkpoint step (bf16 ranking; {percent(before)} with the float32 "
-        "ranking it replaced) — see the Targets table in BENCHMARKS.md." + runs_phase_clause(big)
-        + (f" All from `speed_1024.json`{caveat_short(big)}." if provenance_caveat(big) else ""))
-
-
-def runs_phase_clause(result: dict) -> str:
-    """How far the runs' phase drifted from the step phase, and the runs' speed-ups against the
-    unpatched steps timed beside them — the table's single base is the step phase's."""
-    runs = result["runs"]
-    beside = statistics.mean(ceiling_reference(run)[0] for run in runs.values())
-    drift = beside / base_seconds(result) - 1
-    label = {"ratio CONFIG_3": "the fixed ratio's CONFIG_3 run", "t50 auto": f"`auto` at t = {result['calibrated_threshold']:.2f}"}
-    own = ", ".join(f"{label.get(name, name)} {times(ceiling_reference(run)[0] / run_seconds_per_step(run))}"
-                    for name, run in runs.items())
-    return (f" The unpatched steps timed beside the runs ran {percent(abs(drift))} {'slower' if drift > 0 else 'faster'} "
-            f"than the unpatched step median the table divides by; against those beside steps the runs ran {own}.")
-
-
 def easycache_table() -> str:
     result = load("speed_512.json")
     runs = result["runs"]
@@ -366,32 +335,6 @@ def easycache_table() -> str:
                      "identical" if quality["psnr"] is None else f"{quality['psnr']:.2f} / {quality['ssim']:.3f}"])
     return table(["run (512², 20 steps)", "steps 1–n (s)", "speed-up over the unpatched step median (as in the tables above)",
                   "image PSNR / SSIM to unpatched"], rows)
-
-
-def readme_table() -> str:
-    sizes = {size: load(f"speed_{size}.json") for size in (512, 1024)}
-
-    def step(size, name):
-        result = sizes[size]
-        seconds = result["steps"][name]["later_steps"]["median"]
-        return f"{seconds:.2f} ({times(base_seconds(result) / seconds)})"
-
-    def run(size, name):
-        result = sizes[size]
-        seconds = run_seconds_per_step(result["runs"][name])
-        return f"{seconds:.2f} ({times(base_seconds(result) / seconds)}, {percent(result['runs'][name]['merged_fraction'], 0)})"
-
-    rows = [["unpatched", step(512, "unpatched"), step(1024, "unpatched")],
-            ["ComfyUI built-in Tome r=0.5 (q only)", step(512, "builtin Tome r=0.5 (q only)"),
-             step(1024, "builtin Tome r=0.5 (q only)")],
-            ["CA-ToMe engine at 50 %, matching every step", step(512, "ours ratio 0.5, matching every step"),
-             step(1024, "ours ratio 0.5, matching every step")],
-            ["CA-ToMe engine at 50 %, CONFIG_3 (20-step run)", run(512, "ratio CONFIG_3"), run(1024, "ratio CONFIG_3")],
-            ["CA-ToMe at the threshold calibrated to ~50 %, auto (20-step run)",
-             *(f"{run(size, 't50 auto')}, t = {sizes[size]['calibrated_threshold']:.2f}" for size in (512, 1024))],
-            ["ceiling: free merge at 50 %", step(512, FREE_MERGE), step(1024, FREE_MERGE)]]
-    return (table(["2 CPU cores, s/step (speed-up over the unpatched step median, merged)", "512²", "1024²"], rows)
-            + caveats_paragraph(["speed_512.json", "speed_1024.json"]))
 
 
 # --- auto against CONFIG_3 (UNet: speed_512.json's runs, schedules.json) ---
@@ -419,34 +362,6 @@ def require(condition: bool, block: str, words: str) -> None:
     """A generated sentence's words that are not numbers must stay true of the data."""
     if not condition:
         raise SystemExit(f"{block}: the result files no longer say that {words}; rewrite its text in benchmarks/report.py")
-
-
-def readme_auto_vs_config3() -> str:
-    """README's phrase on `auto` against CONFIG_3: matchings and merged shares side by side, and
-    fidelity only where both merged about the same share."""
-    runs = load("speed_512.json")["runs"]
-    auto, config3 = runs["t0.7 auto"], runs["t0.7 CONFIG_3"]
-    size = load("schedules.json")["size"]
-    pairs = schedule_pairs()
-    c, a, _ = pairs[0]
-    require(auto["matchings"] < config3["matchings"] and a["matchings"] < c["matchings"], "readme-auto-vs-config3",
-            "auto matched less often")
-    require(auto["merged_fraction"] < config3["merged_fraction"] and a["merged_fraction"] < c["merged_fraction"],
-            "readme-auto-vs-config3", "auto merged less")
-    text = (f"in our UNet runs it recomputed pairs less often than CONFIG_3 ({against(auto['matchings'], config3['matchings'])} "
-            f"matchings at 512², {against(a['matchings'], c['matchings'])} at {size}², {c['steps']} steps) but also merged "
-            f"less ({against(percent(auto['merged_fraction']), percent(config3['merged_fraction']))}, "
-            f"{against(percent(a['merged_fraction']), percent(c['merged_fraction']))}), so its closer images there are "
-            "not a like-for-like gain" + caveat_short(load("speed_512.json"), "the 512² runs: "))
-    equal = [(c, a) for c, a, _ in pairs if same_share(c, a)]
-    if equal:
-        c, a = equal[-1]
-        require(a["psnr"] > c["psnr"], "readme-auto-vs-config3", "auto was closer at the same share")
-        text += (f"; at about the same share ({size}², {c['steps']} steps: "
-                 f"{against(percent(a['merged_fraction']), percent(c['merged_fraction']))}) it was "
-                 f"{a['psnr'] - c['psnr']:.2f} dB closer in image PSNR (one seed) with {against(a['matchings'], c['matchings'])} "
-                 "matchings")
-    return text
 
 
 def speed_512_notes() -> str:
@@ -687,35 +602,6 @@ def dit_targets_table() -> str:
     return table(["target (random weights, 1024² token count)", "measured", "verdict"], rows)
 
 
-def readme_dit_table() -> str:
-    columns = {family: load(file) for family, file in DIT_FILES.items()}
-    names = {"unpatched": "unpatched", DIT_RATIO: "fixed ratio 0.5, matching every step",
-             "all": "CA-ToMe, matching every step",
-             DIT_RATIO_AT_THRESHOLD_SHARE: "fixed ratio at CA-ToMe's share, matching every step",
-             "CONFIG_3": "CA-ToMe CONFIG_3", "auto": "CA-ToMe `auto`",
-             DIT_CEILING: "ceiling: the blocks on half the image tokens"}
-    bases = {family: dit_run_seconds(dit_variant(result, "unpatched")) for family, result in columns.items()}
-    rows = []
-    for name, label in names.items():
-        cells = [label]
-        for family, result in columns.items():
-            base = bases[family]
-            row = dit_variant(result, name)
-            quality = row["fidelity_to_unpatched"]
-            cells.append(f"{base / dit_run_seconds(row):.2f}×" + ("" if name == "unpatched" else
-                         f", {percent(row['merged_fraction'], 0)}" + (f", {quality['psnr_db']:.1f} dB" if quality else "")))
-        rows.append(cells)
-    return table(["run speed-up, merged, latent PSNR to unpatched"] + [f"{family} (t = {result['calibrated_threshold']:.2f})"
-                                                                  for family, result in columns.items()], rows)
-
-
-def readme_dit_sources() -> str:
-    """README's phrase naming each DiT column's file and how it was run."""
-    return "; ".join(f"{family}: `{file}` ({measured_on(result)}; {result['repeats']} interleaved repeats (median run), "
-                     "threshold calibrated on another seed and prompt)"
-                     for family, file in DIT_FILES.items() for result in [load(file)])
-
-
 def dit_equal_share_gaps() -> dict[str, float]:
     """Per DiT family: latent PSNR of the fixed ratio at CA-ToMe's share minus CA-ToMe `all`'s."""
     gaps = {}
@@ -748,29 +634,6 @@ def dit_notes(file: str) -> str:
     spreads = [(max(row["run_seconds"]) - min(row["run_seconds"])) / dit_run_seconds(row) for row in result["variants"]]
     return paragraph(text + f" Over the {result['repeats']} repeats a variant's runs spread by "
                      f"{span([100 * x for x in spreads], 0, ' %')} of their median (max − min).")
-
-
-def readme_dit_notes() -> str:
-    """README's paragraph under its DiT table."""
-    results = {family: load(file) for family, file in DIT_FILES.items()}
-    shares, merged = [], []
-    for family, result in results.items():
-        base, ceiling = (dit_run_seconds(dit_variant(result, name)) for name in ("unpatched", DIT_CEILING))
-        share = (base - dit_run_seconds(dit_variant(result, "CONFIG_3"))) / (base - ceiling)
-        shares.append(f"{100 * share:.0f} % on {family}")
-        merged.append(against(percent(dit_variant(result, "auto")["merged_fraction"], 0),
-                              percent(dit_variant(result, "all")["merged_fraction"], 0)))
-    gaps = list(dit_equal_share_gaps().values())
-    require(all(gap > 0 for gap in gaps), "readme-dit-notes", "the threshold rule trailed the fixed ratio on every DiT")
-    require(all(dit_variant(result, "auto")["merged_fraction"] < dit_variant(result, "all")["merged_fraction"]
-                for result in results.values()), "readme-dit-notes", "auto merged less than all")
-    return paragraph(
-        f"Whole-block merging at half the image tokens nearly halves a DiT run; CONFIG_3 kept "
-        f"{' and '.join(shares)} of the saving of a true free merge (the unpatched model on half the image tokens: no "
-        f"matching, no merge; BENCHMARKS.md, DiT targets). `auto` merged less than `all` at the same t ({', '.join(merged)}), so it saved "
-        "less. Fidelity here is the final **latent** against the unpatched run's (latent PSNR over the latent's range; "
-        "no VAE decodes it), so these dB are not comparable with the UNet's image PSNRs. At exactly equal share the "
-        f"threshold rule was {span(gaps, 1, ' dB')} below the fixed ratio in latent PSNR on these random weights.")
 
 
 # --- the pack's requirements ---
@@ -812,15 +675,15 @@ def massive_shift(data: dict, name: str) -> float:
     return max(abs(a - b) for r in shares if r["scale"] for a, b in zip(r["merged_fraction"], base[r["channels"]]))
 
 
-def readme_dit_similarity() -> str:
-    """README's phrase on what massive channels do to the chosen DiT similarity and to the raw one."""
+def dit_similarity_shift() -> str:
+    """The phrase on what massive channels do to the chosen DiT similarity and to the raw one."""
     result = load("dit_similarity.json")
     conditions = [r for r in next(iter(result["families"].values()))["shares"] if r["scale"]]
     channels = sorted({r["channels"] for r in conditions})
     scales = sorted({r["scale"] for r in conditions})
     chosen = max(massive_shift(d, result["chosen"]) for d in result["families"].values())
     raw = max(massive_shift(d, "raw") for d in result["families"].values())
-    require(chosen < raw, "readme-dit-similarity", "the chosen similarity moves less than the raw stream")
+    require(chosen < raw, "dit-similarity-shift", "the chosen similarity moves less than the raw stream")
     return (f"with {channels[0]}–{channels[-1]} such channels at {scales[0]}–{scales[-1]}× the median channel "
             f"magnitude injected into tiny Flux and SD3 models, the merged share at a fixed threshold moved by at "
             f"most {100 * chosen:.1f} points (on the raw residual stream: up to {100 * raw:.1f} points, to the 75 % cap)"
@@ -1039,6 +902,124 @@ def config3_checkpoints(steps: int = 50) -> str:
     return f"one of the {len(Schedule.preset('CONFIG_3').for_steps(steps))} recomputing steps of a {steps}-step CONFIG_3 run"
 
 
+# --- README: per model family, what to set and what it gained ---
+
+UNET_SETTINGS = "defaults; `schedule` `auto`"
+DIT_SETTINGS = "`threshold` by share (below)"
+NOT_MEASURED = "not measured yet"
+
+
+def measured(file: str, speed_up: float, merged: float, fidelity: str, run: str) -> dict:
+    return {"file": file, "speed_up": speed_up, "merged": merged, "fidelity": fidelity, "run": run}
+
+
+def unet_run(size: int, name: str) -> dict:
+    """A 20-step run of the speed suite (its speed-up over the unpatched step median, as in its tables)."""
+    file = f"speed_{size}.json"
+    result = load(file)
+    run = result["runs"][name]
+    quality = run.get("fidelity_to_unpatched")
+    threshold = result["calibrated_threshold"] if name.startswith("t50") else float(name.split()[0][1:])
+    return measured(file, base_seconds(result) / run_seconds_per_step(run), run["merged_fraction"],
+                    f"image SSIM {quality['ssim']:.3f}" if quality else "",
+                    f"SD1.5 UNet, {size}², {result['run_steps']} steps, t = {threshold:.2f}, `{name.split()[-1]}`")
+
+
+def few_steps_run(steps: int, schedule: str) -> dict:
+    result = load("few_steps.json")
+    row = result["rows"][str(steps)]
+    variant = row[f"t {result['threshold']} {schedule}"]
+    return measured("few_steps.json", row["unpatched"]["run_seconds"]["median"] / variant["run_seconds"]["median"],
+                    variant["merged_fraction"], f"image SSIM {variant['fidelity_to_unpatched']['ssim']:.3f}",
+                    f"SD1.5 UNet, {result['size']}², {steps} steps at cfg {result['cfg']:g}, t = {result['threshold']}, "
+                    f"`{schedule}`")
+
+
+def dit_run(file: str, blocks: str) -> dict:
+    """benchmarks.dit's CONFIG_3 run at the threshold calibrated to half the image tokens."""
+    result = load(file)
+    row = dit_variant(result, "CONFIG_3")
+    return measured(file, dit_run_seconds(dit_variant(result, "unpatched")) / dit_run_seconds(row), row["merged_fraction"],
+                    f"latent PSNR {row['fidelity_to_unpatched']['psnr_db']:.1f} dB",
+                    f"{blocks}, {result['model']['image_tokens']:,} image tokens, {result['steps']} steps")
+
+
+def whole_run(file: str, variant: str, blocks: str) -> dict:
+    """A whole run of benchmarks.wan (Wan, Qwen-Image) at the threshold calibrated to half the tokens."""
+    result = load(file)
+    rows = {row["variant"]: row for row in result["variants"]}
+    row = rows[variant]
+    return measured(file, rows["unpatched"]["run_median"] / row["run_median"], statistics.median(row["merged_fraction"]),
+                    f"latent PSNR {row['fidelity_to_unpatched']['psnr_db']:.1f} dB",
+                    f"{blocks}, {result['model']['tokens']:,} tokens, {result['steps']} steps")
+
+
+def wan_cached_step() -> dict:
+    rows = wan_rows()
+    cached = rows[WAN_CACHED]
+    return measured("dit_wan.json", rows["unpatched"]["step_1_median"] / cached["step_1_median"],
+                    statistics.median(cached["merged_fraction"]),
+                    f"latent PSNR {cached['fidelity_to_unpatched']['psnr_db']:.1f} dB",
+                    f"a cached step of a Wan 1.3B block, {load('dit_wan.json')['model']['tokens']:,} tokens")
+
+
+UNET_MEASURED = (lambda: unet_run(1024, "t50 auto"), lambda: unet_run(512, "t0.7 auto"), lambda: few_steps_run(4, "auto"))
+DIT_MEASURED = {  # family (as the family table names it) -> its measurements, the longest run first
+    "Flux.1 and Flux 2": (lambda: dit_run("dit_flux.json", "Flux.1 blocks"),
+                          lambda: dit_run("dit_flux_4steps.json", "Flux.1 blocks")),
+    "SD3/SD3.5": (lambda: dit_run("dit_sd3.json", "SD3.5-large blocks"),),
+    "Qwen-Image/Edit": (lambda: whole_run("dit_qwen_image.json", WAN_CACHED, "a Qwen-Image block"),),
+    "Wan 2.1/2.2": (lambda: whole_run("dit_wan_5frames_20steps.json", "CA-ToMe, CONFIG_3", "a Wan 1.3B block"),
+                    wan_cached_step),
+}
+
+
+def measured_text(measurement: dict) -> str:
+    fidelity = f", {measurement['fidelity']}" if measurement["fidelity"] else ""
+    return f"{times(measurement['speed_up'])} at {percent(measurement['merged'], 0)} merged{fidelity} ({measurement['run']})"
+
+
+def readme_models_table() -> str:
+    """Per model family: what to set, and every measurement of it, or that there is none yet."""
+    from ca_tome.comfyui.families import FAMILIES
+
+    require(set(DIT_MEASURED) <= {family.name for family in FAMILIES}, "readme-models",
+            "every measured DiT family is named so in the family table")
+    rows = [("SD1.x, SD2.x (UNet)", UNET_SETTINGS, UNET_MEASURED), ("SDXL (UNet)", UNET_SETTINGS, ())]
+    rows += [(family.name, DIT_SETTINGS, DIT_MEASURED.get(family.name, ())) for family in FAMILIES]
+    lines, files = [], {}
+    for name, settings, measurements in rows:
+        done = [measurement() for measurement in measurements]
+        files.update((m["file"], None) for m in done)
+        lines.append([name, settings, "; ".join(map(measured_text, done)) or NOT_MEASURED])
+    sources = ", ".join(f"`{file}`{caveat_short(load(file))}" for file in files)
+    return (table(["model", "what to set", "measured on 2 CPU cores, random weights: speed-up, merged share, fidelity"], lines)
+            + "\n\n" + paragraph(f"From `benchmarks/results/`: {sources}."))
+
+
+def readme_gains() -> str:
+    """The README's first-screen phrase: each measured DiT's longest run and the UNet's 1024² run."""
+    dits = [measurements[0]() for measurements in DIT_MEASURED.values()]
+    unet = UNET_MEASURED[0]()
+    return (f"{span([m['speed_up'] for m in dits])} faster on Flux, SD3.5, Qwen-Image and Wan blocks with "
+            f"{span([100 * m['merged'] for m in dits], 0, ' %')} of the tokens merged, {times(unet['speed_up'])} on the "
+            f"SD1.5 UNet at 1024² with {percent(unet['merged'], 0)} merged")
+
+
+def readme_dit_threshold() -> str:
+    """The share the node's DiT similarity merged at each threshold (tiny Flux and SD3, random
+    weights), and the thresholds that merged a quarter and a half on the Flux trained here."""
+    result = load("dit_similarity.json")
+    rows = [row for data in result["families"].values() for row in data["shares"]
+            if row["similarity"] == result["chosen"] and not row["scale"]]
+    shares = [f"{span([100 * row['merged_fraction'][i] for row in rows], 0, ' %')} at t = {t}"
+              for i, t in reversed(list(enumerate(result["thresholds"])))]
+    trained = load("trained.json")["families"]["flux"]["trained"]["calibrated"]
+    return (f"on tiny Flux and SD3 models with random weights the node merged {', '.join(shares)} of the image tokens"
+            + caveat_short(result, "`dit_similarity.json`: ") + "; on the small Flux trained here on photographs "
+            + " and ".join(f"t = {t:.2f} merged {percent(float(share), 0)}" for share, t in trained.items()))
+
+
 def readme_families() -> str:
     """The DiT families the node merges, from the family table itself."""
     from ca_tome.comfyui.families import FAMILIES
@@ -1162,7 +1143,7 @@ def tradeoff_table() -> str:
         for method, points in tradeoff_points(result, family).items():
             for p in points:
                 setting = f"t = {p['setting']:.3f}" if method == "ca_tome" else f"{'ratio' if method == 'builtin' else 'r'} = {p['target']}"
-                lines.append([label, result['methods'][method], setting, percent(p["merged_fraction"]), f"{p['ssim']:.3f}",
+                lines.append([label, result["methods"][method], setting, percent(p["merged_fraction"]), f"{p['ssim']:.3f}",
                               db(p["psnr"]), times(p["speed_up"]) + (" ‡" if p["extrapolated"] else " †" if p["interpolated"] else "")])
     return table(["model", "method", "setting", "merged (trained model)", "SSIM", "PSNR",
                   "estimated speed-up (full width; see above)"], lines)
@@ -1322,20 +1303,6 @@ def trained_threshold_table() -> str:
     return table(header, lines)
 
 
-def trained_verdict() -> str:
-    """README's phrase: the threshold against the fixed ratio at equal share, trained beside random."""
-    families = load("trained.json")["families"]
-    names = {"sd15": "the UNet", "flux": "the Flux"}
-
-    def gaps(kind, family):
-        return [row["ca_tome"]["psnr"] - row["fixed_ratio_at_that_share"]["psnr"]
-                for row in families[family][kind]["threshold_vs_ratio"]]
-
-    return "; ".join(f"on {names[family]} the threshold rule came out {', '.join(f'{g:+.1f}' for g in gaps('trained', family))} dB "
-                     f"against the fixed ratio at equal share (about 25 % and 50 % merged; random weights: "
-                     f"{', '.join(f'{g:+.1f}' for g in gaps('random', family))} dB)" for family in families)
-
-
 def trained_schedules_table() -> str:
     """`all`, CONFIG_3 and `auto` at the 50 % threshold, per family and weights."""
     result = load("trained.json")
@@ -1394,25 +1361,19 @@ GENERATORS = {
     "dit-sd3": lambda: dit_table(DIT_FILES["SD3.5 large width"]),
     "dit-flux-4steps": lambda: dit_table("dit_flux_4steps.json"),
     "dit-targets": dit_targets_table,
-    "readme-dit": readme_dit_table,
-    "readme-dit-sources": readme_dit_sources,
     "fidelity-256": fidelity_table,
     "schedules-source": lambda: source(load("schedules.json"), "schedules.json"),
     "schedules": schedules_table,
-    "readme-measured": readme_table,
-    "readme-1024-notes": readme_1024_notes,
-    "readme-auto-vs-config3": readme_auto_vs_config3,
     "speed-512-auto": speed_512_auto,
     "speed-512-notes": speed_512_notes,
     "schedules-notes": schedules_notes,
     "bf16-ranking-speed": bf16_ranking_speed,
     "dit-flux-notes": lambda: dit_notes("dit_flux.json"),
     "dit-sd3-notes": lambda: dit_notes("dit_sd3.json"),
-    "readme-dit-notes": readme_dit_notes,
     "readme-requirements": readme_requirements,
     "dit-similarity": dit_similarity_table,
     "dit-similarity-source": lambda: source(load("dit_similarity.json"), "dit_similarity.json"),
-    "readme-dit-similarity": readme_dit_similarity,
+    "dit-similarity-shift": dit_similarity_shift,
     "dit-wan": wan_table,
     "dit-wan-targets": wan_targets,
     "dit-wan-matching": wan_matching,
@@ -1424,6 +1385,9 @@ GENERATORS = {
     "dit-qwen": lambda: run_table("dit_qwen_image.json"),
     "video-cells": video_cells_table,
     "readme-families": readme_families,
+    "readme-models": readme_models_table,
+    "readme-gains": readme_gains,
+    "readme-dit-threshold": readme_dit_threshold,
     "few-step-schedules": few_step_schedules,
     "config3-checkpoints-50": config3_checkpoints,
     "video-cells-verdict": video_cells_verdict,
@@ -1439,7 +1403,6 @@ GENERATORS = {
     "trained-blocks": trained_blocks_table,
     "trained-source": trained_source,
     "trained-similarity": trained_similarity_table,
-    "trained-verdict": trained_verdict,
     "training": training_table,
     "tradeoff": tradeoff_table,
     "tradeoff-steps": tradeoff_steps_table,

@@ -203,3 +203,16 @@ def test_the_speed_against_fidelity_verdict_calls_its_speed_ups_estimates():
     text = report.tradeoff_verdict()
     assert text.startswith("estimates, not timed runs")
     assert "estimated" in text.split("CA-ToMe's best")[1].split("against")[0]
+
+
+# --- the README's per-model table ---
+
+def test_every_family_has_a_row_and_one_without_a_result_file_says_so(monkeypatch):
+    from ca_tome.comfyui.families import FAMILIES
+
+    rows = {line.split(" | ")[0].strip("| "): line for line in report.readme_models_table().splitlines()}
+    assert {"SD1.x, SD2.x (UNet)", "SDXL (UNet)", *(family.name for family in FAMILIES)} <= set(rows)
+    assert all(("not measured yet" in rows[family.name]) == (family.name not in report.DIT_MEASURED) for family in FAMILIES)
+    monkeypatch.setattr(report, "DIT_MEASURED", {"Flux": report.DIT_MEASURED["Flux.1 and Flux 2"]})  # a family renamed
+    with pytest.raises(SystemExit, match="readme-models"):
+        report.readme_models_table()

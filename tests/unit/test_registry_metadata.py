@@ -12,7 +12,7 @@ def test_registry_fields_are_complete():
     project = PYPROJECT["project"]
     for field in ("name", "version", "description", "license", "classifiers", "urls"):
         assert project.get(field), field
-    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"]), "semantic version, see README 'Releasing'"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"]), "semantic version, see docs/developing.md 'Releasing'"
     assert project["urls"]["Repository"].startswith("https://")
     comfy = PYPROJECT["tool"]["comfy"]
     assert comfy["PublisherId"] and comfy["DisplayName"]
@@ -25,9 +25,14 @@ def test_the_pack_never_installs_torch():
     assert not any("torch" in dependency for dependency in PYPROJECT["project"]["dependencies"])
 
 
-def test_readme_states_the_current_version_rule():
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert "## Releasing" in readme and PYPROJECT["project"]["version"] in readme
+def test_the_developers_guide_states_the_current_version_rule():
+    guide = (REPO_ROOT / "docs" / "developing.md").read_text()
+    assert "## Releasing" in guide and PYPROJECT["project"]["version"] in guide
+
+
+def test_the_registry_description_names_dits_and_video():
+    description = PYPROJECT["project"]["description"]
+    assert "DiT" in description and "video" in description
 
 
 def test_pyproject_and_requirements_list_the_same_runtime_dependencies():
