@@ -155,11 +155,31 @@ WAN21_VACE_CONFIG = {**WAN21_CONFIG, "model_type": "vace", "vace_layers": 1, "va
 WAN21_I2V_CONFIG = {**WAN21_CONFIG, "model_type": "i2v", "in_dim": 36}
 CLIP_VISION_TOKENS, CLIP_VISION_DIM = 257, 1280
 
+# Z-Image layout (NextDiT as model detection writes it for Z-Image: q/k norm, its modulation from a
+# 256-wide timestep embedding, caption and image tokens padded to multiples of 32, RoPE over (caption
+# index, h, w)), 256 wide (its modulation reads a 256-wide embedding) with 8 heads of 32, one noise-
+# and one context-refiner layer, 2 main layers.
+Z_IMAGE_CONFIG = {
+    "image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 256, "n_layers": 2, "n_refiner_layers": 1,
+    "n_heads": 8, "n_kv_heads": 8, "qk_norm": True, "cap_feat_dim": CONTEXT_DIM, "axes_dims": [8, 12, 12],
+    "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0, "z_image_modulation": True,
+    "time_scale": 1000.0, "pad_tokens_multiple": 32,
+}
+# Krea 2 layout (single-stream blocks over [txt, img]; grouped-query attention, sigmoid-gated; the
+# text from a stack of encoder layers fused by its own small transformer; a Wan 2.1 latent of one
+# frame in 2×2 patches), 64 wide with 2 query heads of 32 and 1 key/value head, 2 blocks.
+KREA2_CONFIG = {
+    "image_model": "krea2", "features": 64, "tdim": 32, "txtdim": CONTEXT_DIM // 2, "heads": 2, "kvheads": 1,
+    "multiplier": 2, "layers": 2, "patch": 2, "channels": 16, "theta": 1000.0, "txtlayers": 2, "txtheads": 2,
+    "txtkvheads": 2,
+}
+
 FAMILIES = ("flux", "flux2", "chroma", "chroma_radiance", "qwen_image", "sd3", "wan21", "wan21_i2v", "wan21_vace",
-            "wan22_5b", "hunyuan_video", "hunyuan_video15", "ltx2", "ltxv", "minimax")
+            "wan22_5b", "hunyuan_video", "hunyuan_video15", "ltx2", "ltxv", "minimax", "zimage", "krea2")
 VIDEO = ("wan21", "wan21_i2v", "wan21_vace", "wan22_5b", "hunyuan_video", "hunyuan_video15", "ltx2", "ltxv", "minimax")
-FIVE_D = (*VIDEO, "qwen_image")  # latent [B, C, frames, H, W] (Qwen-Image: one frame)
-LATENT_CHANNELS = {"flux": 16, "flux2": 128, "chroma": 16, "qwen_image": 16, "sd3": 16, **{family: 16 for family in VIDEO},
+FIVE_D = (*VIDEO, "qwen_image", "krea2")  # latent [B, C, frames, H, W] (Qwen-Image, Krea 2: one frame)
+LATENT_CHANNELS = {"flux": 16, "flux2": 128, "chroma": 16, "qwen_image": 16, "sd3": 16, "zimage": 16, "krea2": 16,
+                   **{family: 16 for family in VIDEO},
                    "wan22_5b": 48, "hunyuan_video15": 32, "ltx2": 128, "ltxv": 128, "minimax": 24, "chroma_radiance": 3}
 # latent pixels per token, each side (Chroma Radiance: RGB pixels)
 PATCH = {**{family: 2 for family in FAMILIES}, **{family: 1 for family in ("flux2", "hunyuan_video15", "ltx2", "ltxv")},
@@ -218,6 +238,8 @@ _FAMILY_CLASSES = {
     "wan21_i2v": ("WAN21", "WAN21_I2V", lambda: dict(WAN21_I2V_CONFIG)),
     "wan21_vace": ("WAN21_Vace", "WAN21_Vace", lambda: dict(WAN21_VACE_CONFIG)),
     "wan22_5b": ("WAN22", "WAN22_T2V", lambda: dict(WAN22_5B_CONFIG)),
+    "zimage": ("Lumina2", "ZImage", lambda: dict(Z_IMAGE_CONFIG)),
+    "krea2": ("Krea2", "Krea2", lambda: dict(KREA2_CONFIG)),
 }
 MODEL_ARGUMENTS = {"wan21_i2v": {"image_to_video": True}, "wan22_5b": {"image_to_video": True}}  # as the config's get_model passes them
 
@@ -238,7 +260,7 @@ def dit_random_weights(module: torch.nn.Module, generator: torch.Generator) -> d
 
     Norm scales 1 (any 1-D weight/scale: LayerNorm, RMSNorm, Flux's QKNorm ``scale``), biases 0,
     embeddings N(0, 0.02), matrices and convolutions N(0, 1/fan_in), Wan's learned ``modulation``
-    tables N(0, 1/dim) (as Wan initialises them), and MMDiT's ``pos_embed`` buffer the 2-D sin-cos
+    (and Krea 2's ``lin``) tables N(0, 1/dim) (as Wan initialises them), and MMDiT's ``pos_embed`` buffer the 2-D sin-cos
     table SD3 checkpoints carry.
     """
     tensors = {}
@@ -250,7 +272,7 @@ def dit_random_weights(module: torch.nn.Module, generator: torch.Generator) -> d
                 value = torch.randn(shape, generator=generator) * 0.02
             elif name == "bias":
                 value = torch.zeros(shape)
-            elif name == "modulation":
+            elif name in ("modulation", "lin"):  # Wan's and Krea 2's learned modulation tables
                 value = torch.randn(shape, generator=generator) * shape[-1] ** -0.5
             elif parameter.ndim == 1 and name in ("weight", "scale"):
                 value = torch.ones(shape)
@@ -436,14 +458,30 @@ def _carried_unseen(channels: list[int]):
     return replacement
 
 
+def _carried_unseen_forward(forward, channels: list[int]):
+    """An object-patched block forward (the families without a ``dit`` hook): as :func:`_carried_unseen`."""
+    def carried(x, *args, **kwargs):
+        blind = x.clone()
+        blind[..., channels] = 0
+        out = forward(blind, *args, **kwargs).clone()
+        out[..., channels] = x[..., channels]
+        return out
+    return carried
+
+
 EMBEDDER = {"flux": "img_in", "flux2": "img_in", "chroma": "img_in", "qwen_image": "img_in", "hunyuan_video": "img_in",
-            "sd3": "x_embedder", "wan21": "patch_embedding", "ltx2": "patchify_proj", "minimax": "video_patch_proj"}
+            "sd3": "x_embedder", "wan21": "patch_embedding", "ltx2": "patchify_proj", "minimax": "video_patch_proj",
+            "zimage": "x_embedder", "krea2": "first"}
 FINAL = {"flux": "final_layer", "flux2": "final_layer", "chroma": "final_layer", "qwen_image": "norm_out",
-         "hunyuan_video": "final_layer", "sd3": "final_layer", "wan21": "head", "ltx2": "norm_out", "minimax": "final_layer"}
+         "hunyuan_video": "final_layer", "sd3": "final_layer", "wan21": "head", "ltx2": "norm_out", "minimax": "final_layer",
+         "zimage": "final_layer", "krea2": "last"}
 BLOCK_LISTS = {"flux": ("double_blocks", "single_blocks"), "flux2": ("double_blocks", "single_blocks"),
                "chroma": ("double_blocks", "single_blocks"), "hunyuan_video": ("double_blocks", "single_blocks"),
                "qwen_image": ("transformer_blocks",), "sd3": ("joint_blocks",), "wan21": ("blocks",),
                "ltx2": ("transformer_blocks",), "minimax": ("blocks",)}
+# The families whose blocks have no ``dit`` hook: the block lists whose forward sees the image tokens
+# (Z-Image's noise refiner too).
+FORWARD_BLOCK_LISTS = {"zimage": ("noise_refiner", "layers"), "krea2": ("blocks",)}
 
 
 def with_massive_channels(model, family: str, channels: int = 4, scale: float = 100.0, smooth: bool = False,
@@ -474,7 +512,11 @@ def with_massive_channels(model, family: str, channels: int = 4, scale: float = 
     embedder = f"diffusion_model.{EMBEDDER[family]}"
     patched.add_object_patch(embedder, _WithField(original(embedder), picked, scale, smooth, grid, frames))
     patched.add_object_patch(final, _WithoutChannels(original(final), picked))
-    for attribute, kind in zip(BLOCK_LISTS[family], ("double_block", "single_block")):
+    for attribute, kind in zip(BLOCK_LISTS.get(family, ()), ("double_block", "single_block")):
         for index in range(len(model.get_model_object(f"diffusion_model.{attribute}"))):
             patched.set_model_patch_replace(_carried_unseen(picked), "dit", kind, index)
+    for attribute in FORWARD_BLOCK_LISTS.get(family, ()):
+        for index in range(len(model.get_model_object(f"diffusion_model.{attribute}"))):
+            forward = f"diffusion_model.{attribute}.{index}.forward"
+            patched.add_object_patch(forward, _carried_unseen_forward(model.get_model_object(forward), picked))
     return patched

@@ -2,7 +2,9 @@
 only the unmerged *update* reaches the residual stream.
 
 ComfyUI offers a replacement hook per DiT block (``patches_replace["dit"][(kind, i)]``, called
-with ``args`` = {img, txt?, vec, pe?, attn_mask?, transformer_options} and ``{"original_block"}``).
+with ``args`` = {img, txt?, vec, pe?, attn_mask?, transformer_options} and ``{"original_block"}``);
+where a family's blocks have none, :func:`forward_patch` gives an object-patched ``forward`` the
+same form.
 The image stream is a residual stream, so with x' = merge(x) the block's output is
 x + unmerge(block(x') − x'): a merged token's update goes to every token of its group, and no
 src token is ever overwritten. Text tokens are never merged; where each family's grid sits, and
@@ -15,6 +17,7 @@ massive activations of real DiTs do not make every pair look alike.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -39,6 +42,7 @@ class Layout:
     grid: tuple[int, ...]  # (height, width) or (frames, height, width)
     text: int
     text_first: bool = True  # the joint sequence is [txt, img], not [img, txt]
+    after_grid: int = 0  # tokens after the grid that pass whole where it ends the sequence (Z-Image's pads)
     row_groups: dict = field(default_factory=dict, compare=False, repr=False)  # input name -> (rows, RowGroups)
 
     @property
@@ -61,7 +65,9 @@ def call_layout(family: Family, diffusion_model, args: tuple, kwargs: dict, opti
         return None
     text = c_crossattn.shape[1] if c_crossattn is not None else 0
     text_first = family.text_first(diffusion_model) if family.text_first else True
-    return Layout(family.grid(diffusion_model, shape), text, text_first)
+    grid = family.grid(diffusion_model, shape)
+    after_grid = family.after_grid(diffusion_model, math.prod(grid)) if family.after_grid else 0
+    return Layout(grid, text, text_first, after_grid)
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,32 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
     return {**out, "img": _replace(out["img"], spec.stream, full[0] if spec.unbatched else full)}
 
 
+def forward_patch(spec: BlockKind, index: int, previous, parameters: tuple[str, ...], *args, **kwargs):
+    """An object patch of one block's ``forward`` (families without a ``dit`` hook): the call's
+    arguments by name (``parameters``: the block class's forward's, so what the host passes by
+    position keeps its meaning), the first one — the token stream — as ``img``, through
+    :func:`block_patch`; ``previous`` (the block's own forward, or what another pack patched in)
+    gets them back as the host passed them: by position, then by name."""
+    if len(args) > len(parameters):  # a call form this patch cannot name: it runs as it came
+        return previous(*args, **kwargs)
+    arguments = {**dict(zip(parameters, args)), **kwargs}
+    stream, positional = parameters[0], parameters[:len(args)]
+
+    def original_block(block_args: dict) -> dict:
+        named = {stream if name == "img" else name: value for name, value in block_args.items()}
+        values = [named.pop(name) for name in positional]
+        return {"img": previous(*values, **named)}
+
+    block_args = {"img" if name == stream else name: value for name, value in arguments.items()}
+    return block_patch(spec, index, None, block_args, {"original_block": original_block})["img"]
+
+
+def forward_parameters(block) -> tuple[str, ...]:
+    """The names of a block class's ``forward`` parameters after ``self``, in order."""
+    return tuple(name for name, parameter in inspect.signature(type(block).forward).parameters.items()
+                 if name != "self" and parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD))
+
+
 def _grid_stream(spec: BlockKind, streams):
     """The stream that holds the grid, [B, L, C] (LTX-2: img = (video, audio); MiniMax: unbatched)."""
     x = streams[spec.stream] if spec.stream is not None else streams
@@ -129,7 +161,10 @@ def _decide(spec: BlockKind, index: int, args: dict) -> Decision | None:
     tokens = layout.tokens
     if not isinstance(x, torch.Tensor) or x.ndim != 3 or x.shape[1] < tokens:
         return None
-    start = x.shape[1] - tokens if spec.grid_last else text if spec.grid_after_text and layout.text_first else 0
+    start = (x.shape[1] - tokens - layout.after_grid if spec.grid_last
+             else text if spec.grid_after_text and layout.text_first else 0)
+    if start < 0:
+        return None
     reason = _sequence_mismatch(spec, args, x.shape[1], text) or _segment_mismatch(spec, args, start, tokens)
     if reason:
         run.note_once(f"CA-ToMe: {reason}; these blocks run unmerged.")

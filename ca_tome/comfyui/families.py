@@ -2,7 +2,10 @@
 
 An entry says what the block patch (``dit.block_patch``) needs to know about a family, and nothing
 is special-cased elsewhere:
-- which of the model's block lists to replace, under which ``patches_replace["dit"]`` kind;
+- which of the model's block lists to replace, and how: under which ``patches_replace["dit"]``
+  kind, or — for families whose blocks offer no such hook (Z-Image, Krea 2) — by an object patch of
+  each block's ``forward`` (``ModelPatcher.add_object_patch``: the module tree, its state-dict keys
+  and LoRA keys stay as they are, and the host's own per-layer patches still see every token);
 - where the image (or video) grid sits in a block's ``img``: first, after the text (Flux's
   single blocks see [txt, img]) or last (MiniMax-H3), and in which stream when ``img`` is a
   tuple (LTX-2's (video, audio)); everything else (reference images, context latents, audio)
@@ -11,7 +14,7 @@ is special-cased elsewhere:
   joint [txt, img] one (or [img, txt]) or ``img`` itself —, so the kept tokens keep their own rows
   (RoPE tables, attention masks, per-frame or per-token timestep modulation, modulation ranges);
 - the token grid: (height, width) for images, (frames, height, width) for video, from the latent
-  and the patch size;
+  and the patch size; and what follows the grid in a block's sequence (Z-Image's pad tokens);
 - when a model call or a block call must run unmerged, with the reason that is logged.
 A new family is an entry here plus its tests. (Anchors: diffusers' TransformerBlockRegistry, and
 context-parallel plans, which ask the same question: which inputs are per-token, along which dim.)
@@ -25,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 DOUBLE, SINGLE = "double_block", "single_block"
+DIT_HOOK, FORWARD_HOOK = "dit", "forward"  # patches_replace["dit"], or an object patch of each block's forward
 JOINT, IMAGE = "joint", "image"  # the sequence a per-token input spans: [txt, img] or img alone
 TIMESTEP_ZERO_REFERENCES = "index_timestep_zero"
 
@@ -47,8 +51,9 @@ class PerToken:
 
 @dataclass(frozen=True)
 class BlockKind:
-    kind: str  # the key of patches_replace["dit"]
+    kind: str  # the key of patches_replace["dit"] (also what dit_blocks selects: one-kind models' are DOUBLE)
     blocks: str  # the diffusion model's list of these blocks
+    hook: str = DIT_HOOK
     grid_after_text: bool = False  # img = [txt, grid, …] rather than [grid, …]
     stream: int | None = None  # img is a tuple of streams (LTX-2: video, audio); the grid is in this one
     grid_last: bool = False  # the grid is the end of img (MiniMax: [text, conditions, audio, video])
@@ -68,6 +73,7 @@ class Family:
     text_first: Callable[[object], bool] | None = None  # diffusion model -> the joint sequence is [txt, img] (default)
     packed: bool = False  # hosts pack the latents into one [B, 1, N] tensor and pass their shapes (LTX-2)
     unmerged_when: Callable[[object, object, dict], str | None] | None = None  # (diffusion model, x, call kwargs) -> why
+    after_grid: Callable[[object, int], int] | None = None  # (diffusion model, grid tokens) -> tokens after it (pads)
 
     def matches(self, diffusion_model) -> bool:
         module, name = self.model_class.split(":")
@@ -93,6 +99,31 @@ class Family:
         patch = self.patch or _patch_size(diffusion_model, 3 if self.video else 2)
         spatial = latent_shape[-len(patch):]
         return tuple(math.ceil(size / step) for size, step in zip(spatial, patch))
+
+
+def _pad_to_multiple(diffusion_model, tokens: int) -> int:
+    """Z-Image pads the image tokens to a multiple of ``pad_tokens_multiple`` (32); Lumina 2 does not."""
+    multiple = getattr(diffusion_model, "pad_tokens_multiple", None)
+    return -tokens % multiple if multiple else 0
+
+
+def _z_image_references(_diffusion_model, _x, kwargs: dict) -> str | None:
+    if kwargs.get("ref_latents"):
+        return ("this Z-Image model got reference images (omni); they and their SigLIP tokens are modulated at "
+                "timestep zero by token ranges fixed for the unmerged sequence, so these calls run unmerged")
+    return None
+
+
+def _timestep_zero_ranges(args: dict) -> str | None:
+    if args.get("timestep_zero_index") is not None:
+        return "this block modulates reference tokens at timestep zero by ranges fixed for the unmerged sequence"
+    return None
+
+
+def _krea_frames_or_references(diffusion_model, x, kwargs: dict) -> str | None:
+    if x.shape[2] > 1:
+        return "this Krea 2 model got several latent frames, which it samples as separate images; these calls run unmerged"
+    return _references_by_position(diffusion_model, x, kwargs)
 
 
 def _patch_size(diffusion_model, dims: int) -> tuple[int, ...]:
@@ -216,6 +247,23 @@ FAMILIES = (
         BlockKind(DOUBLE, "blocks", per_token=(PerToken("pe", dim=1, sequence=IMAGE),
                                                PerToken("vec", dim=1, sequence=IMAGE, timesteps=True))),
     ), video=True, unmerged_when=_wan_reference_before_the_video),
+    # Z-Image (Turbo, Base) and Lumina 2 (NextDiT; no dit hook: each main layer's forward is
+    # object-patched): layer(x, x_mask, freqs_cis, adaln_input, …) over [caption padded to 32 |
+    # image padded to 32]; RoPE rows (``freqs_cis`` [B, L, 1, …]) span x; the modulation is per
+    # sample. The refiners (image-only, text-only) before the main layers run whole, and so do
+    # the host's ``double_block`` patches after each layer (Z-Image's ControlNet): they see every token.
+    Family("Z-Image/Lumina 2", "comfy.ldm.lumina.model:NextDiT", (
+        BlockKind(DOUBLE, "layers", hook=FORWARD_HOOK, grid_last=True, unmerged_when=_timestep_zero_ranges,
+                  per_token=(PerToken("freqs_cis", dim=1, sequence=IMAGE),
+                             PerToken("x_mask", mask=True, sequence=IMAGE))),
+    ), unmerged_when=_z_image_references, after_grid=_pad_to_multiple),
+    # Krea 2 (single-stream; no dit hook: each block's forward is object-patched): block(x, vec,
+    # freqs, mask, …) over [txt, img, references]; Flux's RoPE rows (``freqs``, dim 2) span it.
+    # Latents are 5-D (Wan 2.1's format) of one frame.
+    Family("Krea 2", "comfy.ldm.krea2.model:SingleStreamDiT", (
+        BlockKind(DOUBLE, "blocks", hook=FORWARD_HOOK, grid_after_text=True, unmerged_when=_timestep_zero_ranges,
+                  per_token=(PerToken("freqs", dim=2), PerToken("mask", mask=True))),
+    ), video=True, patch=(1, 2, 2), unmerged_when=_krea_frames_or_references),
 )
 
 

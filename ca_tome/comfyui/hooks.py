@@ -12,7 +12,7 @@ import importlib
 import inspect
 import logging
 
-from .families import FAMILIES
+from .families import DIT_HOOK, FAMILIES, FORWARD_HOOK
 
 log = logging.getLogger("ca_tome")
 
@@ -60,13 +60,18 @@ def host_problems() -> list[str]:
         problems += [f"WrappersMP.{name} is missing" for name in WRAPPER_TYPES if not hasattr(wrappers, name)]
     except (ImportError, AttributeError):
         problems.append("comfy.patcher_extension.WrappersMP is missing")
-    for family in FAMILIES:  # DiT blocks are replaced through patches_replace["dit"]
+    for family in FAMILIES:  # DiT blocks are replaced through patches_replace["dit"] or their forward
         module = family.model_class.split(":")[0]
         try:
-            if '"dit"' not in inspect.getsource(importlib.import_module(module)):
-                problems.append(f"{module} ({family.name}) no longer offers patches_replace['dit']")
+            source = inspect.getsource(importlib.import_module(module))
         except (ImportError, OSError, TypeError):
-            pass  # a host without this family: nothing to merge there
+            continue  # a host without this family: nothing to merge there
+        if any(kind.hook == DIT_HOOK for kind in family.kinds) and '"dit"' not in source:
+            problems.append(f"{module} ({family.name}) no longer offers patches_replace['dit']")
+        for kind in (kind for kind in family.kinds if kind.hook == FORWARD_HOOK):
+            missing = [name for name in (f"self.{kind.blocks}", *(e.name for e in kind.per_token)) if name not in source]
+            if missing:
+                problems.append(f"{module} ({family.name}) no longer has {', '.join(missing)} (its blocks' call form)")
     path, names = ATTENTION_PATCHES
     try:
         source = inspect.getsource(_resolve(path))

@@ -15,8 +15,8 @@ import logging
 
 from ..schedule import position_of
 from .attention import PREPARED_KEY, RUN_KEY, merge_patch, prepare_call, unmerge_patch
-from .dit import LAYOUT_KEY, block_patch, call_layout
-from .families import DOUBLE, FAMILIES, SINGLE, family_of
+from .dit import LAYOUT_KEY, block_patch, call_layout, forward_parameters, forward_patch
+from .families import DOUBLE, FAMILIES, FORWARD_HOOK, SINGLE, family_of
 from .run import LEVELS_AUTO, MergingPatch, RunLog, RunReport, RunState, TokenMerging
 
 log = logging.getLogger("ca_tome")
@@ -51,7 +51,7 @@ def apply_token_merging(model, config: TokenMerging):
 
     UNets (SD1.x/2.x, SDXL) merge the self-attention of the selected levels through the attn1
     patch pair; the DiT families of :data:`.families.FAMILIES` run whole blocks on merged image or
-    video tokens through block replacement. A model of any other layout is
+    video tokens through block replacement (or an object patch of each block's forward). A model of any other layout is
     returned as it is, with one warning: a speed node must not stop the queue when a shared
     workflow's model is swapped.
     """
@@ -87,11 +87,22 @@ def apply_token_merging(model, config: TokenMerging):
         return patched
     replaced = options.get("patches_replace", {}).get("dit", {})
     for kind, count in blocks.items():
+        spec = family.kind(kind)
         for index in range(count):  # every block: which ones merge is the run's choice (a later node may change it)
+            if spec.hook == FORWARD_HOOK:
+                _patch_forward(patched, spec, index)
+                continue
             previous = replaced.get((kind, index))  # another pack's replacement: ours wraps it
-            patched.set_model_patch_replace(functools.partial(block_patch, family.kind(kind), index, previous),
-                                            "dit", kind, index)
+            patched.set_model_patch_replace(functools.partial(block_patch, spec, index, previous), "dit", kind, index)
     return patched
+
+
+def _patch_forward(patched, spec, index: int) -> None:
+    """Object-patch block ``index``'s forward; what another pack object-patched there is wrapped."""
+    name = f"diffusion_model.{spec.blocks}.{index}"
+    parameters = forward_parameters(patched.get_model_object(name))
+    previous = patched.get_model_object(f"{name}.forward")
+    patched.add_object_patch(f"{name}.forward", functools.partial(forward_patch, spec, index, previous, parameters))
 
 
 def unsupported(model) -> str | None:

@@ -2,19 +2,22 @@
 either order: weight patches and token merging must not see each other.
 
 The LoRA file is generated here in the kohya layout ComfyUI's key map reads (``lora_unet_<key>``
-with ``lora_up`` / ``lora_down`` / ``alpha``) for the attention weights of a tiny SD1.5 UNet and
-a tiny Flux, so the loader patches real weights of the model the test samples.
+with ``lora_up`` / ``lora_down`` / ``alpha``) for the attention weights of a tiny SD1.5 UNet, a
+tiny Flux, and the two families merged through object-patched block forwards (Z-Image, Krea 2:
+their LoRA keys must still find the weights), so the loader patches real weights of the model the
+test samples.
 """
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from devkit.dit_models import sample_dit, tiny_dit
+from devkit.dit_models import missing_classes, sample_dit, tiny_dit
 from devkit.sampling import Sampling, sample
 
 RANK = 4
-TARGETS = {"unet": ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0"), "flux": ("img_attn.qkv", "linear1")}
+TARGETS = {"unet": ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0"), "flux": ("img_attn.qkv", "linear1"),
+           "zimage": ("attention.qkv", "feed_forward.w1"), "krea2": ("attn.wq", "mlp.gate")}
 
 
 def lora_file(model, kind: str, folder) -> str:
@@ -45,13 +48,15 @@ def loras(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("kind", ["unet", "flux"])
+@pytest.mark.parametrize("kind", list(TARGETS))
 def test_a_lora_composes_with_ca_tome_in_either_order(pack, sd15_model, loras, kind):
     import nodes
 
-    model = sd15_model if kind == "unet" else tiny_dit("flux")
+    if kind != "unet" and missing_classes(kind):
+        pytest.skip(f"this ComfyUI host has no {', '.join(missing_classes(kind))}")
+    model = sd15_model if kind == "unet" else tiny_dit(kind)
     run = (lambda m: sample(m, Sampling(steps=3, size=(16, 16)))) if kind == "unet" else \
-        (lambda m: sample_dit(m, "flux", Sampling(steps=3, cfg=1.0)))
+        (lambda m: sample_dit(m, kind, Sampling(steps=3, cfg=1.0)))
     name = lora_file(model, kind, loras)
     loader = nodes.LoraLoaderModelOnly()
 

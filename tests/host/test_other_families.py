@@ -17,12 +17,13 @@ from devkit.dit_models import (BLOCK_TEXT_TOKENS, FAMILIES, GRID, PATCH, dit_con
 from devkit.sampling import Sampling, load_pack
 
 STEPS = 3
-MERGED_FAMILIES = ("flux", "flux2", "chroma", "qwen_image", "sd3", "wan21", "hunyuan_video", "ltx2", "minimax")
+MERGED_FAMILIES = ("flux", "flux2", "chroma", "qwen_image", "sd3", "wan21", "hunyuan_video", "ltx2", "minimax", "zimage",
+                   "krea2")
 FLUX_BLOCKS = {("double_block", 0), ("double_block", 1), ("single_block", 0), ("single_block", 1)}
 TWO_DOUBLE = {("double_block", 0), ("double_block", 1)}
 ONE_EACH = {("double_block", 0), ("single_block", 0)}
-BLOCKS = {"flux": FLUX_BLOCKS, "flux2": FLUX_BLOCKS, "chroma": FLUX_BLOCKS, "qwen_image": TWO_DOUBLE, "hunyuan_video": ONE_EACH, "ltx2": TWO_DOUBLE, "minimax": TWO_DOUBLE, "sd3": TWO_DOUBLE, "wan21": TWO_DOUBLE}
-FRAMES = {"wan21": 3, "hunyuan_video": 3, "ltx2": 3, "minimax": 3, "qwen_image": 1}  # latent frames of the 5-D families' runs (Wan's odd on purpose)
+BLOCKS = {"flux": FLUX_BLOCKS, "flux2": FLUX_BLOCKS, "chroma": FLUX_BLOCKS, "qwen_image": TWO_DOUBLE, "hunyuan_video": ONE_EACH, "ltx2": TWO_DOUBLE, "minimax": TWO_DOUBLE, "sd3": TWO_DOUBLE, "wan21": TWO_DOUBLE, "zimage": TWO_DOUBLE, "krea2": TWO_DOUBLE}
+FRAMES = {"wan21": 3, "hunyuan_video": 3, "ltx2": 3, "minimax": 3, "qwen_image": 1, "krea2": 1}  # latent frames of the 5-D families' runs (Wan's odd on purpose)
 
 
 def token_grid(family, grid=GRID):
@@ -313,7 +314,7 @@ def test_every_family_samples_unpatched(name):
     assert all(torch.isfinite(p).all() for p in parts(latent))
 
 
-@pytest.mark.parametrize("name", ["flux", "qwen_image", "wan21", "hunyuan_video", "ltx2", "minimax"])
+@pytest.mark.parametrize("name", ["flux", "qwen_image", "wan21", "hunyuan_video", "ltx2", "minimax", "zimage", "krea2"])
 def test_the_stats_node_shows_a_dit_run(pack, tmp_path, monkeypatch, name):
     """Image and video runs (4-step ones: few-step models are the common case)."""
     import json
@@ -397,7 +398,7 @@ BROKEN_MARGIN = {("chroma", "overwritten_by_their_partner"): 0.9}
 # 2 to 8 channels, 10× to 1000× the median channel magnitude, constant or varying over the image.
 # A threshold at which these random models merge neither nothing nor everything (the video
 # tokens, matched across three frames, are more alike).
-MID_SHARE_THRESHOLD = {"wan21": 0.45, "hunyuan_video": 0.45, "ltx2": 0.38, "minimax": 0.38}
+MID_SHARE_THRESHOLD = {"wan21": 0.45, "hunyuan_video": 0.45, "ltx2": 0.38, "minimax": 0.38, "krea2": 0.4}
 MASSIVE_CASES = [dict(channels=2, scale=10, smooth=False), dict(channels=2, scale=1000, smooth=True),
                  dict(channels=8, scale=1000, smooth=False), dict(channels=8, scale=10, smooth=True)]
 
