@@ -1,9 +1,11 @@
-"""DiT benchmark: whole-block image-token merging on a full-width, reduced-depth Flux or SD3.5.
+"""DiT benchmark: whole-block image-token merging on a full-width, reduced-depth Flux, SD3.5 or Z-Image.
 
 The model is ComfyUI's own class at full width with few blocks and random weights — Flux: hidden
 3072, 24 heads of 128, RoPE axes 16/56/56, T5-width text (4096), 512 text tokens; SD3.5 large
 (``--family sd3``): MMDiT hidden 2432 (64 × its depth of 38), 38 heads of 64, RMS q/k norm,
-pooled 2048, 333 text tokens (77 CLIP + 256 T5) — at the token count of a 1024² image (a 128²
+pooled 2048, 333 text tokens (77 CLIP + 256 T5); Z-Image (``--family zimage``, its main layers
+object-patched, no refiner layers): NextDiT dim 3840, 30 heads of 128, Qwen3-4B-width text (2560),
+128 caption tokens — at the token count of a 1024² image (a 128²
 latent: 64×64 = 4096 image tokens), sampled through ``comfy.sample.sample`` (euler, cfg 1 — one
 model call per step, as Flux runs; SD3.5's cfg > 1 doubles every variant's batch alike). After a
 warm-up, the variants run interleaved (A B C … A B C …) for ``--repeats`` repeats, every step timed
@@ -15,7 +17,7 @@ merging variant, matches) is reported apart: a run's time is its steps 1–n, me
 - CA-ToMe at the threshold that merges about half the image tokens (calibrated from the similarity
   histograms of whole recorded runs of another seed and prompt: the tokens grow more similar as
   the run goes), with ``all`` (no caching), CONFIG_3 and ``auto``; on Flux also ``auto`` with
-  ``dit_blocks`` double or single only;
+  ``dit_blocks`` double or single only (Z-Image, a Turbo model of 8 steps: CONFIG_3 and ``auto`` only);
 - fixed ratio at exactly the share CA-ToMe ``all`` merged, schedule ``all``: the threshold rule
   against the fixed ratio at equal merged fraction, both matching every step;
 - the free-merge ceiling: the unpatched model on a latent half as wide — half the image tokens,
@@ -51,19 +53,29 @@ SD35_LARGE_DEPTH = 38  # MMDiT's width is 64 × depth; num_blocks builds fewer b
 FULL_WIDTH_SD35 = dict(depth=SD35_LARGE_DEPTH, adm_in_channels=2048, pos_embed_max_size=192, num_patches=192 * 192,
                        context_embedder_config={"target": "torch.nn.Linear",
                                                 "params": {"in_features": 4096, "out_features": 64 * SD35_LARGE_DEPTH}})
-# family -> (text tokens, pooled width, extra conditioning)
-TEXT = {"flux": (512, 768, {"guidance": 3.5}), "sd3": (333, 2048, {})}
-UNUSED = {("joint", "flux"), ("double", "sd3"), ("single", "sd3"), ("family", "flux")}  # kept out of the recorded command
+FULL_WIDTH_Z_IMAGE = dict(dim=3840, n_heads=30, n_kv_heads=30, axes_dims=[32, 48, 48], cap_feat_dim=2560,
+                          n_refiner_layers=0)
+QUICK_Z_IMAGE = dict(dim=256, n_heads=8, n_kv_heads=8, axes_dims=[8, 12, 12])
+# family -> (text tokens, text width, pooled width or None, extra conditioning)
+TEXT = {"flux": (512, 4096, 768, {"guidance": 3.5}), "sd3": (333, 4096, 2048, {}), "zimage": (128, 2560, None, {})}
+NAMES = {"flux": "Flux", "sd3": "SD3.5 large", "zimage": "Z-Image"}
+BLOCK_ARGUMENTS = {"flux": ("double", "single"), "sd3": ("joint",), "zimage": ("layers",)}
 
 
 MEASURED_SEED, CALIBRATION_SEED = 0, 1  # noise and prompt: the threshold is never calibrated on the measured run
 
 
 def conditioning(family: str, seed: int) -> list:
-    tokens, pooled, extra = TEXT[family]
+    tokens, width, pooled, extra = TEXT[family]
     g = torch.Generator().manual_seed(seed)
-    return [[torch.randn(1, tokens, 4096, generator=g) * 0.1,
-             {"pooled_output": torch.randn(1, pooled, generator=g), **extra}]]
+    text = torch.randn(1, tokens, width, generator=g) * 0.1
+    return [[text, {**({"pooled_output": torch.randn(1, pooled, generator=g)} if pooled else {}), **extra}]]
+
+
+def unused(argument: str, family: str) -> bool:
+    """Kept out of the recorded command: the family (Flux's is the default) and other families' block counts."""
+    others = {name for family_name, names in BLOCK_ARGUMENTS.items() if family_name != family for name in names}
+    return (argument == "family" and family == "flux") or argument in others - set(BLOCK_ARGUMENTS[family])
 
 
 def timed(model, family: str, latent_shape, steps: int, seed: int = MEASURED_SEED):
@@ -104,6 +116,7 @@ def main() -> None:
     parser.add_argument("--double", type=int, default=1, help="Flux: double blocks")
     parser.add_argument("--single", type=int, default=1, help="Flux: single blocks")
     parser.add_argument("--joint", type=int, default=2, help="SD3.5: joint blocks")
+    parser.add_argument("--layers", type=int, default=1, help="Z-Image: main layers")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="latent 32, 4 steps, one repeat, narrow blocks: a check in seconds")
     record.add_argument(parser)
@@ -116,8 +129,10 @@ def main() -> None:
     if args.family == "flux":
         shape = {**FULL_WIDTH_FLUX, **(QUICK_FLUX if args.quick else {}), "depth": args.double,
                  "depth_single_blocks": args.single}
-    else:
+    elif args.family == "sd3":
         shape = {**FULL_WIDTH_SD35, "num_blocks": args.joint}
+    else:
+        shape = {**FULL_WIDTH_Z_IMAGE, **(QUICK_Z_IMAGE if args.quick else {}), "n_layers": args.layers}
     model = tiny_dit(args.family, **shape)
     full, half = (1, 16, args.latent, args.latent), (1, 16, args.latent, args.latent // 2)
     node, ratio_node = pack.nodes.CATome, pack.nodes.CATomeFixedRatio
@@ -143,6 +158,8 @@ def main() -> None:
         ca_tome_variant(threshold, "CONFIG_3"): (ca_tome("CONFIG_3"), full),
         ca_tome_variant(threshold, "auto"): (ca_tome("auto"), full),
     }
+    if args.family == "zimage":  # at 8 steps CONFIG_3 recomputes every step: 'all' and its equal share add nothing
+        del variants[ca_tome_variant(threshold, "all")], variants[DIT_RATIO_AT_THRESHOLD_SHARE]
     if args.family == "flux":  # which blocks to merge: the dit_blocks default is chosen from these rows
         for blocks in ("double", "single"):
             variants[ca_tome_variant(threshold, f"auto, {blocks} blocks only")] = (ca_tome("auto", blocks), full)
@@ -174,10 +191,10 @@ def main() -> None:
         row["step_0"] = spread([run[0] for run in runs])
         row["later_steps"] = spread([s for run in runs for s in run[1:]])
     result = {
-        "what": f"{'Flux' if args.family == 'flux' else 'SD3.5 large'} (ComfyUI's class) at "
+        "what": f"{NAMES[args.family]} (ComfyUI's class) at "
                 f"{'a narrow width (--quick)' if args.quick else 'full width'}, reduced depth, random weights; whole DiT blocks on merged image tokens",
         "command": "python -m benchmarks.dit " + " ".join(f"--{k} {v}" for k, v in vars(args).items()
-                                                           if k not in ("quick", "allow_dirty") and (k, args.family) not in UNUSED)
+                                                           if k not in ("quick", "allow_dirty") and not unused(k, args.family))
                    + (" --quick" if args.quick else ""),
         **run_metadata(model),
         "model": {**shape, "image_tokens": (args.latent // 2) ** 2, "text_tokens": TEXT[args.family][0]},

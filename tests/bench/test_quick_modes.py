@@ -14,10 +14,10 @@ from devkit.host import REPO_ROOT
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 
 
-def run_quick(module: str, result: str) -> dict:
+def run_quick(module: str, result: str, *arguments: str) -> dict:
     path = RESULTS / result
     path.unlink(missing_ok=True)
-    done = subprocess.run([sys.executable, "-m", module, "--quick"], cwd=REPO_ROOT, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", module, "--quick", *arguments], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, f"{module} --quick failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     written = json.loads(path.read_text())
@@ -25,10 +25,12 @@ def run_quick(module: str, result: str) -> dict:
     return written
 
 
-@pytest.mark.parametrize("module, result, steps", [("benchmarks.dit", "dit_flux_quick.json", 4),
-                                                   ("benchmarks.wan", "dit_wan_3frames_2steps_quick.json", 2)])
-def test_dit_suites_time_every_variant_and_merge(module, result, steps):
-    written = run_quick(module, result)
+@pytest.mark.parametrize("module, result, steps, arguments", [
+    ("benchmarks.dit", "dit_flux_quick.json", 4, ()),
+    ("benchmarks.dit", "dit_zimage_quick.json", 4, ("--family", "zimage")),  # object-patched layers
+    ("benchmarks.wan", "dit_wan_3frames_2steps_quick.json", 2, ())])
+def test_dit_suites_time_every_variant_and_merge(module, result, steps, arguments):
+    written = run_quick(module, result, *arguments)
     variants = {row["variant"]: row for row in written["variants"]}
 
     def merged(name) -> list[float]:  # dit.py keeps one share per variant, wan.py one per repeat
