@@ -971,7 +971,10 @@ DIT_MEASURED = {  # family (as the family table names it) -> its measurements, t
     "Qwen-Image/Edit": (lambda: whole_run("dit_qwen_image.json", WAN_CACHED, "a Qwen-Image block"),),
     "Wan 2.1/2.2": (lambda: whole_run("dit_wan_5frames_20steps.json", "CA-ToMe, CONFIG_3", "a Wan 1.3B block"),
                     wan_cached_step),
+    "Z-Image/Lumina 2": (lambda: dit_run("dit_zimage_8steps.json", "a Z-Image layer"),),
 }
+DIT_SHORT_NAMES = {"Flux.1 and Flux 2": "Flux", "SD3/SD3.5": "SD3.5", "Qwen-Image/Edit": "Qwen-Image",
+                   "Wan 2.1/2.2": "Wan", "Z-Image/Lumina 2": "Z-Image"}  # the README's first screen
 
 
 def measured_text(measurement: dict) -> str:
@@ -999,9 +1002,11 @@ def readme_models_table() -> str:
 
 def readme_gains() -> str:
     """The README's first-screen phrase: each measured DiT's longest run and the UNet's 1024² run."""
+    require(set(DIT_SHORT_NAMES) == set(DIT_MEASURED), "readme-gains", "every measured DiT family has a short name")
     dits = [measurements[0]() for measurements in DIT_MEASURED.values()]
     unet = UNET_MEASURED[0]()
-    return (f"{span([m['speed_up'] for m in dits])} faster on Flux, SD3.5, Qwen-Image and Wan blocks with "
+    *names, last = (DIT_SHORT_NAMES[family] for family in DIT_MEASURED)
+    return (f"{span([m['speed_up'] for m in dits])} faster on {', '.join(names)} and {last} blocks with "
             f"{span([100 * m['merged'] for m in dits], 0, ' %')} of the tokens merged, {times(unet['speed_up'])} on the "
             f"SD1.5 UNet at 1024² with {percent(unet['merged'], 0)} merged")
 

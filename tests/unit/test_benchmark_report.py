@@ -174,7 +174,7 @@ def test_every_labelled_result_file_says_so_on_its_source_line():
                 labelled += 1
                 assert f"{caveat['label']}**: {caveat['note']}" in documents, path.name
                 assert f"`{caveat['rerun']}`" in documents, path.name
-    assert labelled >= 8  # the files the harness's refusal came too late for (issue 33)
+    assert labelled, "no result file is labelled any more: this test checks nothing (drop it)"
 
 
 def _wan(monkeypatch, cached):
