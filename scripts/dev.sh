@@ -15,6 +15,7 @@
 #                  CA_TOME_HOST=0.33 it still gets 0.33's packages and the torchaudio stub)
 #   COMFYUI_033_TARBALL  where comfyui-0.33.0.tar.gz is (default: ../shared/hosts/, /work/shared/hosts/)
 #   PYTHON         the Python 3.11 interpreter that creates the venv (default: python3.11)
+#   CA_TOME_PARALLEL  test processes for `test` (default 2, pytest-xdist; 0: one process, no xdist)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -237,11 +238,17 @@ setup() {
   ensure_checkpoints
 }
 
+# The whole suite runs in two processes, one test file each at a time (the e2e tier's files together,
+# around one server): the tiny models leave torch's threads idle, so two files at once on two cores
+# take about half the time. CA_TOME_PARALLEL=0 runs it in one process.
+PARALLEL="-n ${CA_TOME_PARALLEL:-2} --dist loadgroup"
+[[ "${CA_TOME_PARALLEL:-2}" == 0 ]] && PARALLEL=""
+
 cmd="${1:-}"
 shift || true
 case "$cmd" in
   setup) setup ;;
-  test) setup; ensure_browser; exec "$VENV/bin/python" -m pytest "$@" ;;
+  test) setup; ensure_browser; exec "$VENV/bin/python" -m pytest $PARALLEL "$@" ;;
   demo) setup; exec "$VENV/bin/python" -m devkit.demo "$@" ;;
   bench) setup; exec "$VENV/bin/python" -m benchmarks.speed "$@" ;;
   python) setup; exec "$VENV/bin/python" "$@" ;;

@@ -16,12 +16,12 @@ import logging
 import pytest
 import torch
 
-from devkit.dit_models import sample_dit, tiny_dit
+from devkit.dit_models import missing_classes, sample_dit, tiny_dit
 from devkit.sampling import Sampling, sample
 
 SCHEDULE = "0, 3, 6"  # custom steps of an 8-step run: checkpoints 0, 3, 6; every other step cached
 STEPS = 8
-THRESHOLD = {"unet": 0.5, "flux": 0.3, "zimage": 0.3}  # these random models merge a fair share, not everything
+THRESHOLD = {"unet": 0.5, "flux": 0.3, "zimage": 0.3, "krea2": 0.4}  # these random models merge a fair share, not everything
 # Relative L2 of compiled against eager: inductor fuses and reorders float32 arithmetic (seen here:
 # 2e-6 on the UNet, 1e-5 on Flux), while a merge that differs changes the latent by percents.
 TOLERANCE = 1e-4
@@ -39,6 +39,8 @@ def fresh_dynamo():
 def model_of(kind):
     from devkit.sampling import tiny_model
 
+    if kind != "unet" and missing_classes(kind):
+        pytest.skip(f"this ComfyUI host has no {', '.join(missing_classes(kind))}")
     return tiny_model("sd15") if kind == "unet" else tiny_dit(kind)
 
 
@@ -77,7 +79,7 @@ def assert_like_eager(steps, eager_steps, what):
         assert error < TOLERANCE, f"{what}: step {step}'s denoised latent is {error:.1e} from eager"
 
 
-@pytest.mark.parametrize("kind", ["unet", "flux", "zimage"])  # Z-Image: object-patched layer forwards
+@pytest.mark.parametrize("kind", ["unet", "flux", "zimage", "krea2"])  # Z-Image, Krea 2: object-patched forwards
 def test_compiled_before_or_after_the_node_merges_as_eager_at_every_step(pack, fresh_dynamo, kind):
     from comfy_extras.nodes_torch_compile import TorchCompileModel
 
