@@ -238,10 +238,10 @@ setup() {
   ensure_checkpoints
 }
 
-# The whole suite runs in two processes, one test file each at a time (the e2e tier's files together,
-# around one server): the tiny models leave torch's threads idle, so two files at once on two cores
-# take about half the time. CA_TOME_PARALLEL=0 runs it in one process.
-PARALLEL="-n ${CA_TOME_PARALLEL:-2} --dist loadgroup"
+# The whole suite runs in two processes, one test file each at a time (its module fixtures built
+# once; each process's e2e files share that process's server): the tiny models leave torch's threads
+# idle, so two files at once on two cores take about half the time. CA_TOME_PARALLEL=0: one process.
+PARALLEL="-n ${CA_TOME_PARALLEL:-2} --dist loadfile"
 [[ "${CA_TOME_PARALLEL:-2}" == 0 ]] && PARALLEL=""
 
 cmd="${1:-}"

@@ -14,9 +14,6 @@ def pytest_collection_modifyitems(items):
         tier = Path(str(item.fspath)).parent.name
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
-        # Under pytest-xdist (scripts/dev.sh test): a file's tests stay in one process, so its
-        # module fixtures are built once, and the e2e files share one process and one server.
-        item.add_marker(pytest.mark.xdist_group("e2e" if tier == "e2e" else str(item.fspath)))
 
 
 def pytest_configure(config):

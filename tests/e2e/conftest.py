@@ -1,6 +1,7 @@
 """End-to-end tier: the real ComfyUI server, started once, with this pack in custom_nodes/."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,10 @@ from devkit.checkpoints import ensure_checkpoint
 from devkit.workflows import MODEL_FILES, WORKFLOWS, tiny_checkpoint_kind
 from devkit.host import ARTIFACTS, PACK_LINK_NAME, REPO_ROOT, Server, comfyui_path, free_port, host_version
 
-E2E_ARTIFACTS = ARTIFACTS / "e2e"
+# Under pytest-xdist each process runs its own server: its outputs, temp files, user settings and
+# database apart from the other's (ComfyUI empties its temp folder when it starts).
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+E2E_ARTIFACTS = ARTIFACTS / "e2e" / WORKER
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +44,14 @@ def server(host_path):
     output = E2E_ARTIFACTS / "output"
     shutil.rmtree(output, ignore_errors=True)
     output.mkdir(parents=True, exist_ok=True)
+    apart = ()
+    if WORKER:
+        user = E2E_ARTIFACTS / "user"
+        user.mkdir(parents=True, exist_ok=True)
+        apart = ("--temp-directory", str(E2E_ARTIFACTS), "--user-directory", str(user),
+                 "--database-url", f"sqlite:///{user / 'comfyui.db'}")
     # Every prompt runs every node: outputs of one test never come from another test's cache.
-    with Server(host_path, free_port(), E2E_ARTIFACTS / "server.log", output, ("--cache-none",)) as running:
+    with Server(host_path, free_port(), E2E_ARTIFACTS / "server.log", output, ("--cache-none", *apart)) as running:
         yield running
 
 
