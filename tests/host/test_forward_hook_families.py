@@ -32,13 +32,13 @@ def recording_forward(forward, calls):
     return record
 
 
-def recorded(model, family, blocks, index, threshold, grid, **inputs):
+def recorded(pack, model, family, blocks, index, threshold, grid, **inputs):
     """The first call of block ``index`` in one step, without CA-ToMe (threshold None) or with it."""
     calls = []
     name = f"diffusion_model.{blocks}.{index}.forward"
     clone = model.clone()
     clone.add_object_patch(name, recording_forward(model.get_model_object(name), calls))
-    sampled = clone if threshold is None else patch(pack_of(), clone, threshold=threshold, schedule="once", **inputs)
+    sampled = clone if threshold is None else patch(pack, clone, threshold=threshold, schedule="once", **inputs)
     sample_dit(sampled, family, ONE_STEP, grid=grid)
     return calls[0], sampled
 
@@ -54,19 +54,13 @@ def z_image_source_has(text):
         pytest.skip(f"this ComfyUI host's Z-Image has no {text}")
 
 
-def pack_of():
-    from devkit.sampling import load_pack
-
-    return load_pack()
-
-
 def test_z_image_merges_the_grid_and_passes_caption_and_pad_tokens_whole(pack):
     """[caption padded to 32 | 63 image tokens | 1 pad token]: only the grid shrinks; the caption,
     its pads and the image's pad reach the layer unchanged, with their RoPE rows, and every kept
     token keeps its own row (the top-left of every cell, in order)."""
     model, grid = tiny_dit("zimage"), (9, 7)
-    ((x0, mask0, rope0, *_), _), _ = recorded(model, "zimage", "layers", 0, None, grid)
-    ((x1, mask1, rope1, *_), _), patched = recorded(model, "zimage", "layers", 0, 0.0, grid)
+    ((x0, mask0, rope0, *_), _), _ = recorded(pack, model, "zimage", "layers", 0, None, grid)
+    ((x1, mask1, rope1, *_), _), patched = recorded(pack, model, "zimage", "layers", 0, 0.0, grid)
     kept = 4 * 3  # one dst per full 2×2 cell; the leftover row and column merge too at threshold 0
     assert x0.shape[1] == CAPTION + 63 + 1 and x1.shape[1] == CAPTION + kept + 1 and mask0 is mask1 is None
     assert torch.equal(x1[:, :CAPTION], x0[:, :CAPTION]) and torch.equal(x1[:, -1], x0[:, -1]), "caption, pads whole"
@@ -80,8 +74,8 @@ def test_z_image_merges_the_grid_and_passes_caption_and_pad_tokens_whole(pack):
 def test_krea2_merges_the_grid_after_the_text_and_passes_the_text_whole(pack):
     available("krea2")
     model = tiny_dit("krea2")
-    ((x0, _, rope0, *_), _), _ = recorded(model, "krea2", "blocks", 0, None, (8, 8))
-    ((x1, _, rope1, *_), _), patched = recorded(model, "krea2", "blocks", 0, 0.0, (8, 8))
+    ((x0, _, rope0, *_), _), _ = recorded(pack, model, "krea2", "blocks", 0, None, (8, 8))
+    ((x1, _, rope1, *_), _), patched = recorded(pack, model, "krea2", "blocks", 0, 0.0, (8, 8))
     assert x0.shape[1] == KREA_TEXT + 64 and x1.shape[1] == KREA_TEXT + 16
     assert torch.equal(x1[:, :KREA_TEXT], x0[:, :KREA_TEXT]), "the text reaches the block whole"
     assert torch.equal(rope1[:, :, :KREA_TEXT], rope0[:, :, :KREA_TEXT]), "text RoPE rows untouched"
@@ -100,7 +94,7 @@ def test_the_model_keeps_its_keys_and_another_packs_forward_patch_is_wrapped(pac
     available(family)
     model = tiny_dit(family)
     keys = list(model.model.state_dict())
-    (args, kwargs), patched = recorded(model, family, blocks, 1, 0.0, (8, 8))
+    (args, kwargs), patched = recorded(pack, model, family, blocks, 1, 0.0, (8, 8))
     assert args[0].shape[1] < (CAPTION if family == "zimage" else KREA_TEXT) + 64, "it ran on merged tokens"
     assert "transformer_options" in kwargs
     comfy.model_management.load_models_gpu([patched])
