@@ -24,7 +24,7 @@ sampled latent decodes to an RGB image for PSNR / SSIM. The prompt is the photog
 from: one fixed random text embedding per photograph, plus an empty prompt (10 % of the batches,
 for cfg), so calibration and measurement can use different prompts.
 
-``python -m devkit.training --family sd15|flux|wan21 [--minutes M]`` trains (on ComfyUI 0.3.75: 0.33's
+``python -m devkit.training --family sd15|flux|flux1k|wan21 [--minutes M] [--resume]`` trains (on ComfyUI 0.3.75: 0.33's
 Flux applies RoPE through a kernel op that has no backward) (stopping early once the
 loss stalls), writes ``devkit/weights/<family>.safetensors`` (fp16) and ``<family>.json`` (the
 recipe, the loss curve, the file's sha256, where and when it was trained). :func:`trained_model`
@@ -63,6 +63,7 @@ class Recipe:
     batch: int = 16
     learning_rate: float = 3e-4
     seed: int = 0
+    architecture: str = ""  # the devkit model family, where it is not the recipe's name
 
 
 RECIPES = {
@@ -71,6 +72,10 @@ RECIPES = {
                                                         "depth": 2, "depth_single_blocks": 2}),
     "wan21": Recipe(latent_channels=16, crop=32, frames=5, batch=4,
                     model={"dim": 256, "ffn_dim": 1024, "num_heads": 4, "num_layers": 2}),
+    # Realistic density: 32 × 32 = 1,024 image tokens (today's flux sees 256), 3 + 3 blocks, narrower.
+    "flux1k": Recipe(latent_channels=16, crop=64, batch=8, architecture="flux",
+                     model={"hidden_size": 128, "num_heads": 2, "axes_dim": [16, 24, 24],
+                            "depth": 3, "depth_single_blocks": 3}),
 }
 MAX_SPEED = 4  # pixels a frame, each axis: of the camera's pan and of a moving crop
 
@@ -206,7 +211,13 @@ def build(family: str, seed: int = 0):
         return tiny_model(seed=seed, **recipe.model)
     from .dit_models import tiny_dit
 
-    return tiny_dit(family, seed=seed, **recipe.model)
+    return tiny_dit(architecture(family), seed=seed, **recipe.model)
+
+
+def architecture(family: str) -> str:
+    """The devkit model family a recipe (or a devkit family itself) is built as."""
+    recipe = RECIPES.get(family)
+    return recipe.architecture or family if recipe else family
 
 
 class Prompts:
@@ -221,7 +232,7 @@ class Prompts:
         if family == "sd15":
             self.lists = [conditioning(seed=10_000 + i) for i in range(count)]
         else:
-            self.lists = [dit_conditioning(family, seed=10_000 + i) for i in range(count)]
+            self.lists = [dit_conditioning(architecture(family), seed=10_000 + i) for i in range(count)]
 
     def conditioning(self, index: int) -> list:
         return self.lists[index]
@@ -249,8 +260,12 @@ def denoising_loss(model, codec: PixelCodec, prompts: Prompts, pixels, labels, g
     return (((denoised - clean) / sigma.view(-1, *[1] * (clean.ndim - 1))) ** 2).mean()
 
 
-def train(family: str, minutes: float, log_every: int = 50):
-    """(the trained ModelPatcher, with the averaged weights; the record of the training)."""
+def train(family: str, minutes: float, log_every: int = 50, resume: bool = False, save_every_s: float = 300):
+    """(the trained ModelPatcher, with the averaged weights; the record of the training).
+
+    Every ``save_every_s`` the whole state (weights, their average, the optimizer, the random
+    generators, the loss curve, the seconds spent) goes to ``artifacts/training/<family>.pt``;
+    ``resume`` goes on from there, and ``minutes`` counts the time of every part together."""
     recipe = RECIPES[family]
     torch.manual_seed(recipe.seed)
     generator = torch.Generator().manual_seed(recipe.seed)
@@ -264,8 +279,28 @@ def train(family: str, minutes: float, log_every: int = 50):
     images = photographs()
     average = {name: p.detach().clone() for name, p in network.named_parameters()}  # EMA of the weights
     optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
-    curve, window, start, step = [], [], time.monotonic(), 0
-    while time.monotonic() - start < minutes * 60:
+    curve, window, spent, step = [], [], 0.0, 0
+    state_path = REPO_ROOT / "artifacts" / "training" / f"{family}.pt"
+    if resume and state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        average, curve, spent, step = state["average"], state["curve"], state["seconds"], state["step"]
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        print(f"{family}: resumed at step {step} ({spent / 60:.1f} min spent)", flush=True)
+
+    def checkpoint():
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"network": network.state_dict(), "optimizer": optimizer.state_dict(), "average": average,
+                    "curve": curve, "seconds": elapsed(), "step": step, "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state()}, state_path.with_suffix(".tmp"))
+        state_path.with_suffix(".tmp").replace(state_path)
+
+    start = time.monotonic()
+    elapsed = lambda: spent + time.monotonic() - start  # noqa: E731
+    last_save = elapsed()
+    while elapsed() < minutes * 60:
         pixels, labels = training_pixels(recipe, codec.block, images, recipe.batch, generator)
         labels = torch.where(torch.rand(recipe.batch, generator=generator) < EMPTY_PROMPT_SHARE, EMPTY_PROMPT, labels)
         loss = denoising_loss(model, codec, prompts, pixels, labels, generator)
@@ -280,15 +315,18 @@ def train(family: str, minutes: float, log_every: int = 50):
         window.append(loss.item())
         step += 1
         if step % log_every == 0:
-            curve.append({"step": step, "seconds": round(time.monotonic() - start, 1),
-                          "loss": sum(window) / len(window)})
+            curve.append({"step": step, "seconds": round(elapsed(), 1), "loss": sum(window) / len(window)})
             window = []
             print(f"{family} step {step} loss {curve[-1]['loss']:.4f} ({curve[-1]['seconds']:.0f} s)", flush=True)
             if stalled(curve):
                 break
+            if elapsed() - last_save > save_every_s:
+                checkpoint()
+                last_save = elapsed()
+    checkpoint()
     network.load_state_dict({**network.state_dict(), **average})
     network.eval()
-    return patcher, {"steps": step, "minutes": round((time.monotonic() - start) / 60, 1), "loss_curve": curve,
+    return patcher, {"steps": step, "minutes": round(elapsed() / 60, 1), "loss_curve": curve,
                      "stopped": "loss stalled" if curve and stalled(curve) else "time budget"}
 
 
@@ -335,13 +373,15 @@ def trained_model(family: str, directory=WEIGHTS):
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--family", choices=sorted(RECIPES), required=True)
-    parser.add_argument("--minutes", type=float, default=60.0, help="CPU budget; stops earlier when the loss stalls")
+    parser.add_argument("--minutes", type=float, default=60.0,
+                        help="CPU budget, all parts of a resumed run together; stops earlier when the loss stalls")
+    parser.add_argument("--resume", action="store_true", help="go on from artifacts/training/<family>.pt")
     args = parser.parse_args(argv)
     from .host import import_comfy
 
     import_comfy()
     with torch.enable_grad():
-        patcher, record = train(args.family, args.minutes)
+        patcher, record = train(args.family, args.minutes, resume=args.resume)
     save(args.family, patcher, record)
 
 
