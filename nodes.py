@@ -11,21 +11,41 @@ import numpy as np
 import torch
 from comfy_api.latest import ComfyExtension, io
 
-from .ca_tome.comfyui import (DIT_BLOCKS, FAMILIES, LEVELS_AUTO, TARGETS, VIDEO_CELLS, VIDEO_SEARCH, TokenMerging,
-                              apply_token_merging, log_host_check, merging_patch, unsupported)
+from .ca_tome.comfyui import (DIT_BLOCKS, FAMILIES, LEVELS_AUTO, TARGETS, UNET_DEFAULTS, VIDEO_CELLS, VIDEO_SEARCH,
+                              TokenMerging, apply_token_merging, log_host_check, merging_patch, unsupported)
 from .ca_tome.schedule import AUTO, AutoRefresh
 from .ca_tome.schedule import NAMES as SCHEDULE_NAMES
 from .ca_tome.schedule import Schedule
 
 CUSTOM = "custom"
+MODEL_DEFAULT = "model default"
+PRESETS = (MODEL_DEFAULT, CUSTOM)
 LEVEL_CHOICES = [LEVELS_AUTO, "1", "2", "4", "8"]
 DITS = ", ".join(family.name for family in FAMILIES)
 VIDEO_CELLS_DEFAULT = TokenMerging.__dataclass_fields__["video_cells"].default
 VIDEO_SEARCH_DEFAULT = TokenMerging.__dataclass_fields__["video_search"].default
 COUNT_BUCKETS_DEFAULT = TokenMerging.__dataclass_fields__["count_buckets"].default
+UPDATE_MEMORY_GB_DEFAULT = TokenMerging.__dataclass_fields__["update_memory"].default / 2**30
+
+def _family_defaults() -> str:
+    by_defaults = {}
+    for family in FAMILIES:
+        by_defaults.setdefault(family.defaults, []).append(family.name)
+    return "; ".join([f"SD1.x/SDXL UNets: {UNET_DEFAULTS.describe()}",
+                      *(f"{', '.join(names)}: {defaults.describe()}" for defaults, names in by_defaults.items())])
+
 
 TOOLTIPS = {
     "model": "The model to patch. It is cloned: the input model stays unmerged.",
+    "preset": "'model default': threshold, schedule and full_every are set for the model's family, as measured "
+              f"({_family_defaults()}); the inputs below them are ignored. 'custom': the inputs are used as set.",
+    "full_every": "DiTs: every k-th step runs every token through every block and stores each token's own update; "
+                  "at the steps between, a merged token gets its stored update plus the change of the token it merged "
+                  "into, instead of that token's update alone. Much closer to the unmerged picture for a smaller "
+                  "saving (measured: BENCHMARKS.md, DiT fidelity). 0 = every step merges (fastest). Ignored on UNets.",
+    "update_memory_gb": "DiTs with full_every: the most memory the stored updates of one run may take (batch × tokens "
+                        "× channels × 2 bytes per merged block, e.g. 1.4 GB for Flux at 1024², 3 GB per cond for "
+                        "Wan 1.3B at 480p × 81 frames). Blocks past it give merged tokens their group's update alone.",
     "threshold": "Merge every token pair whose cosine similarity is at least this (the paper's t). "
                  "Lower = more tokens merged = faster, less faithful. 0.7 is the paper's choice (UNets); 1.0 "
                  "merges nothing. On DiTs the similarity is taken on the image tokens with every "
@@ -141,12 +161,19 @@ def _schedule_error(schedule: str, custom_steps: str) -> str | None:
 
 
 def _patched(model, schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval, record_stats,
-             dit_blocks, video_cells, video_search, **amount) -> io.NodeOutput:
+             dit_blocks, video_cells, video_search, model_default=False, **amount) -> io.NodeOutput:
     config = TokenMerging(schedule=_schedule(schedule, custom_steps, auto_tolerance, auto_max_interval),
                           levels=LEVELS_AUTO if levels == LEVELS_AUTO else int(levels), stride=(stride, stride),
                           target=merge, record_stats=record_stats, dit_blocks=dit_blocks, video_cells=video_cells,
                           video_search=video_search, **amount)
-    return io.NodeOutput(apply_token_merging(model, config))
+    return io.NodeOutput(apply_token_merging(model, config, model_default))
+
+
+def _full_step_inputs() -> list:
+    return [io.Int.Input("full_every", default=0, min=0, max=100, optional=True, tooltip=TOOLTIPS["full_every"],
+                         **ADVANCED),
+            io.Float.Input("update_memory_gb", default=UPDATE_MEMORY_GB_DEFAULT, min=0.0, max=1024.0, step=0.5,
+                           optional=True, tooltip=TOOLTIPS["update_memory_gb"], **ADVANCED)]
 
 
 def _validate(amount_name: str, amount, schedule: str, custom_steps: str, auto_tolerance) -> bool | str:
@@ -155,19 +182,70 @@ def _validate(amount_name: str, amount, schedule: str, custom_steps: str, auto_t
     return next((e for e in errors if e), True)
 
 
+DESCRIPTION = (f"Speeds up UNet self-attention (SD1.x, SDXL) and DiT blocks ({DITS}) by merging similar image and "
+               "video tokens; pairs are cached between checkpoint steps. Any other model runs unmerged, with a "
+               "warning in the log.")
+
+
+class CATomeModelDefault(io.ComfyNode):
+    """The node: CA-ToMe with each model family's measured settings by default (preset), or the inputs'."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="CATome2",
+            display_name="CA-ToMe (Cached Adaptive Token Merging)",
+            category="model_patches/unet",
+            description=f"{DESCRIPTION} Leave preset at 'model default' for the settings measured for the model's "
+                        "family, or set 'custom' and threshold (lower = faster, less faithful), schedule and, on "
+                        "DiTs, dit_blocks; the other inputs are tuning.",
+            inputs=[
+                io.Model.Input("model", tooltip=TOOLTIPS["model"]),
+                io.Combo.Input("preset", options=list(PRESETS), default=MODEL_DEFAULT, tooltip=TOOLTIPS["preset"]),
+                io.Float.Input("threshold", default=UNET_DEFAULTS.threshold, min=0.0, max=1.0, step=0.01,
+                               tooltip=TOOLTIPS["threshold"]),
+                *_common_inputs(UNET_DEFAULTS.schedule),
+                io.Combo.Input("batch_policy", options=["min", "max"], default="min", tooltip=TOOLTIPS["batch_policy"],
+                               **ADVANCED),
+                *_dit_input(),
+                io.Int.Input("count_buckets", default=COUNT_BUCKETS_DEFAULT, min=0, max=64, optional=True,
+                             tooltip=TOOLTIPS["count_buckets"], **ADVANCED),
+                *_full_step_inputs(),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with CA-ToMe attached.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, threshold, schedule, custom_steps, auto_tolerance) -> bool | str:
+        return _validate("threshold", threshold, schedule, custom_steps, auto_tolerance)
+
+    @classmethod
+    def execute(cls, model, preset, threshold, schedule, custom_steps, levels, stride, merge, batch_policy,
+                auto_tolerance=AutoRefresh.tolerance, auto_max_interval=AutoRefresh.max_interval,
+                record_stats=False, dit_blocks=DIT_BLOCKS[0], video_cells=VIDEO_CELLS_DEFAULT,
+                video_search=VIDEO_SEARCH_DEFAULT, count_buckets=COUNT_BUCKETS_DEFAULT, full_every=0,
+                update_memory_gb=UPDATE_MEMORY_GB_DEFAULT) -> io.NodeOutput:
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        return _patched(model, schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval,
+                        record_stats, dit_blocks, video_cells, video_search, preset == MODEL_DEFAULT,
+                        threshold=threshold, batch_policy=batch_policy, count_buckets=count_buckets,
+                        full_every=full_every, update_memory=int(update_memory_gb * 2**30))
+
+
 class CATome(io.ComfyNode):
-    """Cached adaptive token merging: merge all pairs above a similarity threshold, reuse the pairs."""
+    """The first CA-ToMe node, kept for saved workflows (its inputs are always obeyed): deprecated,
+    so it leaves the node search, and workflows made with it keep doing what they did."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="CATome",
-            display_name="CA-ToMe (Cached Adaptive Token Merging)",
+            display_name="CA-ToMe (v1, no model defaults)",
             category="model_patches/unet",
-            description=f"Speeds up UNet self-attention (SD1.x, SDXL) and DiT blocks ({DITS}) by merging similar "
-                        "image and video tokens; pairs are cached between checkpoint steps. Set threshold (lower = "
-                        "faster, less faithful), schedule and, on DiTs, dit_blocks; the other inputs are tuning. "
-                        "Any other model runs unmerged, with a warning in the log.",
+            description=f"{DESCRIPTION} Replaced by the CA-ToMe node, which sets each model family's measured "
+                        "settings by default; this one keeps saved workflows as they were.",
+            is_deprecated=True,
             inputs=[
                 io.Model.Input("model", tooltip=TOOLTIPS["model"]),
                 io.Float.Input("threshold", default=0.7, min=0.0, max=1.0, step=0.01, tooltip=TOOLTIPS["threshold"]),
@@ -292,7 +370,7 @@ def _as_image(picture: np.ndarray) -> torch.Tensor:
 
 class CATomeExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [CATome, CATomeFixedRatio, CATomeStats]
+        return [CATomeModelDefault, CATome, CATomeFixedRatio, CATomeStats]
 
 
 async def comfy_entrypoint() -> CATomeExtension:

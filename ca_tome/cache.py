@@ -45,6 +45,7 @@ class CacheEvent:
     tokens: int
     seconds: float = 0.0
     stale: float | None = None  # auto schedule: share of cached pairs found stale (None: not checked)
+    whole: bool = False  # a full step: the block ran on every token (merged 0)
 
 
 class PairCache:
@@ -140,6 +141,11 @@ class PairCache:
             dropped, _ = self._plans.popitem(last=False)
             self._key_locks.pop(dropped, None)
 
+    def record_whole(self, step: int, key: PairKey, tokens: int) -> None:
+        """A block call of a full step ran on all ``tokens``: it counts in the merged share as 0."""
+        with self._lock:
+            self._events.append(CacheEvent(step, key, False, 0, tokens, whole=True))
+
     @property
     def plans_held(self) -> int:
         with self._lock:
@@ -170,3 +176,53 @@ class PairCache:
     @property
     def recomputations(self) -> int:
         return sum(event.recomputed for event in self.events)
+
+
+class UpdateCache:
+    """Each token's own block update from the last full step of a run, per block call layout: at
+    the steps between, a merged token gets its stored update plus its group's change since then
+    (see :func:`own_update_correction`), instead of its group's update alone (ToCa, ClusCa).
+
+    Bounded by ``budget`` bytes (an update is batch × tokens × channels in the block's dtype, per
+    block and layout): entries not refreshed at the full step in progress are dropped, least
+    recently used first, to make room; past that, a layout gets nothing stored and its merged
+    tokens take their group's update. Per run, like the pair cache; thread-safe."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self._updates: OrderedDict[PairKey, tuple[int, object]] = OrderedDict()  # key -> (step stored, update)
+        self._lock = threading.Lock()
+        self.refused: set[PairKey] = set()
+
+    @property
+    def bytes_held(self) -> int:
+        with self._lock:
+            return sum(_nbytes(update) for _, update in self._updates.values())
+
+    def keep(self, key: PairKey, step: int, update) -> bool:
+        """Store ``update`` for ``key`` at full step ``step``; False when it does not fit the budget."""
+        size = _nbytes(update)
+        with self._lock:
+            self._updates.pop(key, None)
+            held = sum(_nbytes(u) for _, u in self._updates.values())
+            while held + size > self.budget:
+                oldest = next((k for k, (stored, _) in self._updates.items() if stored != step), None)
+                if oldest is None:
+                    self.refused.add(key)
+                    return False
+                held -= _nbytes(self._updates.pop(oldest)[1])
+            self._updates[key] = (step, update)
+            self.refused.discard(key)
+            return True
+
+    def get(self, key: PairKey):
+        """The update stored for ``key``, or None."""
+        with self._lock:
+            entry = self._updates.get(key)
+            if entry is not None:
+                self._updates.move_to_end(key)
+            return entry[1] if entry is not None else None
+
+
+def _nbytes(tensor) -> int:
+    return tensor.numel() * tensor.element_size()

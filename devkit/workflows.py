@@ -35,7 +35,7 @@ OUTPUTS = {
     "ModelSamplingSD3": [("MODEL", "MODEL")],
     "VAEDecode": [("IMAGE", "IMAGE")],
     "SaveImage": [],
-    "CATome": [("MODEL", "MODEL")],
+    "CATome2": [("MODEL", "MODEL")],
     "CATomeFixedRatio": [("MODEL", "MODEL")],
     "CATomeStats": [("IMAGE", "IMAGE")],
     "EasyCache": [("MODEL", "MODEL")],
@@ -87,9 +87,9 @@ WIDGETS = {
     "ModelSamplingSD3": ["shift"],
     "VAEDecode": [],
     "SaveImage": ["filename_prefix"],
-    "CATome": ["threshold", "schedule", "custom_steps", "levels", "stride", "merge", "auto_tolerance",
-               "auto_max_interval", "record_stats", "batch_policy", "dit_blocks", "video_cells",
-               "video_search", "count_buckets"],
+    "CATome2": ["preset", "threshold", "schedule", "custom_steps", "levels", "stride", "merge", "auto_tolerance",
+                "auto_max_interval", "record_stats", "batch_policy", "dit_blocks", "video_cells", "video_search",
+                "count_buckets", "full_every", "update_memory_gb"],
     "CATomeFixedRatio": ["ratio", "schedule", "custom_steps", "levels", "stride", "merge", "auto_tolerance",
                          "auto_max_interval", "record_stats", "dit_blocks", "video_cells", "video_search"],
     "CATomeStats": ["filename_prefix"],
@@ -136,7 +136,7 @@ LINKED = {
     "ModelSamplingSD3": [("model", "MODEL")],
     "VAEDecode": [("samples", "LATENT"), ("vae", "VAE")],
     "SaveImage": [("images", "IMAGE")],
-    "CATome": [("model", "MODEL")],
+    "CATome2": [("model", "MODEL")],
     "CATomeFixedRatio": [("model", "MODEL")],
     "CATomeStats": [("model", "MODEL"), ("samples", "LATENT")],
     "EasyCache": [("model", "MODEL")],
@@ -165,8 +165,9 @@ _SHARED_DEFAULTS = {"custom_steps": "every 5", "levels": "auto", "stride": 2, "m
                     "auto_max_interval": 10, "record_stats": False}
 WIDTHS = {"VAEDecode": 200, "SaveImage": 300, "CATomeStats": 200}
 SEED_WIDGET = {"KSampler": 0, "KSamplerAdvanced": 1, "RandomNoise": 0}  # where the seed sits among the widgets
-CA_TOME_DEFAULTS = {"threshold": 0.7, "schedule": "CONFIG_3", **_SHARED_DEFAULTS, "batch_policy": "min",
-                    "dit_blocks": "all", "video_cells": "spatial", "video_search": "neighbourhood", "count_buckets": 0}
+CA_TOME_DEFAULTS = {"preset": "model default", "threshold": 0.7, "schedule": "CONFIG_3", **_SHARED_DEFAULTS,
+                    "batch_policy": "min", "dit_blocks": "all", "video_cells": "spatial", "video_search": "neighbourhood",
+                    "count_buckets": 0, "full_every": 0, "update_memory_gb": 4.0}
 RATIO_DEFAULTS = {"ratio": 0.5, "schedule": "all", **_SHARED_DEFAULTS, "dit_blocks": "all", "video_cells": "spatial",
                   "video_search": "neighbourhood"}
 EASYCACHE_DEFAULTS = {"reuse_threshold": 0.2, "start_percent": 0.15, "end_percent": 0.95, "verbose": False}
@@ -474,7 +475,7 @@ def _ltx2_video(branches: list[tuple[str, list[tuple[str, dict]]]]) -> list[Node
 
 
 UNPATCHED = ("unpatched", [])
-CA_TOME = ("CA-ToMe", [("CATome", CA_TOME_DEFAULTS)])
+CA_TOME = ("CA-ToMe", [("CATome2", CA_TOME_DEFAULTS)])
 
 # Side by side, unpatched beside patched (one queue runs every branch); and the Stats node.
 COMPARISONS = {
@@ -505,7 +506,7 @@ COMPARISONS = {
     "comparison_ltx2_t2v": _ltx2_video([UNPATCHED, CA_TOME]),
     "comparison_hunyuan_video_t2v": _hunyuan_video([UNPATCHED, CA_TOME]),
     "comparison_sd35_medium": _txt2img(SD35, 1024, 28, [UNPATCHED, CA_TOME], cfg=4.5, scheduler="sgm_uniform"),
-    "ca_tome_stats_sd15": _txt2img(SD15, 512, 20, [("CA-ToMe", [("CATome", {**CA_TOME_DEFAULTS, "record_stats": True})])]) + [
+    "ca_tome_stats_sd15": _txt2img(SD15, 512, 20, [("CA-ToMe", [("CATome2", {**CA_TOME_DEFAULTS, "record_stats": True})])]) + [
         Node(20, "CATomeStats", {"filename_prefix": "ca_tome/stats"}, {"model": (10, 0), "samples": (11, 0)},
              pos=(1500, 420)),
         Node(21, "SaveImage", {"filename_prefix": "ca_tome/stats"}, {"images": (20, 0)}, pos=(1740, 420),
@@ -514,7 +515,7 @@ COMPARISONS = {
     # ComfyUI's core EasyCache skips whole steps; CA-ToMe makes the steps that run cheaper.
     "comparison_easycache_sd15": _txt2img(SD15, 512, 20, [
         UNPATCHED, ("EasyCache", [("EasyCache", EASYCACHE_DEFAULTS)]),
-        ("EasyCache + CA-ToMe", [("CATome", {**CA_TOME_DEFAULTS, "schedule": "auto"}), ("EasyCache", EASYCACHE_DEFAULTS)])]),
+        ("EasyCache + CA-ToMe", [("CATome2", {**CA_TOME_DEFAULTS, "preset": "custom", "schedule": "auto"}), ("EasyCache", EASYCACHE_DEFAULTS)])]),
 }
 
 
@@ -586,7 +587,7 @@ class Graph:
                 self.add("VAELoader", vae_name=vae))
 
     def ca_tome(self, model: Out, title: str = "CA-ToMe") -> Out:
-        return self.add("CATome", title=title, model=model, **CA_TOME_DEFAULTS)
+        return self.add("CATome2", title=title, model=model, **CA_TOME_DEFAULTS)
 
     def prompts(self, clip: Out, negative: str | None, positive: str = IMAGE_PROMPT) -> tuple[Out, Out]:
         """The prompt's conditioning and the negative's: a text, or (None) the prompt's zeroed, as the

@@ -76,10 +76,11 @@ class Decision:
     may trace: the plan, where the grid starts in the stream, where it starts in the joint
     sequence, and which row of each per-token timestep input every token of ``img`` uses."""
 
-    plan: MergePlan
+    plan: MergePlan | None  # None: a full step, the block runs on every token and its update is kept
     start: int
     joint_start: int
     row_of_token: dict  # input name -> [L]
+    stored: torch.Tensor | None = None  # the grid's own updates from the last full step (see UpdateCache)
 
 
 def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict) -> dict:
@@ -93,6 +94,12 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
     plan, start = decision.plan, decision.start
     streams = args["img"]
     x = _grid_stream(spec, streams)
+    if plan is None:  # a full step: every token, and each grid token's own update is kept
+        tokens = args["transformer_options"][LAYOUT_KEY].tokens
+        before = x[:, start:start + tokens].clone()  # blocks add their update in place
+        out = run_block(args)
+        _keep_update(spec, index, args, _grid_stream(spec, out["img"])[:, start:start + tokens] - before)
+        return out
     grid = x[:, start:start + plan.token_count]
     merged = torch.cat((x[:, :start], plan.merge(grid), x[:, start + plan.token_count:]), dim=1)
     block_input = merged.clone()  # blocks add their update in place
@@ -100,7 +107,7 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
                    **_kept_inputs(spec, args, plan, start, decision.joint_start, x.shape[1], decision.row_of_token)}
     out = run_block(merged_args)
     output = out["img"][spec.stream] if spec.stream is not None else out["img"]
-    full = unmerged_output(x, merged, output.unsqueeze(0) if spec.unbatched else output, plan, start)
+    full = unmerged_output(x, merged, output.unsqueeze(0) if spec.unbatched else output, plan, start, decision.stored)
     return {**out, "img": _replace(out["img"], spec.stream, full[0] if spec.unbatched else full)}
 
 
@@ -169,6 +176,8 @@ def _decide(spec: BlockKind, index: int, args: dict) -> Decision | None:
     if reason:
         run.note_once(f"CA-ToMe: {reason}; these blocks run unmerged.")
         return None
+    if run.full_step:
+        return Decision(None, start, 0, {})
     rows = {entry: _rows_of(entry, args[entry.name]) for entry in spec.per_token
             if entry.timesteps and args.get(entry.name) is not None}
     rows = {entry: value for entry, value in rows.items() if value.shape[entry.dim] > 1}  # else one row for all
@@ -179,7 +188,15 @@ def _decide(spec: BlockKind, index: int, args: dict) -> Decision | None:
     plan = run.plan((spec.kind, index, 0), options, metric.DIT(x[:, start:start + tokens]), layout.grid, groups)
     if plan.is_identity:
         return None
-    return Decision(plan, start, text if layout.text_first else 0, row_of_token)
+    stored = run.stored_update((spec.kind, index), options, x, layout.grid)
+    return Decision(plan, start, text if layout.text_first else 0, row_of_token, stored)
+
+
+@torch.compiler.disable
+def _keep_update(spec: BlockKind, index: int, args: dict, update: torch.Tensor) -> None:
+    """File a full step's grid update with the run (eager: the run lives in transformer_options)."""
+    options = args["transformer_options"]
+    options[RUN_KEY].keep_update((spec.kind, index), options, update, options[LAYOUT_KEY].grid)
 
 
 def _kept_inputs(spec: BlockKind, args: dict, plan: MergePlan, start: int, joint_start: int, length: int,
@@ -364,12 +381,17 @@ def _sequence_mismatch(spec: BlockKind, args: dict, length: int, text: int) -> s
 
 
 def unmerged_output(x: torch.Tensor, merged: torch.Tensor, output: torch.Tensor, plan: MergePlan,
-                    start: int) -> torch.Tensor:
+                    start: int, stored: torch.Tensor | None = None) -> torch.Tensor:
     """The block's output over the full sequence ``x``: every token gets the update of the token it
-    was merged into, x + unmerge(block(x') − x'), so no token loses its own residual stream."""
+    was merged into, x + unmerge(block(x') − x'), so no token loses its own residual stream. With
+    the grid's ``stored`` own updates (from the last full step), each token also gets its own
+    stored update's difference from its group's mean of them: its own update, moved by the group's
+    change since."""
     update = output - merged
     kept = plan.token_count - plan.merged_count
     grid_update = plan.unmerge(update[:, start:start + kept])
+    if stored is not None:
+        grid_update = grid_update + (stored - plan.unmerge(plan.merge(stored)))
     return x + torch.cat((update[:, :start], grid_update, update[:, start + kept:]), dim=1)
 
 

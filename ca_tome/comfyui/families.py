@@ -63,10 +63,33 @@ class BlockKind:
 
 
 @dataclass(frozen=True)
+class Defaults:
+    """What the node's preset 'model default' sets for a family, and where the values come from."""
+
+    threshold: float
+    schedule: str
+    full_every: int  # 0: every step merges
+    source: str
+
+    def describe(self) -> str:
+        full = f", a full step every {self.full_every}" if self.full_every else ""
+        return f"threshold {self.threshold:g}, schedule {self.schedule}{full} ({self.source})"
+
+
+UNET_DEFAULTS = Defaults(0.7, "CONFIG_3", 0, "the paper's, for SD1.x/SDXL UNets")
+# DiTs: chosen on the trained Flux proxies (benchmarks/results/dit_defaults.json); every step
+# recomputes its pairs, since 4–8-step runs would anyway, and every other step runs whole and
+# refreshes each token's own update (the update cache), which the proxies' fidelity needs.
+IMAGE_DIT_DEFAULTS = Defaults(0.3, "all", 2, "measured on the trained Flux proxies")
+VIDEO_DIT_DEFAULTS = Defaults(0.3, "all", 2, "borrowed from the trained Flux proxies")
+
+
+@dataclass(frozen=True)
 class Family:
     name: str  # as messages and the README name it
     model_class: str  # "module:Class" of the diffusion model
     kinds: tuple[BlockKind, ...]
+    defaults: Defaults
     exact_class: bool = True  # subclasses (other layouts) are other families
     video: bool = False  # latent [B, C, frames, H, W]
     patch: tuple[int, ...] | None = None  # latent pixels per token, where the model keeps only its spatial one
@@ -199,18 +222,18 @@ FAMILIES = (
     Family("Flux.1 and Flux 2", "comfy.ldm.flux.model:Flux", (
         BlockKind(DOUBLE, "double_blocks", per_token=FLUX_PER_TOKEN),
         BlockKind(SINGLE, "single_blocks", grid_after_text=True, per_token=FLUX_PER_TOKEN),
-    ), unmerged_when=_references_by_position),
+    ), IMAGE_DIT_DEFAULTS, unmerged_when=_references_by_position),
     # Chroma (Flux layout without the vector input; ``vec`` holds each block's own modulation,
     # not per token). Chroma Radiance (a pixel-space subclass with its own patch head) is another family.
     Family("Chroma", "comfy.ldm.chroma.model:Chroma", (
         BlockKind(DOUBLE, "double_blocks", per_token=FLUX_PER_TOKEN),
         BlockKind(SINGLE, "single_blocks", grid_after_text=True, per_token=FLUX_PER_TOKEN),
-    )),
+    ), IMAGE_DIT_DEFAULTS),
     # Qwen-Image 1.x and Edit: img = [grid, reference images…] over a 5-D latent of one frame,
     # 2×2 patches; RoPE rows (``pe``, dim 2) span [txt, img]; the text mask is rebuilt per length.
     Family("Qwen-Image/Edit", "comfy.ldm.qwen_image.model:QwenImageTransformer2DModel", (
         BlockKind(DOUBLE, "transformer_blocks", per_token=(PerToken("pe", dim=2),)),
-    ), video=True, patch=(1, 2, 2), unmerged_when=_qwen_layers),
+    ), IMAGE_DIT_DEFAULTS, video=True, patch=(1, 2, 2), unmerged_when=_qwen_layers),
     # HunyuanVideo 1.0, I2V and 1.5 (one class; Flux's blocks, (1, 2, 2) or 1×1×1 patches): double
     # blocks see img = [grid], single blocks the joint sequence; RoPE rows and the text mask span it,
     # [txt, img] — or [img, txt] on older hosts. 1.5's text stream also holds vision and glyph tokens.
@@ -218,7 +241,7 @@ FAMILIES = (
         BlockKind(DOUBLE, "double_blocks", per_token=HUNYUAN_PER_TOKEN, unmerged_when=_hunyuan_guiding_frame),
         BlockKind(SINGLE, "single_blocks", grid_after_text=True, per_token=HUNYUAN_PER_TOKEN,
                   unmerged_when=_hunyuan_guiding_frame),
-    ), video=True, text_first=_hunyuan_text_first, unmerged_when=_hunyuan_references),
+    ), VIDEO_DIT_DEFAULTS, video=True, text_first=_hunyuan_text_first, unmerged_when=_hunyuan_references),
     # LTX-2 (audio + video; the video-only LTXV is another family): img = (video, audio); the video
     # grid is one token per latent pixel, and its RoPE rows (self- and audio-cross-attention) and
     # its timestep rows (per frame or per token when frames are kept clean) follow the kept tokens;
@@ -228,25 +251,25 @@ FAMILIES = (
             PerToken("v_pe", dim=1, sequence=IMAGE, item=0), PerToken("v_cross_pe", dim=1, sequence=IMAGE, item=0),
             *(PerToken(name, dim=1, sequence=IMAGE, timesteps=True) for name in (
                 "v_timestep", "v_cross_scale_shift_timestep", "v_cross_gate_timestep")))),
-    ), video=True, packed=True, patch=(1, 1, 1), unmerged_when=_ltx_guides),
+    ), VIDEO_DIT_DEFAULTS, video=True, packed=True, patch=(1, 1, 1), unmerged_when=_ltx_guides),
     # MiniMax-H3 (video + audio, batch 1): img = [text, keyframes, references, audio, video] in one
     # unbatched sequence; the video grid is its end. RoPE rows span img; ``mod_segments`` gives each
     # range of img its modulation row (a row per token where a mask keeps tokens clean).
     Family("MiniMax-H3", "comfy.ldm.minimax.model:MiniMaxH3Model", (
         BlockKind(DOUBLE, "blocks", grid_last=True, unbatched=True, per_token=(
             PerToken("rope_freqs", dim=1, sequence=IMAGE), PerToken("mod_segments", sequence=IMAGE, segments=True))),
-    ), video=True, packed=True),
+    ), VIDEO_DIT_DEFAULTS, video=True, packed=True),
     # SD3 / SD3.5: joint blocks offered as "double_block"; positions were added at the input (no pe).
     Family("SD3/SD3.5", "comfy.ldm.modules.diffusionmodules.mmdit:MMDiT", (
         BlockKind(DOUBLE, "joint_blocks"),
-    ), exact_class=False),
+    ), IMAGE_DIT_DEFAULTS, exact_class=False),
     # Wan 2.1 / 2.2 (t2v, i2v: CLIP image tokens sit in the text stream): img = [video grid, context
     # latents…], (1, 2, 2) patches; RoPE rows (``pe`` [B, L, 1, …]) span img; ``vec`` [B, 1 or
     # frames, 6, dim] is the timestep modulation, per frame in Wan 2.2 5B (its i2v first frame is clean).
     Family("Wan 2.1/2.2", "comfy.ldm.wan.model:WanModel", (
         BlockKind(DOUBLE, "blocks", per_token=(PerToken("pe", dim=1, sequence=IMAGE),
                                                PerToken("vec", dim=1, sequence=IMAGE, timesteps=True))),
-    ), video=True, unmerged_when=_wan_reference_before_the_video),
+    ), VIDEO_DIT_DEFAULTS, video=True, unmerged_when=_wan_reference_before_the_video),
     # Z-Image (Turbo, Base) and Lumina 2 (NextDiT; no dit hook: each main layer's forward is
     # object-patched): layer(x, x_mask, freqs_cis, adaln_input, …) over [caption padded to 32 |
     # image padded to 32]; RoPE rows (``freqs_cis`` [B, L, 1, …]) span x; the modulation is per
@@ -256,14 +279,14 @@ FAMILIES = (
         BlockKind(DOUBLE, "layers", hook=FORWARD_HOOK, grid_last=True, unmerged_when=_timestep_zero_ranges,
                   per_token=(PerToken("freqs_cis", dim=1, sequence=IMAGE),
                              PerToken("x_mask", mask=True, sequence=IMAGE))),
-    ), unmerged_when=_z_image_references, after_grid=_pad_to_multiple),
+    ), IMAGE_DIT_DEFAULTS, unmerged_when=_z_image_references, after_grid=_pad_to_multiple),
     # Krea 2 (single-stream; no dit hook: each block's forward is object-patched): block(x, vec,
     # freqs, mask, …) over [txt, img, references]; Flux's RoPE rows (``freqs``, dim 2) span it.
     # Latents are 5-D (Wan 2.1's format) of one frame.
     Family("Krea 2", "comfy.ldm.krea2.model:SingleStreamDiT", (
         BlockKind(DOUBLE, "blocks", hook=FORWARD_HOOK, grid_after_text=True, unmerged_when=_timestep_zero_ranges,
                   per_token=(PerToken("freqs", dim=2), PerToken("mask", mask=True))),
-    ), video=True, patch=(1, 2, 2), unmerged_when=_krea_frames_or_references),
+    ), IMAGE_DIT_DEFAULTS, video=True, patch=(1, 2, 2), unmerged_when=_krea_frames_or_references),
 )
 
 

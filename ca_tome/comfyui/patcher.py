@@ -10,13 +10,14 @@ model's :class:`RunLog` under the latent it produced. ComfyUI is imported lazily
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 
-from ..schedule import position_of
+from ..schedule import Schedule, position_of
 from .attention import PREPARED_KEY, RUN_KEY, merge_patch, prepare_call, unmerge_patch
 from .dit import LAYOUT_KEY, block_patch, call_layout, forward_parameters, forward_patch
-from .families import DOUBLE, FAMILIES, FORWARD_HOOK, SINGLE, family_of
+from .families import DOUBLE, FAMILIES, FORWARD_HOOK, SINGLE, UNET_DEFAULTS, family_of
 from .run import LEVELS_AUTO, MergingPatch, RunLog, RunReport, RunState, TokenMerging
 
 log = logging.getLogger("ca_tome")
@@ -46,8 +47,10 @@ def top_attention_level(diffusion_model) -> int | None:
     return None
 
 
-def apply_token_merging(model, config: TokenMerging):
+def apply_token_merging(model, config: TokenMerging, model_default: bool = False):
     """Clone a ComfyUI ModelPatcher and attach token merging; the input model is untouched.
+    ``model_default``: the threshold, schedule and full steps are the model family's
+    (:class:`.families.Defaults`), not ``config``'s.
 
     UNets (SD1.x/2.x, SDXL) merge the self-attention of the selected levels through the attn1
     patch pair; the DiT families of :data:`.families.FAMILIES` run whole blocks on merged image or
@@ -64,6 +67,11 @@ def apply_token_merging(model, config: TokenMerging):
     diffusion_model = model.get_model_object("diffusion_model")
     top = top_attention_level(diffusion_model)
     family = family_of(diffusion_model) if top is None else None
+    if model_default:
+        defaults = family.defaults if family else UNET_DEFAULTS
+        config = dataclasses.replace(config, threshold=defaults.threshold, ratio=None, full_every=defaults.full_every,
+                                     schedule=Schedule.preset(defaults.schedule))
+        log.info("CA-ToMe: model default for %s: %s.", family.name if family else "UNets", defaults.describe())
     blocks = family.block_counts(diffusion_model) if family else None
     patched = model.clone()
     options = patched.model_options.setdefault("transformer_options", {})
@@ -72,7 +80,8 @@ def apply_token_merging(model, config: TokenMerging):
         _warn_if_no_level_matches(config, top)
         patch = MergingPatch(config, RunLog(), max_downsample=top if config.levels == LEVELS_AUTO else config.levels)
     else:
-        patch = MergingPatch(config, RunLog(), dit_blocks=_selected_blocks(blocks, config.dit_blocks))
+        patch = MergingPatch(config, RunLog(), dit_blocks=_selected_blocks(blocks, config.dit_blocks),
+                             dit_defaults=family.defaults)
         log.info("CA-ToMe: %d of %s's DiT blocks run on merged image tokens (%s).", len(patch.dit_blocks),
                  type(model.model).__name__, config.dit_blocks)
     options[OPTIONS_KEY] = patch
@@ -168,7 +177,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         options.pop(RUN_KEY, None)
     report = run.report()
     patch.log.add(output, report)
-    _log_run(report)
+    _log_run(report, patch)
     return output
 
 
@@ -203,12 +212,20 @@ def _with_step_callback(run: RunState, args: tuple, kwargs: dict) -> tuple[tuple
     return args, {**kwargs, "callback": step_finished}
 
 
-def _log_run(report: RunReport) -> None:
+LOW_DIT_SHARE = 0.05  # a DiT run that merged less has next to no saving: the log says what to set
+
+
+def _log_run(report: RunReport, patch: MergingPatch) -> None:
     if not report.events:
         log.info("CA-ToMe: %d steps, no block ran on merged tokens in this run.", report.steps)
         return
     log.info("CA-ToMe: %d steps, %.1f%% of the selected blocks' tokens merged, pairs recomputed at %d steps %s",
              report.steps, 100 * report.merged_fraction, len(report.recomputed_steps), report.recomputed_steps)
+    defaults = patch.dit_defaults
+    if defaults and report.merged_fraction < LOW_DIT_SHARE and patch.config.threshold is not None:
+        log.warning("CA-ToMe: this DiT run merged %.1f%% of its tokens at threshold %g: next to no speed-up. DiTs "
+                    "need lower thresholds than UNets: set preset 'model default' (%s), or lower the threshold and "
+                    "check the picture.", 100 * report.merged_fraction, patch.config.threshold, defaults.describe())
     if report.steps > 1 and report.steps_reported == 0:
         log.warning("CA-ToMe: the sampler never reported a finished step, so the whole run counted as step 0 "
                     "(pairs computed once). Samplers should call the callback they are given.")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..cache import PairCache, PairKey
+from ..cache import PairCache, PairKey, UpdateCache
 from ..matching import MergePlan, Neighbourhood, plan_merge, stale_fraction
 from ..schedule import Schedule
 from ..stats import StatsRecorder
@@ -49,7 +49,10 @@ class TokenMerging:
     cells span one frame or two; ``video_search``: where a video token looks for its dst (images
     always search every dst); ``levels`` and ``target`` are UNet settings (a DiT block merges its
     whole input). ``count_buckets`` (threshold mode) rounds the merged count down to a few lengths
-    per grid, for compiled models (see :func:`ca_tome.matching.plan_merge`).
+    per grid, for compiled models (see :func:`ca_tome.matching.plan_merge`). ``full_every`` (DiTs):
+    every k-th step of a run (from its first) runs every block on every token and stores each
+    token's own update; at the merged steps between, a merged token gets that update plus its
+    group's change since (:class:`ca_tome.cache.UpdateCache`, at most ``update_memory`` bytes).
     """
 
     schedule: Schedule
@@ -64,6 +67,8 @@ class TokenMerging:
     video_cells: str = "spatial"
     video_search: str = "neighbourhood"
     count_buckets: int = 0  # threshold mode: 0 = the exact merged count, K = rounded down to K + 1 lengths
+    full_every: int = 0  # DiTs: every k-th step runs every token and stores its own update (0: never)
+    update_memory: int = 4 << 30  # bytes of stored updates a run may hold (see UpdateCache)
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -74,6 +79,8 @@ class TokenMerging:
             raise ValueError(f"video_cells must be one of {tuple(VIDEO_CELLS)}, got {self.video_cells!r}")
         if self.video_search not in VIDEO_SEARCH:
             raise ValueError(f"video_search must be one of {tuple(VIDEO_SEARCH)}, got {self.video_search!r}")
+        if not (isinstance(self.full_every, int) and self.full_every >= 0):
+            raise ValueError(f"full_every must be an integer ≥ 0, got {self.full_every!r}")
         if not (isinstance(self.count_buckets, int) and self.count_buckets >= 0):
             raise ValueError(f"count_buckets must be an integer ≥ 0, got {self.count_buckets!r}")
         if self.levels != LEVELS_AUTO and not (isinstance(self.levels, int) and self.levels >= 1):
@@ -130,7 +137,7 @@ class RunReport:
         return {
             "steps": self.steps, "checkpoints": sorted(self.checkpoints), "recomputed_steps": self.recomputed_steps,
             "merged_fraction": self.merged_fraction,
-            "events": [{"step": e.step, **key(e.key), "recomputed": e.recomputed, "merged": e.merged,
+            "events": [{"step": e.step, **key(e.key), "recomputed": e.recomputed, "whole": e.whole, "merged": e.merged,
                         "tokens": e.tokens, "matching_seconds": e.seconds, "stale": e.stale} for e in self.events],
             "recorded": [{"step": r.step, **key(r.key), "fresh_merged": r.merged, "tokens": r.tokens,
                           "jaccard_to_previous_step": r.jaccard, "matching_seconds": r.seconds,
@@ -161,6 +168,7 @@ class RunState:
         schedule = config.schedule
         checkpoints = schedule.for_positions(positions) if positions else schedule.for_steps(self.steps)
         self.cache = PairCache(checkpoints, schedule.auto)
+        self.updates = UpdateCache(config.update_memory) if config.full_every else None
         self.recorder = StatsRecorder() if config.record_stats else None
         self._finished = -1
         self._steps_reported = 0
@@ -184,6 +192,25 @@ class RunState:
     def step(self) -> int:
         """The step in progress: the one after the last the sampler reported finished."""
         return min(self._finished + 1, self.steps - 1)
+
+    @property
+    def full_step(self) -> bool:
+        """Whether the step in progress runs every token (and stores their updates)."""
+        return self.updates is not None and self.step % self.config.full_every == 0
+
+    def stored_update(self, block: tuple, options: dict, x: torch.Tensor, grid: tuple[int, ...]):
+        """The grid update ``block`` stored at the last full step for this call's layout, or None."""
+        return self.updates.get(self._key(block, grid, options, x.shape[0], x.device)) if self.updates else None
+
+    def keep_update(self, block: tuple, options: dict, update: torch.Tensor, grid: tuple[int, ...]) -> None:
+        """A full step's grid update of ``block`` [B, N, C]: stored (within the budget) and counted."""
+        key = self._key(block, grid, options, update.shape[0], update.device)
+        step = self.step
+        self.cache.record_whole(step, key, update.shape[1])
+        if not self.updates.keep(key, step, update):
+            self.note_once(f"CA-ToMe: the stored updates reached update_memory ({self.updates.budget / 2**30:.2f} GiB); "
+                           "blocks past it give merged tokens their group's update alone. Raise update_memory for "
+                           "more fidelity, or use fewer merged blocks.")
 
     def reused_plans(self, options: dict, batch_size: int, device: torch.device) -> dict[PairKey, MergePlan]:
         """The plans of every block of a model call on this batch, when the step in progress
@@ -290,6 +317,7 @@ class MergingPatch:
     log: RunLog
     max_downsample: int | None = None
     dit_blocks: frozenset = frozenset()
+    dit_defaults: object = None  # a DiT's: its family's Defaults (what the low-share warning suggests)
 
     def new_run(self, steps: int, positions: list[float] | None = None) -> RunState:
         return RunState(self.config, steps, self.max_downsample, self.dit_blocks, positions)

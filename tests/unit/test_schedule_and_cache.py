@@ -194,3 +194,32 @@ def test_stable_layouts_keep_their_plans_across_steps_without_model_calls():
         for k in keys:
             cache.plan(k, step, make_plan)
     assert cache.recomputations == len(keys) and cache.plans_held == len(keys)
+
+
+def test_stored_updates_give_each_merged_token_its_own_update_under_a_token_wise_linear_block():
+    # A block whose update is W·x per token: the merged token (its group's mean) gets the group's
+    # mean update, and the stored own updates of a full step on the same tokens restore each one's.
+    from ca_tome.comfyui.dit import unmerged_output
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8 * 8, 6, generator=generator)
+    weight = torch.randn(6, 6, generator=generator)
+    plan = plan_merge(x, 8, 8, threshold=-1.0)
+    merged = plan.merge(x)
+    own = x @ weight
+    restored = unmerged_output(x, merged, merged + merged @ weight, plan, 0, stored=own)
+    assert torch.allclose(restored, x + own, atol=1e-5)
+    assert not torch.allclose(unmerged_output(x, merged, merged + merged @ weight, plan, 0), x + own, atol=1e-2)
+
+
+def test_the_update_cache_keeps_to_its_budget_dropping_what_the_step_in_progress_did_not_refresh():
+    from ca_tome.cache import UpdateCache
+
+    block = torch.zeros(4, 8)  # 128 bytes
+    cache = UpdateCache(budget=2 * 128)
+    key = [PairKey(i, (2, 2), (), "cpu") for i in range(3)]
+    assert cache.keep(key[0], 0, block) and cache.keep(key[1], 0, block)
+    assert not cache.keep(key[2], 0, block), "a third block of the same step does not fit"
+    assert cache.get(key[2]) is None and cache.refused == {key[2]}
+    assert cache.keep(key[2], 2, block), "at a later full step the oldest entry makes room"
+    assert cache.get(key[0]) is None and cache.get(key[1]) is not None and cache.bytes_held == 2 * 128

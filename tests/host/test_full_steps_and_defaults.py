@@ -1,0 +1,108 @@
+"""Full steps with the update cache (``full_every``), and the node's per-family 'model default'
+preset, on every merged family's tiny in-memory model through real ComfyUI sampling."""
+
+import logging
+
+import pytest
+import torch
+
+from devkit.dit_models import tiny_dit
+
+from .test_other_families import BLOCKS, FRAMES, MERGED_FAMILIES, available, flat, report, run, same
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module", params=MERGED_FAMILIES)
+def family(request):
+    return available(request.param)
+
+
+@pytest.fixture(scope="module")
+def dit_model(family):
+    return tiny_dit(family)
+
+
+def node(pack, model, preset="model default", threshold=0.7, schedule="CONFIG_3", **inputs):
+    """The CA-ToMe node as a new workflow gets it: preset 'model default' unless told."""
+    return pack.nodes.CATomeModelDefault.execute(model, preset, threshold, schedule, "", "auto", 2, "qkv", "min",
+                                                 **inputs).result[0]
+
+
+def custom(pack, model, threshold, **inputs):
+    """The node with the inputs as set, every step recomputing its pairs."""
+    return node(pack, model, "custom", threshold, "all", **inputs)
+
+
+def recorded_unmerges(pack, monkeypatch):
+    """The stored updates handed to every merged block call from now on."""
+    dit = pack.ca_tome.comfyui.dit
+    calls, unmerged = [], dit.unmerged_output
+
+    def recording(x, merged, output, plan, start, stored=None):
+        calls.append(stored)
+        return unmerged(x, merged, output, plan, start, stored)
+
+    monkeypatch.setattr(dit, "unmerged_output", recording)
+    return calls
+
+
+def test_threshold_one_with_full_steps_is_bit_identical(pack, family, dit_model):
+    baseline = run(family, dit_model, steps=STEPS, cfg=1.0)
+    assert same(run(family, custom(pack, dit_model, 1.0, full_every=2), steps=STEPS, cfg=1.0), baseline)
+    assert same(run(family, node(pack, dit_model, preset="custom", threshold=1.0), steps=STEPS, cfg=1.0), baseline)
+
+
+def test_full_steps_run_every_token_and_merged_steps_get_the_stored_updates(pack, family, dit_model, monkeypatch):
+    stored = recorded_unmerges(pack, monkeypatch)
+    patched = custom(pack, dit_model, 0.0, full_every=2)
+    latent = run(family, patched, steps=STEPS, cfg=1.0)
+    events = report(patched).events
+    assert torch.isfinite(flat(latent)).all()
+    assert {e.step for e in events if e.whole} == {0, 2} and {e.step for e in events if not e.whole} == {1, 3}
+    assert all(e.merged == 0 for e in events if e.whole) and all(e.merged > 0 for e in events if not e.whole)
+    assert {e.key.block[:2] for e in events if e.whole} == BLOCKS[family]
+    assert len(stored) == sum(not e.whole for e in events)
+    frames = FRAMES.get(family, 1)
+    assert all(s is not None and s.shape[1] == 64 * frames for s in stored), "every merged call gets its tokens' updates"
+    share = report(patched).merged_fraction
+    assert share == pytest.approx(0.75 / 2), "full steps count as merging nothing"
+    # the stored updates change the result (with no memory for them, merged tokens get their group's update)
+    without = run(family, custom(pack, dit_model, 0.0, full_every=2, update_memory_gb=0.0), steps=STEPS, cfg=1.0)
+    assert not same(latent, without)
+
+
+def test_the_model_default_merges_a_real_share_and_an_explicit_threshold_is_obeyed(pack, family, dit_model, caplog):
+    with caplog.at_level(logging.INFO, logger="ca_tome"):
+        defaulted = node(pack, dit_model, threshold=1.0)  # the threshold input is not the preset's
+    assert "model default for" in caplog.text
+    run(family, defaulted, steps=8, cfg=1.0)
+    assert report(defaulted).merged_fraction > 0.05
+    custom = node(pack, dit_model, preset="custom", threshold=0.99, schedule="all")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ca_tome"):
+        run(family, custom, steps=STEPS, cfg=1.0)
+    assert report(custom).merged_fraction < 0.05
+    assert "preset 'model default'" in caplog.text, "a DiT run that merged next to nothing says what to set"
+
+
+def test_stored_updates_stay_within_update_memory_and_start_fresh_every_run(pack, monkeypatch):
+    model = tiny_dit("flux")
+    C = pack.ca_tome.comfyui
+    kept = []
+    keep = C.run.RunState.keep_update
+
+    def recording(self, block, options, update, grid):
+        keep(self, block, options, update, grid)
+        kept.append((self, self.updates.bytes_held))
+
+    monkeypatch.setattr(C.run.RunState, "keep_update", recording)
+    weight = model.model.diffusion_model.img_in.weight
+    one_block = 64 * 1 * weight.shape[0] * weight.element_size()  # tokens × batch × channels × bytes, one cond
+    patched = custom(pack, model, 0.0, full_every=2, update_memory_gb=2.5 * one_block / 2**30)
+    run("flux", patched, steps=STEPS, cfg=1.0)
+    run("flux", patched, steps=STEPS, cfg=1.0)
+    runs = list(dict.fromkeys(state for state, _ in kept))
+    assert len(runs) == 2, "every run has its own stored updates"
+    assert all(held <= 2 * one_block for _, held in kept), "never more than fits in update_memory"
+    assert [len(state.updates.refused) for state in runs] == [2, 2], "the blocks past the budget store nothing"
