@@ -51,6 +51,14 @@ DIT_RATIO = "fixed ratio 0.5, all"
 DIT_RATIO_AT_THRESHOLD_SHARE = "fixed ratio at CA-ToMe's share, all"
 
 
+FULL_EVERY = (2, 3)  # benchmarks.dit's full-step variants
+
+
+def full_step_option(every: int) -> str:
+    """How the DiT suites name a setting of ``full_every``."""
+    return f"full every {every}" if every else "every step merged"
+
+
 def ca_tome_variant(threshold: float, schedule: str) -> str:
     """The name benchmarks.dit gives a CA-ToMe variant: it carries the calibrated threshold."""
     return f"CA-ToMe t={threshold:.3f}, {schedule}"

@@ -20,6 +20,8 @@ merging variant, matches) is reported apart: a run's time is its steps 1–n, me
   ``dit_blocks`` double or single only (Z-Image, a Turbo model of 8 steps: CONFIG_3 and ``auto`` only);
 - fixed ratio at exactly the share CA-ToMe ``all`` merged, schedule ``all``: the threshold rule
   against the fixed ratio at equal merged fraction, both matching every step;
+- CA-ToMe at that threshold, ``all``, with a full step every 2 and every 3 steps (``full_every``:
+  every token runs, and its own update is stored for the merged steps between);
 - the free-merge ceiling: the unpatched model on a latent half as wide — half the image tokens,
   no matching, no merge or unmerge.
 
@@ -43,7 +45,8 @@ from devkit.dit_models import tiny_dit  # noqa: E402
 from devkit.sampling import load_pack, timed_sample  # noqa: E402
 
 from . import record  # noqa: E402
-from .common import DIT_CEILING, DIT_RATIO, DIT_RATIO_AT_THRESHOLD_SHARE, TARGET_MERGED, ca_tome_variant, spread  # noqa: E402
+from .common import (DIT_CEILING, DIT_RATIO, DIT_RATIO_AT_THRESHOLD_SHARE, FULL_EVERY, TARGET_MERGED,  # noqa: E402
+                     ca_tome_variant, full_step_option, spread)
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 FULL_WIDTH_FLUX = dict(hidden_size=3072, num_heads=24, axes_dim=[16, 56, 56], context_in_dim=4096, vec_in_dim=768)
@@ -143,6 +146,10 @@ def main() -> None:
         return lambda rows: node.execute(model, threshold, schedule, "", "auto", 2, "qkv", "min",
                                          dit_blocks=dit_blocks).result[0]
 
+    def full_every(k):  # a full step every k, each token's own update stored (the DiT default's mechanism)
+        return lambda rows: pack.nodes.CATomeModelDefault.execute(model, "custom", threshold, "all", "", "auto", 2,
+                                                                  "qkv", "min", full_every=k).result[0]
+
     def fixed_ratio(ratio, schedule):
         return lambda rows: ratio_node.execute(model, ratio, schedule, "", "auto", 2, "qkv").result[0]
 
@@ -158,6 +165,8 @@ def main() -> None:
         ca_tome_variant(threshold, "CONFIG_3"): (ca_tome("CONFIG_3"), full),
         ca_tome_variant(threshold, "auto"): (ca_tome("auto"), full),
     }
+    for k in FULL_EVERY:
+        variants[ca_tome_variant(threshold, f"all, {full_step_option(k)}")] = (full_every(k), full)
     if args.family == "zimage":  # at 8 steps CONFIG_3 recomputes every step: 'all' and its equal share add nothing
         del variants[ca_tome_variant(threshold, "all")], variants[DIT_RATIO_AT_THRESHOLD_SHARE]
     if args.family == "flux":  # which blocks to merge: the dit_blocks default is chosen from these rows

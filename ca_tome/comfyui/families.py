@@ -73,11 +73,11 @@ class Defaults:
 
     def describe(self) -> str:
         full = f", a full step every {self.full_every}" if self.full_every else ""
-        return f"threshold {self.threshold:g}, schedule {self.schedule}{full} ({self.source})"
+        return f"threshold {self.threshold:g}, schedule {self.schedule}{full}; {self.source}"
 
 
 UNET_DEFAULTS = Defaults(0.7, "CONFIG_3", 0, "the paper's, for SD1.x/SDXL UNets")
-# DiTs: chosen on the trained Flux proxies (benchmarks/results/dit_defaults.json); every step
+# DiTs: chosen on the trained Flux proxies (benchmarks/results/dit_fidelity.json); every step
 # recomputes its pairs, since 4–8-step runs would anyway, and every other step runs whole and
 # refreshes each token's own update (the update cache), which the proxies' fidelity needs.
 IMAGE_DIT_DEFAULTS = Defaults(0.3, "all", 2, "measured on the trained Flux proxies")

@@ -1,0 +1,165 @@
+"""DiT fidelity at two token densities: what each way of merging costs the pictures of the DiT
+proxies trained here on photographs, and which setting keeps them.
+
+Models (``devkit.training``): Flux at 256 image tokens (``flux``: 16², 2 + 2 blocks) and at 1,024
+(``flux1k``: 32², 3 + 3 blocks, narrower), both at the size they were trained at; and, for video,
+Wan 2.1 (``wan21``: 2 blocks, 9 latent frames of 16 × 24 tokens, 3,456 video tokens). Every run is
+euler, cfg 1, from noise, at 8 steps (what distilled models run; the proxies are not distilled, so
+this only approximates a Turbo model) and at 20; each setting is measured on three (prompt, noise
+seed) pairs, against the unmerged run of the same pair:
+
+- images: SSIM and PSNR of the decoded picture;
+- video: per-frame PSNR of the decoded frames, and the PSNR of their frame-to-frame differences
+  against the unmerged run's (does the motion survive?).
+
+Settings: thresholds ``THRESHOLDS`` (schedule ``all``: every merged step matches), each with
+- every step merged (``full_every`` 0: the node's behaviour before the update cache),
+- a full step every 2 or 3 steps with each token's own update stored and reused (``full_every``),
+- a full step every 2 without stored updates (``update_memory_gb`` 0): what the update cache adds.
+
+The merged share counts full steps as merging nothing. ``token_estimate`` = 1 / (1 − share) is the
+speed-up a block whose cost were linear in its tokens would get (a model, not a measurement; the
+measured speed at full width is ``benchmarks.dit``'s).
+
+``python -m benchmarks.dit_fidelity`` → results/dit_fidelity.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from devkit.host import REPO_ROOT, import_comfy, run_metadata
+
+import_comfy()
+
+from devkit.dit_models import PATCH, sample_dit  # noqa: E402
+from devkit.sampling import Sampling, load_pack  # noqa: E402
+from devkit.training import EMPTY_PROMPT, PHOTOS, RECIPES, PixelCodec, Prompts, architecture, trained_model  # noqa: E402
+
+from . import record  # noqa: E402
+from .common import FULL_EVERY, compare, full_step_option  # noqa: E402
+
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+IMAGE_MODELS = ("flux", "flux1k")
+VIDEO_MODEL = "wan21"
+VIDEO_FRAMES, VIDEO_GRID = 9, (32, 48)  # latent pixels per frame: 16 × 24 tokens
+STEPS = (8, 20)
+THRESHOLDS = (0.45, 0.4, 0.35, 0.3, 0.25)
+# name -> node inputs
+OPTIONS = {**{full_step_option(k): {"full_every": k} for k in (0, *FULL_EVERY)},
+           f"{full_step_option(2)}, no stored updates": {"full_every": 2, "update_memory_gb": 0.0}}
+RUNS = ((PHOTOS.index("astronaut"), 7), (PHOTOS.index("chelsea"), 8), (PHOTOS.index("brick"), 9))  # (prompt, seed)
+IMAGE_GOAL_SSIM, VIDEO_GOAL_PSNR = 0.95, 30.0
+
+
+def sampled(model, name: str, steps: int, prompt: int, seed: int) -> torch.Tensor:
+    """The decoded picture [3, H, W] (or frames [3, F, H, W]) in 0..1 of one run from noise."""
+    family = architecture(name)
+    side = RECIPES[name].crop
+    frames = VIDEO_FRAMES if name == VIDEO_MODEL else 1
+    grid = VIDEO_GRID if name == VIDEO_MODEL else (side, side)
+    prompts = Prompts(name)
+    run = Sampling(steps=steps, cfg=1.0, seed=seed)
+    latent = sample_dit(model, family, run, prompts.conditioning(prompt), prompts.conditioning(EMPTY_PROMPT),
+                        frames=frames, grid=tuple(g // PATCH[family] for g in grid))
+    return PixelCodec.for_sampler(model).decode(latent)[0]
+
+
+def psnr(reference: torch.Tensor, image: torch.Tensor, span: float = 1.0) -> float:
+    mse = float(((reference - image) ** 2).mean())
+    return 10 * torch.log10(torch.tensor(span ** 2 / mse)).item() if mse > 0 else float("inf")
+
+
+def video_fidelity(reference: torch.Tensor, frames: torch.Tensor) -> dict:
+    """Per-frame PSNR (mean, lowest) and the PSNR of the frame-to-frame differences (their span is 2)."""
+    per_frame = [psnr(reference[:, f], frames[:, f]) for f in range(reference.shape[1])]
+    motion = psnr(reference.diff(dim=1), frames.diff(dim=1), span=2.0)
+    return {"frame_psnr": statistics.mean(per_frame), "lowest_frame_psnr": min(per_frame), "motion_psnr": motion}
+
+
+def image_fidelity(reference: torch.Tensor, image: torch.Tensor) -> dict:
+    scores = compare(reference.permute(1, 2, 0).numpy(), image.permute(1, 2, 0).numpy())
+    return {"ssim": scores["ssim"], "psnr": scores["psnr"] if scores["psnr"] is not None else float("inf")}
+
+
+def measure(pack, name: str, model, steps: int) -> list[dict]:
+    video = name == VIDEO_MODEL
+    runs = [(EMPTY_PROMPT, seed) for _, seed in RUNS] if video else RUNS  # the video proxy: the empty prompt
+    references = [sampled(model, name, steps, prompt, seed) for prompt, seed in runs]
+    fidelity = video_fidelity if video else image_fidelity
+    rows = []
+    for threshold in THRESHOLDS:
+        for option, inputs in OPTIONS.items():
+            patched = pack.nodes.CATomeModelDefault.execute(model, "custom", threshold, "all", "", "auto", 2, "qkv",
+                                                            "min", **inputs).result[0]
+            scores, shares = [], []
+            for (prompt, seed), reference in zip(runs, references):
+                scores.append(fidelity(reference, sampled(patched, name, steps, prompt, seed)))
+                shares.append(pack.ca_tome.comfyui.last_report(patched).merged_fraction)
+            share = statistics.mean(shares)
+            row = {"model": name, "steps": steps, "threshold": threshold, "option": option, "merged_fraction": share,
+                   "token_estimate": 1 / (1 - share),
+                   **{metric: statistics.mean(s[metric] for s in scores) for metric in scores[0]},
+                   **{f"lowest_{metric}": min(s[metric] for s in scores) for metric in scores[0] if "lowest" not in metric}}
+            rows.append(row)
+            shown = (f"frame PSNR {row['frame_psnr']:.2f} dB, motion {row['motion_psnr']:.2f} dB" if video
+                     else f"SSIM {row['ssim']:.3f}, PSNR {row['psnr']:.2f} dB")
+            print(f"{name:<7} {steps:>2} steps t={threshold:<5} {option:<32} merged {100 * share:5.1f} %  {shown}",
+                  flush=True)
+    return rows
+
+
+def recommended(rows: list[dict]) -> dict:
+    """Per (model, steps): the setting that merges the most among those that reach the goal (SSIM ≥ 0.95;
+    video: per-frame PSNR ≥ 30 dB), or None."""
+    best = {}
+    for row in rows:
+        key = f"{row['model']}, {row['steps']} steps"
+        video = "frame_psnr" in row
+        reaches = row["frame_psnr"] >= VIDEO_GOAL_PSNR if video else row["ssim"] >= IMAGE_GOAL_SSIM
+        best.setdefault(key, None)
+        if reaches and (best[key] is None or row["merged_fraction"] > best[key]["merged_fraction"]):
+            best[key] = row
+    return {key: row and {k: row[k] for k in ("threshold", "option", "merged_fraction")} for key, row in best.items()}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=[*IMAGE_MODELS, VIDEO_MODEL],
+                        choices=[*IMAGE_MODELS, VIDEO_MODEL])
+    record.add_argument(parser)
+    args = parser.parse_args(argv)
+    tree = record.check_tree(args.allow_dirty)
+    torch.set_grad_enabled(False)
+    pack = load_pack()
+    rows = []
+    for name in args.models:
+        model = trained_model(name)
+        for steps in STEPS:
+            rows.extend(measure(pack, name, model, steps))
+    result = {
+        "what": __doc__.split("\n\n")[0].replace("\n", " "),
+        "command": "python -m benchmarks.dit_fidelity" + ("" if args.models == parser.get_default("models")
+                                                          else " --models " + " ".join(args.models)),
+        **run_metadata(),
+        "models": {name: {**RECIPES[name].model, "tokens": (VIDEO_FRAMES * VIDEO_GRID[0] * VIDEO_GRID[1] // 4
+                                                            if name == VIDEO_MODEL else (RECIPES[name].crop // 2) ** 2)}
+                   for name in args.models},
+        "sampling": "euler, cfg 1, from noise, schedule all",
+        "runs": [{"prompt": "the empty prompt (video) or " + PHOTOS[p], "seed": s} for p, s in RUNS],
+        "goals": {"image_ssim": IMAGE_GOAL_SSIM, "video_frame_psnr": VIDEO_GOAL_PSNR},
+        "token_estimate": "1 / (1 − merged share): a model of a block whose cost is linear in its tokens, not a "
+                          "measurement",
+        "rows": rows,
+        "recommended": recommended(rows),
+    }
+    path = RESULTS / "dit_fidelity.json"
+    record.write(path, result, args.allow_dirty, start=tree)
+    print(f"wrote {path.relative_to(REPO_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
