@@ -28,7 +28,8 @@ import textwrap
 from pathlib import Path
 
 from .common import (CEILING, DIT_CEILING, DIT_RATIO, DIT_RATIO_AT_THRESHOLD_SHARE, FREE_MERGE, TARGET_MERGED,
-                     TRADEOFF_FAMILIES, TRADEOFF_GOAL, UNPATCHED, ca_tome_variant, speed_shape, tradeoff_points)
+                     TRADEOFF_FAMILIES, TRADEOFF_GOAL, UNPATCHED, ca_tome_variant, full_step_option, speed_shape,
+                     tradeoff_points)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -1032,6 +1033,86 @@ def readme_families() -> str:
     return ", ".join(family.name for family in FAMILIES)
 
 
+# --- DiT fidelity first: full steps and stored updates (benchmarks.dit_fidelity, benchmarks.dit) ---
+
+FULL_STEPS_FILE = "dit_flux_8steps.json"
+
+
+def dit_fidelity_groups(video: bool) -> dict[tuple, list[dict]]:
+    """(model, steps, option) -> its rows by threshold, for the image proxies or the video one."""
+    groups = {}
+    for row in load("dit_fidelity.json")["rows"]:
+        if ("frame_psnr" in row) == video:
+            groups.setdefault((row["model"], row["steps"], row["option"]), []).append(row)
+    return groups
+
+
+def dit_fidelity_table(video: bool = False) -> str:
+    """Per proxy, step count and option: the merged share and the fidelity at each threshold."""
+    result = load("dit_fidelity.json")
+    groups = dit_fidelity_groups(video)
+    thresholds = [row["threshold"] for row in next(iter(groups.values()))]
+    shown = ("merged · frame PSNR / motion PSNR (dB)" if video else "merged · SSIM")
+
+    def cell(row):
+        return (f"{100 * row['merged_fraction']:.0f} % · {row['frame_psnr']:.1f} / {row['motion_psnr']:.1f}" if video
+                else f"{100 * row['merged_fraction']:.0f} % · {row['ssim']:.3f}")
+
+    lines = [[f"{model} ({result['models'][model]['tokens']:,} tokens)", str(steps), option, *map(cell, rows)]
+             for (model, steps, option), rows in groups.items()]
+    return table(["proxy", "steps", "option", *(f"t = {t}: {shown}" for t in thresholds)], lines)
+
+
+def dit_fidelity_verdict() -> str:
+    """What the stored updates add, how the cost moves with density, and which settings reach the goals."""
+    result = load("dit_fidelity.json")
+    images, videos = dit_fidelity_groups(False), dit_fidelity_groups(True)
+    every, full2, bare = (full_step_option(0), full_step_option(2), f"{full_step_option(2)}, no stored updates")
+
+    def gains(groups, metric, better, worse):
+        return [a[metric] - b[metric] for (model, steps, option), rows in groups.items() if option == better
+                for a, b in zip(rows, groups[model, steps, worse])]
+
+    ssim_gain = gains(images, "ssim", full2, bare)
+    frame_gain = gains(videos, "frame_psnr", full2, bare)
+    require(min(ssim_gain) > 0, "dit-fidelity-verdict", "stored updates raise SSIM at every image threshold")
+    density = []
+    for steps in sorted({key[1] for key in images}):
+        low, high = images["flux", steps, every], images["flux1k", steps, every]
+        density.append(f"{steps} steps: " + ", ".join(
+            f"t = {a['threshold']}: {100 * a['merged_fraction']:.0f} → {100 * b['merged_fraction']:.0f} % merged, "
+            f"SSIM {a['ssim']:.3f} → {b['ssim']:.3f}" for a, b in zip(low, high)))
+    picks = [f"{key}: " + ("none" if row is None else f"t = {row['threshold']}, {row['option']} "
+                                                      f"({percent(row['merged_fraction'], 0)} merged)")
+             for key, row in result["recommended"].items()]
+    return paragraph(
+        f"A full step every 2 with stored updates against the same full steps without them: SSIM "
+        f"{span(ssim_gain, 3, '')} higher on the image proxies, per-frame PSNR {span(frame_gain, 1, ' dB')} higher on the "
+        f"video proxy, at every threshold. From 256 to 1,024 tokens, every step merged ({'; '.join(density)}). "
+        f"The setting that merges the most while reaching the goal (SSIM ≥ {result['goals']['image_ssim']}, "
+        f"per-frame PSNR ≥ {result['goals']['video_frame_psnr']:g} dB), averaged over the three runs: "
+        f"{'; '.join(picks)}." + caveat_short(result, "`dit_fidelity.json`: "))
+
+
+def dit_full_steps_speed() -> str:
+    """Full-width Flux, 8 steps at cfg 1: whole runs with full steps against every step merged, at one threshold."""
+    result = load(FULL_STEPS_FILE)
+    base = dit_run_seconds(dit_variant(result, "unpatched"))
+    rows = [row for row in result["variants"] if row["variant"].startswith("CA-ToMe") and ", all" in row["variant"]
+            and "blocks" not in row["variant"]]
+    lines = [[row["variant"], times(base / dit_run_seconds(row)),
+              span([base / seconds for seconds in row["run_seconds"]], 2),
+              percent(row["merged_fraction"], 0), f"{row['fidelity_to_unpatched']['psnr_db']:.1f} dB"] for row in rows]
+    ceiling = dit_variant(result, DIT_CEILING)
+    lines.append([DIT_CEILING, times(base / dit_run_seconds(ceiling)), "", percent(TARGET_MERGED, 0), ""])
+    return (table(["variant", "speed-up (median run)", "per repeat", "merged (full steps count 0)",
+                   "latent PSNR (random weights)"], lines)
+            + "
+
+" + paragraph(f"Source: `benchmarks/results/{FULL_STEPS_FILE}` — `{result['command']}`; "
+                                 f"{provenance(result)}{caveat_long(result)}."))
+
+
 def psnr_or_identical(psnr) -> str:
     return "identical" if psnr is None else f"{psnr:.1f} dB"
 
@@ -1413,6 +1494,11 @@ GENERATORS = {
     "tradeoff-steps": tradeoff_steps_table,
     "tradeoff-verdict": tradeoff_verdict,
     "tradeoff-source": tradeoff_source,
+    "dit-fidelity": dit_fidelity_table,
+    "dit-fidelity-video": lambda: dit_fidelity_table(video=True),
+    "dit-fidelity-verdict": dit_fidelity_verdict,
+    "dit-fidelity-source": lambda: source(load("dit_fidelity.json"), "dit_fidelity.json"),
+    "dit-full-steps-speed": dit_full_steps_speed,
 }
 
 

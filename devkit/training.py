@@ -24,7 +24,7 @@ sampled latent decodes to an RGB image for PSNR / SSIM. The prompt is the photog
 from: one fixed random text embedding per photograph, plus an empty prompt (10 % of the batches,
 for cfg), so calibration and measurement can use different prompts.
 
-``python -m devkit.training --family sd15|flux|flux1k|wan21 [--minutes M] [--resume]`` trains (on ComfyUI 0.3.75: 0.33's
+``python -m devkit.training --family sd15|flux|flux1k|wan21|wan21_1k [--minutes M] [--resume]`` trains (on ComfyUI 0.3.75: 0.33's
 Flux applies RoPE through a kernel op that has no backward) (stopping early once the
 loss stalls), writes ``devkit/weights/<family>.safetensors`` (fp16) and ``<family>.json`` (the
 recipe, the loss curve, the file's sha256, where and when it was trained). :func:`trained_model`
@@ -72,10 +72,13 @@ RECIPES = {
                                                         "depth": 2, "depth_single_blocks": 2}),
     "wan21": Recipe(latent_channels=16, crop=32, frames=5, batch=4,
                     model={"dim": 256, "ffn_dim": 1024, "num_heads": 4, "num_layers": 2}),
-    # Realistic density: 32 × 32 = 1,024 image tokens (today's flux sees 256), 3 + 3 blocks, narrower.
+    # Realistic density: 32 × 32 = 1,024 tokens per image or frame (today's flux and wan21 see 256),
+    # six blocks, narrower.
     "flux1k": Recipe(latent_channels=16, crop=64, batch=8, architecture="flux",
                      model={"hidden_size": 128, "num_heads": 2, "axes_dim": [16, 24, 24],
                             "depth": 3, "depth_single_blocks": 3}),
+    "wan21_1k": Recipe(latent_channels=16, crop=64, frames=5, batch=2, architecture="wan21",
+                       model={"dim": 128, "ffn_dim": 512, "num_heads": 2, "num_layers": 6}),
 }
 MAX_SPEED = 4  # pixels a frame, each axis: of the camera's pan and of a moving crop
 
