@@ -71,3 +71,36 @@ def test_every_context_window_is_matched_on_its_own_tokens_and_reuses_only_its_o
         assert any(e.recomputed for e in report.events if e.step not in (0, 2)), "windows new at a cached step match"
     first_block = [event for event in report.events if event.key.block[:2] == ("double_block", 0)]
     assert [event.key.window[0] for event in first_block] == calls, "each call's pairs are filed under its own frames"
+
+
+def test_every_context_window_gets_the_updates_its_own_frames_stored(pack, monkeypatch):
+    """With full steps, each window's merged steps take the updates stored at the full step for the
+    frames that window covers, never another window's (they share conds and length)."""
+    if missing_classes("wan21"):
+        pytest.skip("this ComfyUI host has no Wan")
+    model = windowed(tiny_dit("wan21"), "standard_static")
+    run_state = pack.ca_tome.comfyui.run.RunState
+    log = []  # ("kept" or "read", (block, the window's frames), the update) in call order
+    keep, stored = run_state.keep_update, run_state.stored_update
+
+    def keeping(self, block, options, update, grid):
+        log.append(("kept", (block, tuple(options["context_window"].index_list)), update.clone()))
+        return keep(self, block, options, update, grid)
+
+    def reading(self, block, options, x, grid):
+        update = stored(self, block, options, x, grid)
+        log.append(("read", (block, tuple(options["context_window"].index_list)), update))
+        return update
+
+    monkeypatch.setattr(run_state, "keep_update", keeping)
+    monkeypatch.setattr(run_state, "stored_update", reading)
+    patched = pack.nodes.CATomeModelDefault.execute(model, "custom", 0.0, "all", "", "auto", 2, "qkv", "min",
+                                                    full_every=2).result[0]
+    sample_dit(patched, "wan21", Sampling(steps=STEPS, cfg=1.0), frames=FRAMES)
+    latest = {}
+    for kind, key, update in log:
+        if kind == "kept":
+            latest[key] = update
+        else:
+            assert update is not None and torch.equal(update, latest[key]), f"{key} reads what its own frames stored"
+    assert len({window for _, (_, window), _ in log}) == 3 and sum(kind == "read" for kind, _, _ in log) > 0
