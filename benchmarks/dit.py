@@ -21,7 +21,8 @@ merging variant, matches) is reported apart: a run's time is its steps 1–n, me
 - fixed ratio at exactly the share CA-ToMe ``all`` merged, schedule ``all``: the threshold rule
   against the fixed ratio at equal merged fraction, both matching every step;
 - CA-ToMe at that threshold, ``all``, with a full step every 2 and every 3 steps (``full_every``:
-  every token runs, and its own update is stored for the merged steps between);
+  every token runs, and its own update is stored for the merged steps between; ``--full-steps``:
+  only these, ``all``, unpatched and the ceiling);
 - the free-merge ceiling: the unpatched model on a latent half as wide — half the image tokens,
   no matching, no merge or unmerge.
 
@@ -122,6 +123,9 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=1, help="Z-Image: main layers")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="latent 32, 4 steps, one repeat, narrow blocks: a check in seconds")
+    parser.add_argument("--full-steps", action="store_true",
+                        help="only what the full-step question needs: unpatched, CA-ToMe 'all' with and without full "
+                             "steps, the ceiling")
     record.add_argument(parser)
     args = parser.parse_args()
     tree = record.check_tree(args.allow_dirty, args.quick)
@@ -172,6 +176,9 @@ def main() -> None:
     if args.family == "flux":  # which blocks to merge: the dit_blocks default is chosen from these rows
         for blocks in ("double", "single"):
             variants[ca_tome_variant(threshold, f"auto, {blocks} blocks only")] = (ca_tome("auto", blocks), full)
+    if args.full_steps:
+        variants = {name: variant for name, variant in variants.items()
+                    if name == "unpatched" or name.startswith(ca_tome_variant(threshold, "all"))}
     variants[DIT_CEILING] = (lambda rows: model, half)
     timed(model, args.family, (1, 16, 16, 16), 1)  # warm-up: first-call costs (allocator, kernels) stay out of every variant
     rows, built, reference = {}, {}, None
@@ -203,8 +210,9 @@ def main() -> None:
         "what": f"{NAMES[args.family]} (ComfyUI's class) at "
                 f"{'a narrow width (--quick)' if args.quick else 'full width'}, reduced depth, random weights; whole DiT blocks on merged image tokens",
         "command": "python -m benchmarks.dit " + " ".join(f"--{k} {v}" for k, v in vars(args).items()
-                                                           if k not in ("quick", "allow_dirty") and not unused(k, args.family))
-                   + (" --quick" if args.quick else ""),
+                                                           if k not in ("quick", "allow_dirty", "full_steps")
+                                                           and not unused(k, args.family))
+                   + (" --full-steps" if args.full_steps else "") + (" --quick" if args.quick else ""),
         **run_metadata(model),
         "model": {**shape, "image_tokens": (args.latent // 2) ** 2, "text_tokens": TEXT[args.family][0]},
         "steps": args.steps, "sampler": "euler, cfg 1", "repeats": args.repeats,
