@@ -48,13 +48,14 @@ TOOLTIPS = {
                         "Wan 1.3B at 480p × 81 frames). Blocks past it give merged tokens their group's update alone.",
     "threshold": "Merge every token pair whose cosine similarity is at least this (the paper's t). "
                  "Lower = more tokens merged = faster, less faithful. 0.7 is the paper's choice (UNets); 1.0 "
-                 "merges nothing. On DiTs the similarity is taken on the image tokens with every "
+                 "merges nothing. With preset 'model default' the family's threshold is used instead. On DiTs the similarity is taken on the image tokens with every "
                  "channel standardised over the image, so the few huge channels real DiTs carry in every token "
                  "count no more than any other; the same t merges less there than on a UNet: check the merged "
                  "share with the Stats node.",
     "ratio": "Fraction of the tokens to merge at every step, whatever their similarity (ToMe-SD's r; capped "
              "at 75% with a 2×2 stride).",
-    "schedule": "Steps at which merge pairs are recomputed; between them the pairs are reused. CONFIG_1..CONFIG_FIVE "
+    "schedule": "Steps at which merge pairs are recomputed; between them the pairs are reused (with preset "
+                "'model default': the family's schedule instead). CONFIG_1..CONFIG_FIVE "
                 "are the paper's 50-step lists (CONFIG_3 was best), placed by each step's place in the whole "
                 "denoising, so a run split over several samplers recomputes where one run would. 'all' = every step "
                 "(no caching), 'once' = first step only, 'auto' = whenever the cached pairs go stale (any step "

@@ -27,6 +27,7 @@ LEVELS_AUTO = "auto"
 TARGETS = ("qkv", "q", "kv")
 # DiT blocks to merge: "all", only the double (joint) blocks, or only Flux's single blocks.
 DIT_BLOCKS = ("all", "double", "single")
+DIT_MERGE = ("block", "kv")
 # Video cells: stride × stride tokens of one frame, or of two consecutive frames (frames per cell).
 VIDEO_CELLS = {"spatial": 1, "spatio-temporal": 2}
 # Where a video token looks for its dst: the cells within one (cell) frame and two cells of its own,
@@ -68,6 +69,8 @@ class TokenMerging:
     video_search: str = "neighbourhood"
     count_buckets: int = 0  # threshold mode: 0 = the exact merged count, K = rounded down to K + 1 lengths
     full_every: int = 0  # DiTs: every k-th step runs every token and stores its own update (0: never)
+    dit_merge: str = "block"  # DiTs: "block" runs whole blocks on merged tokens; "kv" (a benchmark switch)
+    # runs every token and merges only its self-attention's keys and values (see dit.keys_and_values_merged)
     update_memory: int = 4 << 30  # bytes of stored updates a run may hold (see UpdateCache)
 
     def __post_init__(self):
@@ -79,6 +82,8 @@ class TokenMerging:
             raise ValueError(f"video_cells must be one of {tuple(VIDEO_CELLS)}, got {self.video_cells!r}")
         if self.video_search not in VIDEO_SEARCH:
             raise ValueError(f"video_search must be one of {tuple(VIDEO_SEARCH)}, got {self.video_search!r}")
+        if self.dit_merge not in DIT_MERGE:
+            raise ValueError(f"dit_merge must be one of {DIT_MERGE}, got {self.dit_merge!r}")
         if not (isinstance(self.full_every, int) and self.full_every >= 0):
             raise ValueError(f"full_every must be an integer ≥ 0, got {self.full_every!r}")
         if not (isinstance(self.count_buckets, int) and self.count_buckets >= 0):

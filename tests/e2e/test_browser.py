@@ -16,14 +16,14 @@ from devkit.workflows import DROP_INS, ON_TINY_CHECKPOINT, WIDGETS, WORKFLOW_DIR
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-OUR_NODES = ("CATome", "CATomeFixedRatio", "CATomeStats")
+OUR_NODES = ("CATome2", "CATome", "CATomeFixedRatio", "CATomeStats")
 SCREENSHOTS = ARTIFACTS / "e2e" / "browser"
 
 # True once the editor has finished starting: our nodes are registered and its own start-up graph
 # is loaded. Loading ours earlier races with that graph: frontend 1.49 (ComfyUI 0.33) loads it
 # while its start-up spinner shows and then opens it in a second tab over ours; 1.32 (0.3.75)
 # hides the spinner earlier, but its start-up graph is loaded once a workflow is active.
-STARTED = """() => !!(window.app && app.graph && window.LiteGraph && LiteGraph.registered_node_types['CATome']
+STARTED = """() => !!(window.app && app.graph && window.LiteGraph && LiteGraph.registered_node_types['CATome2']
     && app.vueAppReady && app.extensionManager && !app.extensionManager.spinner
     && app.extensionManager.workflow && app.extensionManager.workflow.activeWorkflow)"""
 # Runs in the page: load a workflow file the way drag-and-drop does, report what the editor shows.

@@ -9,7 +9,8 @@ import pytest
 
 from devkit.workflows import COMPARISONS, DROP_INS, MODEL_FILES, ON_TINY_CHECKPOINT, api_workflow, tiny_checkpoint_kind
 
-NODE_IDS = ("CATome", "CATomeFixedRatio", "CATomeStats")
+NODE_IDS = ("CATome2", "CATome", "CATomeFixedRatio", "CATomeStats")
+MERGING = ("CATome2", "CATome", "CATomeFixedRatio")
 
 
 def image_by_prefix(images: dict, prefix: str) -> np.ndarray:
@@ -31,9 +32,11 @@ def test_object_info_lists_our_nodes_with_tooltips_on_every_input(server, node_i
     inputs = {**info["input"]["required"], **info["input"].get("optional", {})}
     assert inputs and all(spec[1].get("tooltip") for spec in inputs.values() if len(spec) > 1)
     assert len(inputs) == len([spec for spec in inputs.values() if len(spec) > 1])
+    assert info["deprecated"] == (node_id == "CATome"), "the first CA-ToMe node leaves the search; saved ones still load"
 
 
-SHOWN_INPUTS = {"CATome": {"model", "threshold", "schedule", "dit_blocks"},
+SHOWN_INPUTS = {"CATome2": {"model", "preset", "threshold", "schedule", "dit_blocks"},
+                "CATome": {"model", "threshold", "schedule", "dit_blocks"},
                 "CATomeFixedRatio": {"model", "ratio", "schedule", "dit_blocks"}}
 
 
@@ -67,8 +70,8 @@ def test_every_comparison_workflow_runs_and_merging_changes_the_image(server, ch
     log_before = len(server.log())
     prompt = api_workflow(name, checkpoint=checkpoint_for(name), size=256, steps=3)
     for node in prompt.values():
-        if node["class_type"] == "CATome":
-            node["inputs"]["threshold"] = 0.3  # random weights: make sure something merges
+        if node["class_type"] == "CATome2":  # random weights: make sure something merges
+            node["inputs"].update(preset="custom", threshold=0.3)
     images = server.saved_images(server.run_prompt(prompt))
     baseline = image_by_prefix(images, "unpatched_")
     merged = [image_by_prefix(images, prefix) for prefix in merging_branches(prompt)]
@@ -125,7 +128,7 @@ def merging_branches(prompt) -> list[str]:
         return {node["class_type"]}.union(*(upstream(source) for source in linked))
 
     return [node["inputs"]["filename_prefix"].split("/")[-1] + "_" for node_id, node in prompt.items()
-            if node["class_type"] == "SaveImage" and upstream(node_id) & {"CATome", "CATomeFixedRatio"}]
+            if node["class_type"] == "SaveImage" and upstream(node_id) & set(MERGING)]
 
 
 def test_an_api_prompt_saved_before_dit_blocks_existed_still_runs(server, tiny_checkpoint):
@@ -138,17 +141,17 @@ def test_an_api_prompt_saved_before_dit_blocks_existed_still_runs(server, tiny_c
 
 def test_threshold_one_gives_the_unpatched_image(server, tiny_checkpoint):
     prompt = api_workflow("comparison_sd15", checkpoint=tiny_checkpoint, size=256, steps=3)
-    (patch,) = [node for node in prompt.values() if node["class_type"] == "CATome"]
-    patch["inputs"]["threshold"] = 1.0
+    (patch,) = [node for node in prompt.values() if node["class_type"] == "CATome2"]
+    patch["inputs"].update(preset="custom", threshold=1.0)
     images = server.saved_images(server.run_prompt(prompt))
     assert np.array_equal(image_by_prefix(images, "unpatched_"), image_by_prefix(images, "ca-tome_"))
 
 
 @pytest.mark.parametrize("workflow,node_type,field,value,expected", [
-    ("comparison_sd15", "CATome", "threshold", math.nan, "threshold must be a number from 0 to 1, got nan"),
-    ("comparison_sd15", "CATome", "threshold", -0.5, "threshold must be a number from 0 to 1, got -0.5"),
-    ("comparison_sd15", "CATome", "threshold", 1.5, "threshold must be a number from 0 to 1, got 1.5"),
-    ("comparison_sd15", "CATome", "custom_steps", "0, 5, soon", "custom_steps: custom schedule: cannot read 'soon'"),
+    ("comparison_sd15", "CATome2", "threshold", math.nan, "threshold must be a number from 0 to 1, got nan"),
+    ("comparison_sd15", "CATome2", "threshold", -0.5, "threshold must be a number from 0 to 1, got -0.5"),
+    ("comparison_sd15", "CATome2", "threshold", 1.5, "threshold must be a number from 0 to 1, got 1.5"),
+    ("comparison_sd15", "CATome2", "custom_steps", "0, 5, soon", "custom_steps: custom schedule: cannot read 'soon'"),
     ("comparison_fixed_ratio_sd15", "CATomeFixedRatio", "ratio", 1.5, "ratio must be a number from 0 to 1, got 1.5"),
     ("comparison_fixed_ratio_sd15", "CATomeFixedRatio", "ratio", math.nan, "ratio must be a number from 0 to 1, got nan"),
     ("comparison_fixed_ratio_sd15", "CATomeFixedRatio", "custom_steps", " , ", "custom_steps: custom schedule is empty"),
@@ -184,7 +187,7 @@ def test_stats_workflow_saves_the_plots_and_the_numbers(server, tiny_checkpoint)
 def test_hires_fix_reuses_the_patched_model_at_a_second_resolution(server, tiny_checkpoint):
     prompt = api_workflow("comparison_sd15", checkpoint=tiny_checkpoint, size=256, steps=3)
     patched_sampler = next(key for key, node in prompt.items()
-                           if node["class_type"] == "KSampler" and prompt[node["inputs"]["model"][0]]["class_type"] == "CATome")
+                           if node["class_type"] == "KSampler" and prompt[node["inputs"]["model"][0]]["class_type"] == "CATome2")
     second = dict(prompt[patched_sampler], inputs={**prompt[patched_sampler]["inputs"], "denoise": 0.5,
                                                     "latent_image": ["30", 0]})
     prompt.update({
