@@ -181,7 +181,7 @@ class PairCache:
 class UpdateCache:
     """Each token's own block update from the last full step of a run, per block call layout: at
     the steps between, a merged token gets its stored update plus its group's change since then
-    (see :func:`own_update_correction`), instead of its group's update alone (ToCa, ClusCa).
+    (``comfyui.dit.unmerged_output``), instead of its group's update alone (ToCa, ClusCa).
 
     Bounded by ``budget`` bytes (an update is batch × tokens × channels in the block's dtype, per
     block and layout): entries not refreshed at the full step in progress are dropped, least
@@ -192,28 +192,28 @@ class UpdateCache:
         self.budget = budget
         self._updates: OrderedDict[PairKey, tuple[int, object]] = OrderedDict()  # key -> (step stored, update)
         self._lock = threading.Lock()
+        self.bytes_held = 0
         self.refused: set[PairKey] = set()
-
-    @property
-    def bytes_held(self) -> int:
-        with self._lock:
-            return sum(_nbytes(update) for _, update in self._updates.values())
 
     def keep(self, key: PairKey, step: int, update) -> bool:
         """Store ``update`` for ``key`` at full step ``step``; False when it does not fit the budget."""
-        size = _nbytes(update)
         with self._lock:
-            self._updates.pop(key, None)
-            held = sum(_nbytes(u) for _, u in self._updates.values())
-            while held + size > self.budget:
+            self._drop(key)
+            while self.bytes_held + _nbytes(update) > self.budget:
                 oldest = next((k for k, (stored, _) in self._updates.items() if stored != step), None)
                 if oldest is None:
                     self.refused.add(key)
                     return False
-                held -= _nbytes(self._updates.pop(oldest)[1])
+                self._drop(oldest)
             self._updates[key] = (step, update)
+            self.bytes_held += _nbytes(update)
             self.refused.discard(key)
             return True
+
+    def _drop(self, key: PairKey) -> None:
+        entry = self._updates.pop(key, None)
+        if entry is not None:
+            self.bytes_held -= _nbytes(entry[1])
 
     def get(self, key: PairKey):
         """The update stored for ``key``, or None."""
