@@ -906,7 +906,6 @@ def config3_checkpoints(steps: int = 50) -> str:
 # --- README: per model family, what to set and what it gained ---
 
 UNET_SETTINGS = "defaults; `schedule` `auto`"
-DIT_SETTINGS = "`threshold` by share (below)"
 NOT_MEASURED = "not measured yet"
 
 
@@ -990,7 +989,8 @@ def readme_models_table() -> str:
     require(set(DIT_MEASURED) <= {family.name for family in FAMILIES}, "readme-models",
             "every measured DiT family is named so in the family table")
     rows = [("SD1.x, SD2.x (UNet)", UNET_SETTINGS, UNET_MEASURED), ("SDXL (UNet)", UNET_SETTINGS, ())]
-    rows += [(family.name, DIT_SETTINGS, DIT_MEASURED.get(family.name, ())) for family in FAMILIES]
+    rows += [(family.name, f"defaults ({family.defaults.describe()})", DIT_MEASURED.get(family.name, ()))
+             for family in FAMILIES]
     lines, files = [], {}
     for name, settings, measurements in rows:
         done = [measurement() for measurement in measurements]
@@ -1010,6 +1010,35 @@ def readme_gains() -> str:
     return (f"{span([m['speed_up'] for m in dits])} faster on {', '.join(names)} and {last} blocks with "
             f"{span([100 * m['merged'] for m in dits], 0, ' %')} of the tokens merged, {times(unet['speed_up'])} on the "
             f"SD1.5 UNet at 1024² with {percent(unet['merged'], 0)} merged")
+
+
+def readme_dit_default() -> str:
+    """What the DiT defaults kept on the proxies trained here, and what their mechanism ran at full width."""
+    from ca_tome.comfyui.families import FLUX_DEFAULTS, WAN_DEFAULTS
+
+    fidelity = load("dit_fidelity.json")
+
+    def at_default(model, steps, defaults):
+        return next(row for row in fidelity["rows"] if row["model"] == model and row["steps"] == steps
+                    and row["threshold"] == defaults.threshold and row["option"] == full_step_option(defaults.full_every))
+
+    images = [at_default("flux1k", steps, FLUX_DEFAULTS) for steps in sorted({r["steps"] for r in fidelity["rows"]})]
+    videos = [at_default("wan21", row["steps"], WAN_DEFAULTS) for row in images]
+    speed = load(FULL_STEPS_FILE)
+    base = dit_run_seconds(dit_variant(speed, "unpatched"))
+    every = dit_variant(speed, "all")
+    full = dit_variant(speed, ca_tome_variant(speed["calibrated_threshold"],
+                                              f"all, {full_step_option(FLUX_DEFAULTS.full_every)}"))
+    return paragraph(
+        "on the Flux proxy trained here at 1,024 image tokens the default kept " + ", ".join(
+            f"SSIM {row['ssim']:.3f} at {row['steps']} steps ({percent(row['merged_fraction'], 0)} merged)" for row in images)
+        + "; on the Wan proxy " + ", ".join(f"{row['frame_psnr']:.1f} dB per frame at {row['steps']} steps" for row in videos)
+        + f" (`dit_fidelity.json`{caveat_short(fidelity)}). At full width (Flux blocks, 4,096 image tokens, random "
+        f"weights, {speed['steps']} steps, at the threshold that merges half the tokens of a merged step) a full step "
+        f"every {FLUX_DEFAULTS.full_every} ran {times(base / dit_run_seconds(full))} "
+        f"({percent(full['merged_fraction'], 0)} merged) against {times(base / dit_run_seconds(every))} merging every step "
+        f"({percent(every['merged_fraction'], 0)}) (`{FULL_STEPS_FILE}`{caveat_short(speed)}); the two come from "
+        "different runs and models, so they are not one measured point.")
 
 
 def readme_dit_threshold() -> str:
@@ -1052,15 +1081,18 @@ def dit_fidelity_table(video: bool = False) -> str:
     result = load("dit_fidelity.json")
     groups = dit_fidelity_groups(video)
     thresholds = [row["threshold"] for row in next(iter(groups.values()))]
-    shown = ("merged · frame PSNR / motion PSNR (dB)" if video else "merged · SSIM")
+    width = next(name for name in next(iter(groups.values()))[0]["speed_bound"] if name.startswith("Wan" if video else "Flux"))
+    shown = ("merged · frame PSNR / motion PSNR (dB)" if video else "merged · SSIM") + " · bound"
 
     def cell(row):
-        return (f"{100 * row['merged_fraction']:.0f} % · {row['frame_psnr']:.1f} / {row['motion_psnr']:.1f}" if video
-                else f"{100 * row['merged_fraction']:.0f} % · {row['ssim']:.3f}")
+        fidelity = (f"{row['frame_psnr']:.1f} / {row['motion_psnr']:.1f}" if video else f"{row['ssim']:.3f}")
+        return f"{100 * row['merged_fraction']:.0f} % · {fidelity} · ≤ {row['speed_bound'][width]:.2f}×"
 
     lines = [[f"{model} ({result['models'][model]['tokens']:,} tokens)", str(steps), option, *map(cell, rows)]
              for (model, steps, option), rows in groups.items()]
-    return table(["proxy", "steps", "option", *(f"t = {t}: {shown}" for t in thresholds)], lines)
+    return (table(["proxy", "steps", "option", *(f"t = {t}: {shown}" for t in thresholds)], lines) + "\n\n"
+            + paragraph(f"Bound: the speed-up of a full-width block's multiply-adds ({width}) at that option and "
+                        "share, counted, not timed (no matching, merge or unmerge)."))
 
 
 def dit_fidelity_verdict() -> str:
@@ -1083,13 +1115,15 @@ def dit_fidelity_verdict() -> str:
             f"t = {a['threshold']}: {100 * a['merged_fraction']:.0f} → {100 * b['merged_fraction']:.0f} % merged, "
             f"SSIM {a['ssim']:.3f} → {b['ssim']:.3f}" for a, b in zip(low, high)))
     picks = [f"{key}: " + ("none" if row is None else f"t = {row['threshold']}, {row['option']} "
-                                                      f"({percent(row['merged_fraction'], 0)} merged)")
+                                                      f"({percent(row['merged_fraction'], 0)} merged, bound "
+                                                      f"{' / '.join(times(b) for b in row['speed_bound'].values())})")
              for key, row in result["recommended"].items()]
     return paragraph(
         f"A full step every 2 with stored updates against the same full steps without them: SSIM "
-        f"{span(ssim_gain, 3, '')} higher on the image proxies, per-frame PSNR {span(frame_gain, 1, ' dB')} higher on the "
-        f"video proxy, at every threshold. From 256 to 1,024 tokens, every step merged ({'; '.join(density)}). "
-        f"The setting that merges the most while reaching the goal (SSIM ≥ {result['goals']['image_ssim']}, "
+        f"{span(ssim_gain, 3, '')} higher on the image proxies at every threshold; per-frame PSNR "
+        f"{min(frame_gain):+.1f} to {max(frame_gain):+.1f} dB on the video proxy (by threshold, the largest gains at the "
+        f"largest shares). From 256 to 1,024 tokens, every step merged ({'; '.join(density)}). "
+        f"The setting with the highest bound that reaches the goal (SSIM ≥ {result['goals']['image_ssim']}, "
         f"per-frame PSNR ≥ {result['goals']['video_frame_psnr']:g} dB), averaged over the three runs: "
         f"{'; '.join(picks)}." + caveat_short(result, "`dit_fidelity.json`: "))
 
@@ -1107,9 +1141,7 @@ def dit_full_steps_speed() -> str:
     lines.append([DIT_CEILING, times(base / dit_run_seconds(ceiling)), "", percent(TARGET_MERGED, 0), ""])
     return (table(["variant", "speed-up (median run)", "per repeat", "merged (full steps count 0)",
                    "latent PSNR (random weights)"], lines)
-            + "
-
-" + paragraph(f"Source: `benchmarks/results/{FULL_STEPS_FILE}` — `{result['command']}`; "
+            + "\n\n" + paragraph(f"Source: `benchmarks/results/{FULL_STEPS_FILE}` — `{result['command']}`; "
                                  f"{provenance(result)}{caveat_long(result)}."))
 
 
@@ -1474,6 +1506,7 @@ GENERATORS = {
     "readme-models": readme_models_table,
     "readme-gains": readme_gains,
     "readme-dit-threshold": readme_dit_threshold,
+    "readme-dit-default": readme_dit_default,
     "few-step-schedules": few_step_schedules,
     "config3-checkpoints-50": config3_checkpoints,
     "video-cells-verdict": video_cells_verdict,
