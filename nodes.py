@@ -170,6 +170,18 @@ def _patched(model, schedule, custom_steps, levels, stride, merge, auto_toleranc
     return io.NodeOutput(apply_token_merging(model, config, model_default))
 
 
+def _threshold_inputs() -> list:
+    """The CA-ToMe nodes' inputs from threshold to count_buckets, in the order saved workflows hold them."""
+    return [io.Float.Input("threshold", default=UNET_DEFAULTS.threshold, min=0.0, max=1.0, step=0.01,
+                           tooltip=TOOLTIPS["threshold"]),
+            *_common_inputs(UNET_DEFAULTS.schedule),
+            io.Combo.Input("batch_policy", options=["min", "max"], default="min", tooltip=TOOLTIPS["batch_policy"],
+                           **ADVANCED),
+            *_dit_input(),
+            io.Int.Input("count_buckets", default=COUNT_BUCKETS_DEFAULT, min=0, max=64, optional=True,
+                         tooltip=TOOLTIPS["count_buckets"], **ADVANCED)]
+
+
 def _full_step_inputs() -> list:
     return [io.Int.Input("full_every", default=0, min=0, max=100, optional=True, tooltip=TOOLTIPS["full_every"],
                          **ADVANCED),
@@ -203,14 +215,7 @@ class CATomeModelDefault(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip=TOOLTIPS["model"]),
                 io.Combo.Input("preset", options=list(PRESETS), default=MODEL_DEFAULT, tooltip=TOOLTIPS["preset"]),
-                io.Float.Input("threshold", default=UNET_DEFAULTS.threshold, min=0.0, max=1.0, step=0.01,
-                               tooltip=TOOLTIPS["threshold"]),
-                *_common_inputs(UNET_DEFAULTS.schedule),
-                io.Combo.Input("batch_policy", options=["min", "max"], default="min", tooltip=TOOLTIPS["batch_policy"],
-                               **ADVANCED),
-                *_dit_input(),
-                io.Int.Input("count_buckets", default=COUNT_BUCKETS_DEFAULT, min=0, max=64, optional=True,
-                             tooltip=TOOLTIPS["count_buckets"], **ADVANCED),
+                *_threshold_inputs(),
                 *_full_step_inputs(),
             ],
             outputs=[io.Model.Output(tooltip="The model with CA-ToMe attached.")],
@@ -249,13 +254,7 @@ class CATome(io.ComfyNode):
             is_deprecated=True,
             inputs=[
                 io.Model.Input("model", tooltip=TOOLTIPS["model"]),
-                io.Float.Input("threshold", default=0.7, min=0.0, max=1.0, step=0.01, tooltip=TOOLTIPS["threshold"]),
-                *_common_inputs("CONFIG_3"),
-                io.Combo.Input("batch_policy", options=["min", "max"], default="min", tooltip=TOOLTIPS["batch_policy"],
-                               **ADVANCED),
-                *_dit_input(),
-                io.Int.Input("count_buckets", default=COUNT_BUCKETS_DEFAULT, min=0, max=64, optional=True,
-                             tooltip=TOOLTIPS["count_buckets"], **ADVANCED),
+                *_threshold_inputs(),
             ],
             outputs=[io.Model.Output(tooltip="The model with CA-ToMe attached.")],
         )

@@ -8,19 +8,9 @@ import torch
 
 from devkit.dit_models import tiny_dit
 
-from .test_other_families import BLOCKS, FRAMES, MERGED_FAMILIES, available, flat, report, run, same
+from .test_other_families import BLOCKS, FRAMES, dit_model, family, flat, report, run, same  # noqa: F401 (fixtures)
 
 STEPS = 4
-
-
-@pytest.fixture(scope="module", params=MERGED_FAMILIES)
-def family(request):
-    return available(request.param)
-
-
-@pytest.fixture(scope="module")
-def dit_model(family):
-    return tiny_dit(family)
 
 
 def node(pack, model, preset="model default", threshold=0.7, schedule="CONFIG_3", **inputs):
