@@ -335,7 +335,7 @@ def test_the_stats_node_shows_a_dit_run(pack, tmp_path, monkeypatch, name):
     assert len(numbers["recorded"]) == 4 * len(BLOCKS[name]) and numbers["merged_fraction"] > 0
 
 
-def no_update_for_merged_tokens(x, merged, output, plan, start):
+def no_update_for_merged_tokens(x, merged, output, plan, start, stored=None):
     """A broken combination: merged tokens keep their input, only kept tokens get an update."""
     kept = plan.token_count - plan.merged_count
     update = output - merged
@@ -344,7 +344,7 @@ def no_update_for_merged_tokens(x, merged, output, plan, start):
     return x + torch.cat((update[:, :start], grid, update[:, start + kept:]), dim=1)
 
 
-def overwritten_by_their_partner(x, merged, output, plan, start):
+def overwritten_by_their_partner(x, merged, output, plan, start, stored=None):
     """A broken combination (plain ToMe's unmerge): merged tokens take their partner's output."""
     kept = plan.token_count - plan.merged_count
     return torch.cat((output[:, :start], plan.unmerge(output[:, start:start + kept]), output[:, start + kept:]), dim=1)
