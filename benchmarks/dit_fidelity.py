@@ -3,7 +3,9 @@ proxies trained here on photographs, and which setting keeps them.
 
 Models (``devkit.training``): Flux at 256 image tokens (``flux``: 16², 2 + 2 blocks) and at 1,024
 (``flux1k``: 32², 3 + 3 blocks, narrower), both at the size they were trained at; and, for video,
-Wan 2.1 (``wan21``: 2 blocks, 9 latent frames of 16 × 24 tokens, 3,456 video tokens). Every run is
+Wan 2.1 at 384 tokens a frame (``wan21``: 2 blocks, 9 latent frames of 16 × 24 tokens, 3,456 video
+tokens) and at 1,536 (``wan21_1k``: 6 blocks, narrower, 5 frames of 32 × 48 tokens, 7,680 video
+tokens; it costs 10× a wan21 step here, so it is asked fewer settings: ``DENSE_VIDEO``). Every run is
 euler, cfg 1, from noise, at 8 steps (what distilled models run; the proxies are not distilled, so
 this only approximates a Turbo model) and at 20; each setting is measured on three (prompt, noise
 seed) pairs, against the unmerged run of the same pair:
@@ -18,9 +20,15 @@ Settings: thresholds ``THRESHOLDS`` (schedule ``all``: every merged step matches
 - a full step every 2 without stored updates (``update_memory_gb`` 0): what the update cache adds;
 - keys and values only (a benchmark switch, ``TokenMerging.dit_merge`` "kv"): every token runs the
   block, and only its self-attention's keys and values are merged, each group weighted by its size
-  (ToDo, AsymRnR), so every query is kept. It can shrink the attention product only.
+  (ToDo, AsymRnR), so every query is kept. It can shrink one side of the attention product only;
+- attention only (``dit_merge`` "attention"): the queries merge too and every token gets its
+  group's attention output; projections, modulation and MLP run on every token. It can shrink
+  both sides of the attention product only;
+- a full step every 2 with the model's first and last blocks whole (``whole_edge_blocks`` 1,
+  a benchmark switch).
 
-The merged share counts full steps as merging nothing. Beside each row, ``speed_bound``: what that
+The merged share counts full steps as merging nothing (and, with whole edge blocks, is the share
+of the blocks that merge). Beside each row, ``speed_bound``: what that
 option at that share saves of a full-width block's multiply-adds (Flux at 4,096 image tokens, Wan
 1.3B at 32,760 video tokens): counted, not timed (the measured speed at full width is
 ``benchmarks.dit``'s).
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import statistics
 
 import torch
@@ -49,44 +58,56 @@ from .common import FULL_EVERY, compare, full_step_option  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 IMAGE_MODELS = ("flux", "flux1k")
-VIDEO_MODEL = "wan21"
-VIDEO_FRAMES, VIDEO_GRID = 9, (32, 48)  # latent pixels per frame: 16 × 24 tokens
+VIDEO_MODELS = {"wan21": (9, (32, 48)), "wan21_1k": (5, (64, 96))}  # frames, latent pixels a frame (2 × 2 a token)
 STEPS = (8, 20)
 THRESHOLDS = (0.45, 0.4, 0.35, 0.3, 0.25)
-# name -> node inputs
 KEYS_AND_VALUES = "keys and values only (size-weighted)"
+ATTENTION_ONLY = "attention only (size-weighted)"
+EDGES_WHOLE = f"{full_step_option(2)}, first and last blocks whole"
 # name -> (node inputs, engine settings no input offers: benchmark switches)
 OPTIONS = {**{full_step_option(k): ({"full_every": k}, {}) for k in (0, *FULL_EVERY)},
            f"{full_step_option(2)}, no stored updates": ({"full_every": 2, "update_memory_gb": 0.0}, {}),
-           KEYS_AND_VALUES: ({}, {"dit_merge": "kv"})}
+           KEYS_AND_VALUES: ({}, {"dit_merge": "kv"}),
+           ATTENTION_ONLY: ({}, {"dit_merge": "attention"}),
+           EDGES_WHOLE: ({"full_every": 2}, {"whole_edge_blocks": 1})}
+# The dense video proxy's settings, by step count: (thresholds, options)
+DENSE_VIDEO = {8: ((0.35, 0.3, 0.25), (*(full_step_option(k) for k in (0, *FULL_EVERY)), ATTENTION_ONLY, EDGES_WHOLE)),
+               20: ((0.3,), tuple(full_step_option(k) for k in FULL_EVERY))}
 RUNS = ((PHOTOS.index("astronaut"), 7), (PHOTOS.index("chelsea"), 8), (PHOTOS.index("brick"), 9))  # (prompt, seed)
 IMAGE_GOAL_SSIM, VIDEO_GOAL_PSNR = 0.95, 30.0
 
 
-# Full-width blocks, counted in multiply-adds per token and per attention product: (width, image or video
+# Full-width models, counted in multiply-adds per token and per attention product: (width, image or video
 # tokens, text tokens, linear multiply-adds per token in units of width², whether the text joins the
-# self-attention). Flux: q/k/v/out 4 + MLP 8; Wan 1.3B: self-attention 4, cross-attention q/out 2, FFN 2 × 8960.
-WIDTHS = {"Flux, 4,096 image tokens": (3072, 4096, 512, 12, True),
-          "Wan 1.3B, 32,760 video tokens": (1536, 32760, 512, 4 + 2 + 2 * 8960 / 1536, False)}
+# self-attention, blocks). Flux: q/k/v/out 4 + MLP 8; Wan 1.3B: self-attention 4, cross-attention q/out 2,
+# FFN 2 × 8960.
+WIDTHS = {"Flux, 4,096 image tokens": (3072, 4096, 512, 12, True, 19 + 38),
+          "Wan 1.3B, 32,760 video tokens": (1536, 32760, 512, 4 + 2 + 2 * 8960 / 1536, False, 30)}
 
 
 def speed_bound(width: str, option: str, merged_fraction: float) -> float:
-    """The speed-up of a block's multiply-adds at this option and share (a bound: no matching, no merge
+    """The speed-up of a model's multiply-adds at this option and share (a bound: no matching, no merge
     or unmerge, every product as fast per multiply-add as unmerged): a whole block shrinks its image
-    tokens' linear layers and both sides of the self-attention product; keys and values only, one
-    side of that product; full steps every k run 1 step in k whole."""
-    dim, tokens, text, linear, joint = WIDTHS[width]
-    every = OPTIONS[option][0].get("full_every", 0)
+    tokens' linear layers and both sides of the self-attention product; attention only, both sides of
+    that product; keys and values only, one side; full steps every k run 1 step in k whole; whole
+    edge blocks, 2 blocks of the full-width model's whole."""
+    dim, tokens, text, linear, joint, depth = WIDTHS[width]
+    inputs, switches = OPTIONS[option]
+    every = inputs.get("full_every", 0)
     share = merged_fraction * every / (every - 1) if every else merged_fraction  # of a merged step
     kept = tokens * (1 - share)
     context = text if joint else 0
 
-    def macs(queries, keys):
+    def macs(linear_tokens, queries, keys):
         cross = 0 if joint else 2 * queries * text * dim  # Wan's cross-attention to the text
-        return linear * dim ** 2 * (queries + context) + 2 * (queries + context) * (keys + context) * dim + cross
+        return (linear * dim ** 2 * (linear_tokens + context) + 2 * (queries + context) * (keys + context) * dim
+                + cross)
 
-    whole = macs(tokens, tokens)
-    merged = macs(tokens, kept) if option == KEYS_AND_VALUES else macs(kept, kept)
+    whole = macs(tokens, tokens, tokens)
+    merged = {"kv": macs(tokens, tokens, kept), "attention": macs(tokens, kept, kept)}.get(
+        switches.get("dit_merge"), macs(kept, kept, kept))
+    edges = 2 * switches.get("whole_edge_blocks", 0)
+    merged = (edges * whole + (depth - edges) * merged) / depth
     step = (whole + (every - 1) * merged) / every if every else merged
     return whole / step
 
@@ -95,8 +116,7 @@ def sampled(model, name: str, steps: int, prompt: int, seed: int) -> torch.Tenso
     """The decoded picture [3, H, W] (or frames [3, F, H, W]) in 0..1 of one run from noise."""
     family = architecture(name)
     side = RECIPES[name].crop
-    frames = VIDEO_FRAMES if name == VIDEO_MODEL else 1
-    grid = VIDEO_GRID if name == VIDEO_MODEL else (side, side)
+    frames, grid = VIDEO_MODELS.get(name, (1, (side, side)))
     prompts = Prompts(name)
     run = Sampling(steps=steps, cfg=1.0, seed=seed)
     latent = sample_dit(model, family, run, prompts.conditioning(prompt), prompts.conditioning(EMPTY_PROMPT),
@@ -121,34 +141,51 @@ def image_fidelity(reference: torch.Tensor, image: torch.Tensor) -> dict:
     return {"ssim": scores["ssim"], "psnr": scores["psnr"] if scores["psnr"] is not None else float("inf")}
 
 
-def measure(pack, name: str, model, steps: int) -> list[dict]:
-    video = name == VIDEO_MODEL
-    runs = [(EMPTY_PROMPT, seed) for _, seed in RUNS] if video else RUNS  # the video proxy: the empty prompt
+def tokens(name: str) -> int:
+    """Image or video tokens of a model's runs (2 × 2 latent pixels a token)."""
+    frames, (height, width) = VIDEO_MODELS.get(name, (1, (RECIPES[name].crop,) * 2))
+    return frames * height * width // 4
+
+
+def settings(name: str, steps: int, thresholds=THRESHOLDS, options=tuple(OPTIONS)) -> list[tuple[float, str]]:
+    """(threshold, option) of every setting a model is asked at this step count, of those chosen.
+    Whole edge blocks need a model deeper than its two edges."""
+    if name == "wan21_1k":
+        asked, offered = DENSE_VIDEO[steps]
+        thresholds, options = [t for t in thresholds if t in asked], [o for o in options if o in offered]
+    if sum(RECIPES[name].model.get(depth, 0) for depth in ("depth", "depth_single_blocks", "num_layers")) <= 2:
+        options = [o for o in options if o != EDGES_WHOLE]
+    return [(threshold, option) for threshold in thresholds for option in options]
+
+
+def measure(pack, name: str, model, steps: int, chosen: list[tuple[float, str]]) -> list[dict]:
+    video = name in VIDEO_MODELS
+    runs = [(EMPTY_PROMPT, seed) for _, seed in RUNS] if video else RUNS  # the video proxies: the empty prompt
     references = [sampled(model, name, steps, prompt, seed) for prompt, seed in runs]
     fidelity = video_fidelity if video else image_fidelity
     rows = []
-    for threshold in THRESHOLDS:
-        for option, (inputs, switches) in OPTIONS.items():
-            patched = pack.nodes.CATomeModelDefault.execute(model, "custom", threshold, "all", "", "auto", 2, "qkv",
-                                                            "min", **inputs).result[0]
-            if switches:
-                glue = pack.ca_tome.comfyui
-                patched = glue.apply_token_merging(model, dataclasses.replace(glue.merging_patch(patched).config,
-                                                                              **switches))
-            scores, shares = [], []
-            for (prompt, seed), reference in zip(runs, references):
-                scores.append(fidelity(reference, sampled(patched, name, steps, prompt, seed)))
-                shares.append(pack.ca_tome.comfyui.last_report(patched).merged_fraction)
-            share = statistics.mean(shares)
-            row = {"model": name, "steps": steps, "threshold": threshold, "option": option, "merged_fraction": share,
-                   "speed_bound": {width: speed_bound(width, option, share) for width in WIDTHS},
-                   **{metric: statistics.mean(s[metric] for s in scores) for metric in scores[0]},
-                   **{f"lowest_{metric}": min(s[metric] for s in scores) for metric in scores[0] if "lowest" not in metric}}
-            rows.append(row)
-            shown = (f"frame PSNR {row['frame_psnr']:.2f} dB, motion {row['motion_psnr']:.2f} dB" if video
-                     else f"SSIM {row['ssim']:.3f}, PSNR {row['psnr']:.2f} dB")
-            print(f"{name:<7} {steps:>2} steps t={threshold:<5} {option:<32} merged {100 * share:5.1f} %  {shown}",
-                  flush=True)
+    for threshold, option in chosen:
+        inputs, switches = OPTIONS[option]
+        patched = pack.nodes.CATomeModelDefault.execute(model, "custom", threshold, "all", "", "auto", 2, "qkv",
+                                                        "min", **inputs).result[0]
+        if switches:
+            glue = pack.ca_tome.comfyui
+            patched = glue.apply_token_merging(model, dataclasses.replace(glue.merging_patch(patched).config,
+                                                                          **switches))
+        scores, shares = [], []
+        for (prompt, seed), reference in zip(runs, references):
+            scores.append(fidelity(reference, sampled(patched, name, steps, prompt, seed)))
+            shares.append(pack.ca_tome.comfyui.last_report(patched).merged_fraction)
+        share = statistics.mean(shares)
+        row = {"model": name, "steps": steps, "threshold": threshold, "option": option, "merged_fraction": share,
+               "speed_bound": {width: speed_bound(width, option, share) for width in WIDTHS},
+               **{metric: statistics.mean(s[metric] for s in scores) for metric in scores[0]},
+               **{f"lowest_{metric}": min(s[metric] for s in scores) for metric in scores[0] if "lowest" not in metric}}
+        rows.append(row)
+        shown = (f"frame PSNR {row['frame_psnr']:.2f} dB, motion {row['motion_psnr']:.2f} dB" if video
+                 else f"SSIM {row['ssim']:.3f}, PSNR {row['psnr']:.2f} dB")
+        print(f"{name:<7} {steps:>2} steps t={threshold:<5} {option:<32} merged {100 * share:5.1f} %  {shown}",
+              flush=True)
     return rows
 
 
@@ -171,8 +208,13 @@ def recommended(rows: list[dict]) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=[*IMAGE_MODELS, VIDEO_MODEL],
-                        choices=[*IMAGE_MODELS, VIDEO_MODEL])
+    parser.add_argument("--models", nargs="+", default=[*IMAGE_MODELS, *VIDEO_MODELS],
+                        choices=[*IMAGE_MODELS, *VIDEO_MODELS])
+    parser.add_argument("--steps", nargs="+", type=int, default=list(STEPS))
+    parser.add_argument("--thresholds", nargs="+", type=float, default=list(THRESHOLDS))
+    parser.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS), metavar="OPTION",
+                        help="of: " + "; ".join(OPTIONS))
+    parser.add_argument("--out", default="dit_fidelity.json", help="the result file's name in benchmarks/results")
     record.add_argument(parser)
     args = parser.parse_args(argv)
     tree = record.check_tree(args.allow_dirty)
@@ -181,15 +223,17 @@ def main(argv=None) -> None:
     rows = []
     for name in args.models:
         model = trained_model(name)
-        for steps in STEPS:
-            rows.extend(measure(pack, name, model, steps))
+        for steps in args.steps:
+            chosen = settings(name, steps, args.thresholds, args.options)
+            if chosen:
+                rows.extend(measure(pack, name, model, steps, chosen))
     result = {
         "what": __doc__.split("\n\n")[0].replace("\n", " "),
-        "command": "python -m benchmarks.dit_fidelity" + ("" if args.models == parser.get_default("models")
-                                                          else " --models " + " ".join(args.models)),
+        "command": "python -m benchmarks.dit_fidelity" + "".join(
+            f" --{name} " + " ".join(shlex.quote(str(v)) for v in value) if isinstance(value, list) else f" --{name} {value}"
+            for name, value in vars(args).items() if name != "allow_dirty" and value != parser.get_default(name)),
         **run_metadata(),
-        "models": {name: {**RECIPES[name].model, "tokens": (VIDEO_FRAMES * VIDEO_GRID[0] * VIDEO_GRID[1] // 4
-                                                            if name == VIDEO_MODEL else (RECIPES[name].crop // 2) ** 2)}
+        "models": {name: {**RECIPES[name].model, "tokens": tokens(name), "frames": VIDEO_MODELS.get(name, (1,))[0]}
                    for name in args.models},
         "sampling": "euler, cfg 1, from noise, schedule all",
         "runs": [{"prompt": "the empty prompt (video) or " + PHOTOS[p], "seed": s} for p, s in RUNS],
@@ -201,7 +245,7 @@ def main(argv=None) -> None:
         "rows": rows,
         "recommended": recommended(rows),
     }
-    path = RESULTS / "dit_fidelity.json"
+    path = RESULTS / args.out
     record.write(path, result, args.allow_dirty, start=tree)
     print(f"wrote {path.relative_to(REPO_ROOT)}")
 

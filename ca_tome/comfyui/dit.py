@@ -82,7 +82,7 @@ class Decision:
     joint_start: int
     row_of_token: dict  # input name -> [L]
     stored: torch.Tensor | None = None  # the grid's own updates from the last full step (see UpdateCache)
-    keys_and_values: bool = False  # merge only the attention's keys and values (TokenMerging.dit_merge "kv")
+    attention_only: str = ""  # "kv" or "attention": only the self-attention merges (TokenMerging.dit_merge)
 
 
 def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict) -> dict:
@@ -96,10 +96,10 @@ def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict)
     plan, start = decision.plan, decision.start
     streams = args["img"]
     x = _grid_stream(spec, streams)
-    if decision.keys_and_values:  # every token runs the block; its self-attention sees merged keys and values
+    if decision.attention_only:  # every token runs the block's linear layers; its self-attention merges
         options = args["transformer_options"]
-        attention = functools.partial(keys_and_values_merged, plan, start, x.shape[1], decision.joint_start,
-                                      options.get("optimized_attention_override"))
+        attention = functools.partial(merged_attention, plan, start, x.shape[1], decision.joint_start,
+                                      decision.attention_only == "attention", options.get("optimized_attention_override"))
         return run_block({**args, "transformer_options": {**options, "optimized_attention_override": attention}})
     if plan is None:  # a full step: every token, and each grid token's own update is kept
         tokens = args["transformer_options"][LAYOUT_KEY].tokens
@@ -195,43 +195,52 @@ def _decide(spec: BlockKind, index: int, args: dict) -> Decision | None:
     plan = run.plan((spec.kind, index, 0), options, metric.DIT(x[:, start:start + tokens]), layout.grid, groups)
     if plan.is_identity:
         return None
-    if run.config.dit_merge == "kv":
-        return Decision(plan, start, text if layout.text_first else 0, row_of_token, keys_and_values=True)
+    if run.config.dit_merge != "block":
+        return Decision(plan, start, text if layout.text_first else 0, row_of_token,
+                        attention_only=run.config.dit_merge)
     stored = run.stored_update((spec.kind, index), options, x, layout.grid)
     return Decision(plan, start, text if layout.text_first else 0, row_of_token, stored)
 
 
-def keys_and_values_merged(plan: MergePlan, start: int, length: int, text: int, previous, attention, q, k, v, heads,
-                           mask=None, *more, skip_reshape: bool = False, **kwargs):
-    """An ``optimized_attention_override`` (ToDo, AsymRnR): every query is kept; the grid's keys and
+def merged_attention(plan: MergePlan, start: int, length: int, text: int, queries: bool, previous, attention, q, k, v,
+                     heads, mask=None, *more, skip_reshape: bool = False, skip_output_reshape: bool = False, **kwargs):
+    """An ``optimized_attention_override`` that merges only the self-attention: the grid's keys and
     values become their groups' means, each group's logit raised by log(its size), so a group
-    weighs as many keys as it holds. Only the block's self-attention over its own sequence
-    (``length`` tokens, the grid at ``start``; or the joint one, ``text`` more before it) is
-    touched: cross-attention, masked attention and call forms it cannot read run as they came.
-    ``previous``: the override that was there (an attention backend node's), which still runs."""
-    def run(k, v, mask):
+    weighs as many keys as it holds (ToDo, AsymRnR); with ``queries``, the queries too, and every
+    token gets its group's output (attention only: projections, modulation and MLP run on every
+    token). Only the block's self-attention over its own sequence (``length`` tokens, the grid at
+    ``start``; or the joint one, ``text`` more before it) is touched: cross-attention, masked
+    attention and call forms it cannot read run as they came. ``previous``: the override that was
+    there (an attention backend node's), which still runs."""
+    def run(q, k, v, mask):
+        options = dict(skip_reshape=skip_reshape, skip_output_reshape=skip_output_reshape, **kwargs)
         if previous is not None:
-            return previous(attention, q, k, v, heads, mask, *more, skip_reshape=skip_reshape, **kwargs)
-        return attention(q, k, v, heads, mask, *more, skip_reshape=skip_reshape, **kwargs)
+            return previous(attention, q, k, v, heads, mask, *more, **options)
+        return attention(q, k, v, heads, mask, *more, **options)
 
     axis = 2 if skip_reshape else 1  # [B, heads, L, d] or [B, L, heads·d]
     sequence = k.shape[axis]
     grid = start if sequence == length else start + text if sequence == length + text else None
     if grid is None or mask is not None or more or q.shape[axis] != sequence or k.shape[0] != plan.batch_size:
-        return run(k, v, mask)
+        return run(q, k, v, mask)
     tokens, kept = plan.token_count, plan.token_count - plan.merged_count
 
-    def merged(t):  # [B, heads, L, d], or [B, L, heads·d] or [B, L, heads, d] (SD3)
-        part = t.narrow(axis, grid, tokens)
-        per_token = part.transpose(1, 2) if skip_reshape else part
-        means = plan.merge(per_token.flatten(2)).unflatten(2, per_token.shape[2:])
-        means = means.transpose(1, 2) if skip_reshape else means
-        return torch.cat((t.narrow(axis, 0, grid), means, t.narrow(axis, grid + tokens, sequence - grid - tokens)), axis)
+    def on_grid(t, axis, tokens, function):  # ``function`` of the grid's [B, tokens, features] part of t
+        part = t.narrow(axis, grid, tokens)  # [B, heads, L, d], or [B, L, heads·d] or [B, L, heads, d] (SD3)
+        per_token = part.transpose(1, 2) if axis == 2 else part
+        done = function(per_token.flatten(2)).unflatten(2, per_token.shape[2:])
+        done = done.transpose(1, 2) if axis == 2 else done
+        return torch.cat((t.narrow(axis, 0, grid), done, t.narrow(axis, grid + tokens, t.shape[axis] - grid - tokens)),
+                         axis)
 
     sizes = (1 / plan.mean_scale).view(plan.batch_size, kept)
     bias = torch.zeros(plan.batch_size, sequence - tokens + kept, dtype=q.dtype, device=q.device)
     bias[:, grid:grid + kept] = sizes.log().to(q.dtype)
-    return run(merged(k), merged(v), bias[:, None, None, :])
+    k, v = (on_grid(t, axis, tokens, plan.merge) for t in (k, v))
+    if not queries:
+        return run(q, k, v, bias[:, None, None, :])
+    out = run(on_grid(q, axis, tokens, plan.merge), k, v, bias[:, None, None, :])
+    return on_grid(out, 2 if skip_output_reshape else 1, kept, plan.unmerge)
 
 
 @torch.compiler.disable

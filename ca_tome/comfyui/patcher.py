@@ -80,7 +80,8 @@ def apply_token_merging(model, config: TokenMerging, model_default: bool = False
         _warn_if_no_level_matches(config, top)
         patch = MergingPatch(config, RunLog(), max_downsample=top if config.levels == LEVELS_AUTO else config.levels)
     else:
-        patch = MergingPatch(config, RunLog(), dit_blocks=_selected_blocks(blocks, config.dit_blocks),
+        patch = MergingPatch(config, RunLog(), dit_blocks=_selected_blocks(blocks, config.dit_blocks,
+                                                                                  config.whole_edge_blocks),
                              dit_defaults=family.defaults)
         log.info("CA-ToMe: %d of %s's DiT blocks run on merged image tokens (%s).", len(patch.dit_blocks),
                  type(model.model).__name__, config.dit_blocks)
@@ -145,9 +146,13 @@ def _apply_model_wrapper(family, executor, *args, **kwargs):
     return executor(*args, **{**kwargs, keyword: True})
 
 
-def _selected_blocks(blocks: dict[str, int], choice: str) -> frozenset:
+def _selected_blocks(blocks: dict[str, int], choice: str, whole_edges: int = 0) -> frozenset:
+    """The blocks ``choice`` selects, less the first and last ``whole_edges`` of the model (in run
+    order: double, then single blocks)."""
+    in_order = [(kind, i) for kind in (DOUBLE, SINGLE) for i in range(blocks.get(kind, 0))]
     kinds = {"all": (DOUBLE, SINGLE), "double": (DOUBLE,), "single": (SINGLE,)}[choice]
-    selected = frozenset((kind, i) for kind in kinds for i in range(blocks.get(kind, 0)))
+    inner = in_order[whole_edges:len(in_order) - whole_edges]
+    selected = frozenset(block for block in inner if block[0] in kinds)
     if not selected:  # a valid choice for the model the workflow was made with: warn, as for levels
         log.warning("CA-ToMe: dit_blocks=%r selects no block of this model (it has %s); nothing will be merged. "
                     "Use 'all' or 'double'.", choice, blocks)

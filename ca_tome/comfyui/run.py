@@ -27,7 +27,7 @@ LEVELS_AUTO = "auto"
 TARGETS = ("qkv", "q", "kv")
 # DiT blocks to merge: "all", only the double (joint) blocks, or only Flux's single blocks.
 DIT_BLOCKS = ("all", "double", "single")
-DIT_MERGE = ("block", "kv")
+DIT_MERGE = ("block", "attention", "kv")
 # Video cells: stride × stride tokens of one frame, or of two consecutive frames (frames per cell).
 VIDEO_CELLS = {"spatial": 1, "spatio-temporal": 2}
 # Where a video token looks for its dst: the cells within one (cell) frame and two cells of its own,
@@ -69,9 +69,10 @@ class TokenMerging:
     video_search: str = "neighbourhood"
     count_buckets: int = 0  # threshold mode: 0 = the exact merged count, K = rounded down to K + 1 lengths
     full_every: int = 0  # DiTs: every k-th step runs every token and stores its own update (0: never)
-    dit_merge: str = "block"  # DiTs: "block" runs whole blocks on merged tokens; "kv" (a benchmark switch)
-    # runs every token and merges only its self-attention's keys and values (see dit.keys_and_values_merged)
+    dit_merge: str = "block"  # DiTs: "block" runs whole blocks on merged tokens; benchmark switches: "attention"
+    # merges only the self-attention, "kv" only its keys and values (see dit.merged_attention)
     update_memory: int = 4 << 30  # bytes of stored updates a run may hold (see UpdateCache)
+    whole_edge_blocks: int = 0  # DiTs (a benchmark switch): the model's first and last N blocks run whole
 
     def __post_init__(self):
         if self.target not in TARGETS:
@@ -86,6 +87,8 @@ class TokenMerging:
             raise ValueError(f"dit_merge must be one of {DIT_MERGE}, got {self.dit_merge!r}")
         if not (isinstance(self.full_every, int) and self.full_every >= 0):
             raise ValueError(f"full_every must be an integer ≥ 0, got {self.full_every!r}")
+        if not (isinstance(self.whole_edge_blocks, int) and self.whole_edge_blocks >= 0):
+            raise ValueError(f"whole_edge_blocks must be an integer ≥ 0, got {self.whole_edge_blocks!r}")
         if not (isinstance(self.count_buckets, int) and self.count_buckets >= 0):
             raise ValueError(f"count_buckets must be an integer ≥ 0, got {self.count_buckets!r}")
         if self.levels != LEVELS_AUTO and not (isinstance(self.levels, int) and self.levels >= 1):

@@ -106,36 +106,55 @@ def with_config(pack, patched, **changes):
     return glue.apply_token_merging(patched, dataclasses.replace(glue.merging_patch(patched).config, **changes))
 
 
-def test_keys_and_values_only_at_threshold_one_is_bit_identical_and_merges_below_it(pack, family, dit_model):
+@pytest.mark.parametrize("switch", ["kv", "attention"])
+def test_merged_attention_at_threshold_one_is_bit_identical_and_merges_below_it(pack, family, dit_model, switch):
     baseline = run(family, dit_model, steps=STEPS, cfg=1.0)
-    identity = with_config(pack, custom(pack, dit_model, 1.0), dit_merge="kv")
+    identity = with_config(pack, custom(pack, dit_model, 1.0), dit_merge=switch)
     assert same(run(family, identity, steps=STEPS, cfg=1.0), baseline)
-    merged = with_config(pack, custom(pack, dit_model, 0.0), dit_merge="kv")
+    merged = with_config(pack, custom(pack, dit_model, 0.0), dit_merge=switch)
     latent = run(family, merged, steps=STEPS, cfg=1.0)
     assert torch.isfinite(flat(latent)).all() and not same(latent, baseline)
 
 
 @pytest.mark.parametrize("skip_reshape", [True, False])
-def test_keys_and_values_only_keeps_every_query_and_weighs_each_group_by_its_size(pack, skip_reshape):
-    """Where a group's keys and values are alike, one key of log-size weight is the group exactly: the
-    output of every query, kept or merged, is the unmerged attention's."""
+@pytest.mark.parametrize("queries", [False, True], ids=["kv", "attention"])
+def test_merged_attention_weighs_each_group_by_its_size(pack, skip_reshape, queries):
+    """Where a group's keys and values (and, merging queries, its queries) are alike, one key of
+    log-size weight is the group exactly: the output of every query, kept or merged, is the
+    unmerged attention's. Keys and values only: the queries need not be alike (every one is kept)."""
     from comfy.ldm.modules.attention import attention_basic
 
     dit, plan_merge = pack.ca_tome.comfyui.dit, pack.ca_tome.plan_merge
     generator = torch.Generator().manual_seed(0)
     text, heads, dim = 3, 2, 8
-    cells = torch.randn(2, 4 * 4, heads * dim, generator=generator)  # one token per 2×2 cell of an 8×8 grid
-    grid = cells.view(2, 4, 1, 4, 1, -1).expand(2, 4, 2, 4, 2, -1).reshape(2, 64, -1)  # every cell alike
+
+    def alike_in_cells():  # one token per 2×2 cell of an 8×8 grid, the same over its cell
+        cells = torch.randn(2, 4 * 4, heads * dim, generator=generator)
+        return cells.view(2, 4, 1, 4, 1, -1).expand(2, 4, 2, 4, 2, -1).reshape(2, 64, -1)
+
+    grid = alike_in_cells()
     plan = plan_merge(grid, 8, 8, threshold=0.99)
     assert plan.merged_count == 48
     k = torch.cat((torch.randn(2, text, heads * dim, generator=generator), grid), 1)
     v = k + torch.randn(2, 1, heads * dim, generator=generator)
     q = torch.randn(2, text + 64, heads * dim, generator=generator)
+    if queries:
+        q[:, text:] = alike_in_cells()
 
     def split(t):
         return t.unflatten(2, (heads, dim)).transpose(1, 2) if skip_reshape else t
 
     unmerged = attention_basic(split(q), split(k), split(v), heads, skip_reshape=skip_reshape)
-    out = dit.keys_and_values_merged(plan, 0, 64, text, None, attention_basic, split(q), split(k), split(v), heads,
-                                     skip_reshape=skip_reshape)
+    out = dit.merged_attention(plan, 0, 64, text, queries, None, attention_basic, split(q), split(k), split(v), heads,
+                               skip_reshape=skip_reshape)
     assert out.shape == unmerged.shape and torch.allclose(out, unmerged, atol=1e-5)
+
+
+def test_whole_edge_blocks_leave_the_models_first_and_last_blocks_whole(pack):
+    model = tiny_dit("flux")
+    patched = with_config(pack, custom(pack, model, 0.0), whole_edge_blocks=1)
+    run("flux", patched, steps=2, cfg=1.0)
+    merged = {e.key.block[:2] for e in report(patched).events}
+    every = BLOCKS["flux"]
+    first, last = ("double_block", 0), max(b for b in every if b[0] == "single_block")
+    assert merged == every - {first, last}
