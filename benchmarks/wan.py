@@ -16,7 +16,10 @@ after a warm-up, every step timed by the sampler's callback:
   each searching its dsts in the default neighbourhood, and spatial cells with the global dst
   search, each calibrated for itself;
 - the free-merge ceiling: the unpatched model on a latent half as wide (half the tokens, no
-  matching, no merge).
+  matching, no merge);
+- with ``--options`` (two steps, the default cells only): the DiT options at the same threshold —
+  a full step then a merged one with the stored updates (``full_every`` 2, the merged step
+  matches), keys and values only, and attention only (benchmark switches, ``dit_merge``).
 
 Fidelity: each merged variant's latent against the unpatched one of the same seed (latent PSNR:
 no VAE). ``python -m benchmarks.wan`` writes results/dit_wan.json (about half an hour on 2 CPU
@@ -27,6 +30,7 @@ seconds. ``python -m benchmarks.report`` makes the BENCHMARKS.md tables.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 
 import torch
@@ -54,6 +58,19 @@ CA_TOME = "CA-ToMe, checkpoint step then cached step"
 # (video_cells, video_search) -> what the variant's name adds; the first is the node's default.
 VIDEO_VARIANTS = {("spatial", "neighbourhood"): "", ("spatial", "global"): "global dst search",
                   ("spatio-temporal", "neighbourhood"): "spatio-temporal cells"}
+
+
+# variant -> (node inputs, engine switches), at the default cells' calibrated threshold
+OPTIONS = {"CA-ToMe, full step then merged step (stored updates)": ("all", {"full_every": 2}, {}),
+           "CA-ToMe, keys and values only": ("once", {}, {"dit_merge": "kv"}),
+           "CA-ToMe, attention only": ("once", {}, {"dit_merge": "attention"})}
+
+
+def option_variant(pack, model, threshold: float, schedule: str, inputs: dict, switches: dict):
+    patched = pack.nodes.CATomeModelDefault.execute(model, "custom", threshold, schedule, "", "auto", 2, "qkv", "min",
+                                                    **inputs).result[0]
+    glue = pack.ca_tome.comfyui
+    return glue.apply_token_merging(model, dataclasses.replace(glue.merging_patch(patched).config, **switches))
 
 
 def ca_tome_name(kind: tuple[str, str], steps: int) -> str:
@@ -85,8 +102,13 @@ def main() -> None:
                         help="2: a checkpoint step then a cached one (schedule once); more: a whole run with CONFIG_3")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="3 frames of 16 × 16, one repeat, narrow blocks: a check in seconds")
+    parser.add_argument("--options", action="store_true",
+                        help="two steps: the DiT options (full steps, keys and values only, attention only) at the "
+                             "default cells' threshold, instead of the other cells and searches")
     record.add_argument(parser)
     args = parser.parse_args()
+    if args.options and args.steps != 2:
+        parser.error("--options measures a full step and a merged one: --steps 2")
     tree = record.check_tree(args.allow_dirty, args.quick)
     config, _, _, default_latent = FAMILIES[args.family]
     for name, value in zip(("frames", "height", "width"), default_latent):
@@ -105,6 +127,8 @@ def main() -> None:
     kinds = list(VIDEO_VARIANTS) if video else [("spatial", "neighbourhood")]
     if args.steps > 2:  # a whole run: the default search against the other cells only
         kinds = [kind for kind in kinds if kind[1] == "neighbourhood"]
+    if args.options:
+        kinds = kinds[:1]
     thresholds = {}
     for kind in kinds:  # calibration: another seed, another prompt, the same steps as the measured run
         cells, search = kind
@@ -121,6 +145,8 @@ def main() -> None:
         **{ca_tome_name(kind, steps): (pack.nodes.CATome.execute(
             model, thresholds[kind], schedule, "", "auto", 2, "qkv", "min", video_cells=kind[0],
             video_search=kind[1]).result[0], shape) for kind in kinds},
+        **{name: (option_variant(pack, model, thresholds[kinds[0]], *option), shape)
+           for name, option in (OPTIONS.items() if args.options else ())},
         CEILING: (model, half),
     }
     timed(model, args.family, (1, 16, 1, 8, 8), 1)  # warm-up: first-call costs stay out of every variant
@@ -157,7 +183,7 @@ def main() -> None:
                 + ", reduced depth, random weights; whole blocks on merged image or video tokens",
         "command": f"python -m benchmarks.wan --family {args.family} --frames {args.frames} --height {args.height} "
                    f"--width {args.width} --blocks {args.blocks} --steps {steps} --repeats {args.repeats}"
-                   + (" --quick" if args.quick else ""),
+                   + (" --quick" if args.quick else "") + (" --options" if args.options else ""),
         **run_metadata(model),
         "model": {**config, "num_layers": args.blocks, "tokens": tokens, "video_tokens": tokens,
                   "text_tokens": FAMILIES[args.family][1], "latent": list(shape)},
@@ -178,6 +204,8 @@ def result_name(args) -> str:
     """dit_wan.json for the default run; others say what differs."""
     if args.family == "qwen_image":
         return "dit_qwen_image"
+    if args.options:
+        return f"dit_wan_options_{args.frames}frames"
     return "dit_wan" if (args.frames, args.steps) == (21, 2) else f"dit_wan_{args.frames}frames_{args.steps}steps"
 
 
