@@ -74,6 +74,8 @@ OPTIONS = {**{full_step_option(k): ({"full_every": k}, {}) for k in (0, *FULL_EV
 DENSE_VIDEO = {8: ((0.3, 0.25), (*(full_step_option(k) for k in (0, *FULL_EVERY)), KEYS_AND_VALUES, ATTENTION_ONLY,
                                   EDGES_WHOLE)),
                20: ((0.3,), tuple(full_step_option(k) for k in FULL_EVERY))}
+RUNS = ((PHOTOS.index("astronaut"), 7), (PHOTOS.index("chelsea"), 8), (PHOTOS.index("brick"), 9))  # (prompt, seed)
+IMAGE_GOAL_SSIM, VIDEO_GOAL_PSNR = 0.95, 30.0
 
 
 # Full-width models, counted in multiply-adds per token and per attention product: (width, image or video
