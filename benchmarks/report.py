@@ -727,21 +727,26 @@ def similarity_table(families: dict, chosen: str, massive: dict, labels: dict) -
 WAN_TARGET_SPEEDUP, WAN_TARGET_CEILING_SHARE = 2.5, 0.9
 
 
-def wan_rows() -> dict[str, dict]:
-    return {row["variant"]: row for row in load("dit_wan.json")["variants"]}
+WAN_OPTIONS_FILE = "dit_wan_options_21frames.json"
 
 
-def wan_table() -> str:
-    """Per variant: the checkpoint step and the cached step (medians over the repeats, with their
-    range), the cached step's speed-up over the unpatched model's second step, merged share, latent PSNR."""
-    rows = wan_rows()
-    base = rows["unpatched"]["step_1_median"]
-    header = ["variant", "step 0 (s)", "step 1 (s)", "step 1 speed-up", "merged", "latent PSNR to unpatched"]
+def wan_rows(file: str = "dit_wan.json") -> dict[str, dict]:
+    return {row["variant"]: row for row in load(file)["variants"]}
+
+
+def wan_table(file: str = "dit_wan.json") -> str:
+    """Per variant: the first and the second step (medians over the repeats, with their range), each
+    one's speed-up over the unpatched model's, both steps', merged share, latent PSNR."""
+    rows = wan_rows(file)
+    base = rows["unpatched"]
+    header = ["variant", "step 0 (s)", "step 1 (s)", "step 0 speed-up", "step 1 speed-up", "both steps", "merged",
+              "latent PSNR to unpatched"]
     lines = []
     for name, row in rows.items():
         psnr = row.get("fidelity_to_unpatched", {}).get("psnr_db")
         lines.append([name, *(f"{row[f'step_{i}_median']:.1f} ({span(row[f'step_{i}_range'], 1, '')})" for i in (0, 1)),
-                      times(base / row["step_1_median"]), percent(statistics.median(row["merged_fraction"])),
+                      *(times(base[f"step_{i}_median"] / row[f"step_{i}_median"]) for i in (0, 1)),
+                      times(base["run_median"] / row["run_median"]), percent(statistics.median(row["merged_fraction"])),
                       "–" if psnr is None else f"{psnr:.1f} dB"])
     return table(header, lines)
 
@@ -1016,14 +1021,15 @@ def readme_dit_default() -> str:
     """What the DiT defaults kept on the proxies trained here, and what their mechanism ran at full width."""
     from ca_tome.comfyui.families import FLUX_DEFAULTS, WAN_DEFAULTS
 
-    fidelity = load("dit_fidelity.json")
+    rows = dit_fidelity_rows()
 
     def at_default(model, steps, defaults):
-        return next(row for row in fidelity["rows"] if row["model"] == model and row["steps"] == steps
+        return next(row for row in rows if row["model"] == model and row["steps"] == steps
                     and row["threshold"] == defaults.threshold and row["option"] == full_step_option(defaults.full_every))
 
-    images = [at_default("flux1k", steps, FLUX_DEFAULTS) for steps in sorted({r["steps"] for r in fidelity["rows"]})]
+    images = [at_default("flux1k", steps, FLUX_DEFAULTS) for steps in sorted({r["steps"] for r in rows})]
     videos = [at_default("wan21", row["steps"], WAN_DEFAULTS) for row in images]
+    files = sorted({row["file"] for row in images + videos})
     speed = load(FULL_STEPS_FILE)
     base = dit_run_seconds(dit_variant(speed, "unpatched"))
     every = dit_variant(speed, "all")
@@ -1033,7 +1039,7 @@ def readme_dit_default() -> str:
         "on the Flux proxy trained here at 1,024 image tokens the default kept " + ", ".join(
             f"SSIM {row['ssim']:.3f} at {row['steps']} steps ({percent(row['merged_fraction'], 0)} merged)" for row in images)
         + "; on the Wan proxy " + ", ".join(f"{row['frame_psnr']:.1f} dB per frame at {row['steps']} steps" for row in videos)
-        + f" (`dit_fidelity.json`{caveat_short(fidelity)}). At full width (Flux blocks, 4,096 image tokens, random "
+        + f" ({', '.join(f'`{file}`' + caveat_short(load(file)) for file in files)}). At full width (Flux blocks, 4,096 image tokens, random "
         f"weights, {speed['steps']} steps, at the threshold that merges half the tokens of a merged step) a full step "
         f"every {FLUX_DEFAULTS.full_every} ran {times(base / dit_run_seconds(full))} "
         f"({percent(full['merged_fraction'], 0)} merged) against {times(base / dit_run_seconds(every))} merging every step "
@@ -1065,67 +1071,127 @@ def readme_families() -> str:
 # --- DiT fidelity first: full steps and stored updates (benchmarks.dit_fidelity, benchmarks.dit) ---
 
 FULL_STEPS_FILE = "dit_flux_8steps.json"
+# benchmarks.dit_fidelity's runs, one harness: the first asked every proxy every option; the later ones
+# asked the options added since and the dense video proxy.
+FIDELITY_FILES = ("dit_fidelity.json", "dit_fidelity_options.json")
+DENSE_VIDEO = "wan21_1k"
+
+
+def dit_fidelity_rows() -> list[dict]:
+    """Every row of the DiT fidelity runs, each with the file it came from."""
+    return [{**row, "file": file} for file in FIDELITY_FILES for row in load(file)["rows"]]
+
+
+def dit_fidelity_models() -> dict:
+    """Proxy name -> what it is (tokens, blocks), from the runs that measured it."""
+    return {name: model for file in FIDELITY_FILES for name, model in load(file)["models"].items()}
 
 
 def dit_fidelity_groups(video: bool) -> dict[tuple, list[dict]]:
-    """(model, steps, option) -> its rows by threshold, for the image proxies or the video one."""
+    """(model, steps, option) -> its rows by threshold (highest first), for the image proxies or the
+    video ones; ordered by proxy, steps, then option as the runs first met them."""
+    rows = [row for row in dit_fidelity_rows() if ("frame_psnr" in row) == video]
+    order = {kind: list(dict.fromkeys(row[kind] for row in rows)) for kind in ("model", "option")}
     groups = {}
-    for row in load("dit_fidelity.json")["rows"]:
-        if ("frame_psnr" in row) == video:
-            groups.setdefault((row["model"], row["steps"], row["option"]), []).append(row)
-    return groups
+    for row in rows:
+        groups.setdefault((row["model"], row["steps"], row["option"]), []).append(row)
+    return {key: sorted(groups[key], key=lambda row: -row["threshold"]) for key in sorted(
+        groups, key=lambda k: (order["model"].index(k[0]), k[1], order["option"].index(k[2])))}
+
+
+def fidelity_width(video: bool) -> str:
+    """The full width a proxy's bound is judged at: Wan's for video, Flux's for images."""
+    return next(name for name in dit_fidelity_rows()[0]["speed_bound"] if name.startswith("Wan" if video else "Flux"))
+
+
+def reaches_goal(row: dict) -> bool:
+    goals = load(FIDELITY_FILES[0])["goals"]
+    return (row["frame_psnr"] >= goals["video_frame_psnr"] if "frame_psnr" in row
+            else row["ssim"] >= goals["image_ssim"])
+
+
+def best_settings() -> dict:
+    """(model, steps) -> the row with the highest bound at its full width among those that reach the
+    goal, or None."""
+    best = {}
+    for row in dit_fidelity_rows():
+        key = (row["model"], row["steps"])
+        bound = row["speed_bound"][fidelity_width("frame_psnr" in row)]
+        if key not in best or (reaches_goal(row) and bound > best[key][1]):
+            best[key] = (row if reaches_goal(row) else None, bound if reaches_goal(row) else 0.0)
+    return {key: row for key, (row, _) in best.items()}
 
 
 def dit_fidelity_table(video: bool = False) -> str:
-    """Per proxy, step count and option: the merged share and the fidelity at each threshold."""
-    result = load("dit_fidelity.json")
-    groups = dit_fidelity_groups(video)
-    thresholds = [row["threshold"] for row in next(iter(groups.values()))]
-    width = next(name for name in next(iter(groups.values()))[0]["speed_bound"] if name.startswith("Wan" if video else "Flux"))
+    """Per proxy, step count and option: the merged share and the fidelity at each threshold asked."""
+    models, groups = dit_fidelity_models(), dit_fidelity_groups(video)
+    thresholds = sorted({row["threshold"] for rows in groups.values() for row in rows}, reverse=True)
+    width = fidelity_width(video)
     shown = ("merged · frame PSNR / motion PSNR (dB)" if video else "merged · SSIM") + " · bound"
 
     def cell(row):
+        if row is None:
+            return "–"
         fidelity = (f"{row['frame_psnr']:.1f} / {row['motion_psnr']:.1f}" if video else f"{row['ssim']:.3f}")
         return f"{100 * row['merged_fraction']:.0f} % · {fidelity} · ≤ {row['speed_bound'][width]:.2f}×"
 
-    lines = [[f"{model} ({result['models'][model]['tokens']:,} tokens)", str(steps), option, *map(cell, rows)]
+    lines = [[f"{model} ({models[model]['tokens']:,} tokens)", str(steps), option,
+              *(cell(next((r for r in rows if r["threshold"] == t), None)) for t in thresholds)]
              for (model, steps, option), rows in groups.items()]
     return (table(["proxy", "steps", "option", *(f"t = {t}: {shown}" for t in thresholds)], lines) + "\n\n"
-            + paragraph(f"Bound: the speed-up of a full-width block's multiply-adds ({width}) at that option and "
-                        "share, counted, not timed (no matching, merge or unmerge)."))
+            + paragraph(f"Bound: the speed-up of a full-width model's multiply-adds ({width}) at that option and "
+                        "share, counted, not timed (no matching, merge or unmerge). –: not asked."))
+
+
+def option_gains(groups: dict, metric: str, better: str, worse: str) -> list[float]:
+    """``metric`` of option ``better`` less that of ``worse``, at every (proxy, steps, threshold) both were asked."""
+    gains = []
+    for (model, steps, option), rows in groups.items():
+        if option == better and (model, steps, worse) in groups:
+            by_threshold = {row["threshold"]: row for row in groups[model, steps, worse]}
+            gains += [row[metric] - by_threshold[row["threshold"]][metric] for row in rows
+                      if row["threshold"] in by_threshold]
+    return gains
 
 
 def dit_fidelity_verdict() -> str:
-    """What the stored updates add, how the cost moves with density, and which settings reach the goals."""
-    result = load("dit_fidelity.json")
+    """What the stored updates, attention only and whole edge blocks do, how the cost moves with
+    density, and which settings reach the goals."""
+    goals = load(FIDELITY_FILES[0])["goals"]
     images, videos = dit_fidelity_groups(False), dit_fidelity_groups(True)
     every, full2, bare = (full_step_option(0), full_step_option(2), f"{full_step_option(2)}, no stored updates")
-
-    def gains(groups, metric, better, worse):
-        return [a[metric] - b[metric] for (model, steps, option), rows in groups.items() if option == better
-                for a, b in zip(rows, groups[model, steps, worse])]
-
-    ssim_gain = gains(images, "ssim", full2, bare)
-    frame_gain = gains(videos, "frame_psnr", full2, bare)
+    kv, attention = "keys and values only (size-weighted)", "attention only (size-weighted)"
+    edges = f"{full_step_option(2)}, first and last blocks whole"
+    ssim_gain = option_gains(images, "ssim", full2, bare)
+    frame_gain = option_gains({k: v for k, v in videos.items() if k[0] != DENSE_VIDEO}, "frame_psnr", full2, bare)
     require(min(ssim_gain) > 0, "dit-fidelity-verdict", "stored updates raise SSIM at every image threshold")
+    attention_loss = option_gains(images, "ssim", attention, kv)
+    require(max(attention_loss) < 0, "dit-fidelity-verdict", "attention only keeps less than keys and values only")
+    edge_gain = option_gains(images, "ssim", edges, full2)
     density = []
     for steps in sorted({key[1] for key in images}):
         low, high = images["flux", steps, every], images["flux1k", steps, every]
         density.append(f"{steps} steps: " + ", ".join(
             f"t = {a['threshold']}: {100 * a['merged_fraction']:.0f} → {100 * b['merged_fraction']:.0f} % merged, "
             f"SSIM {a['ssim']:.3f} → {b['ssim']:.3f}" for a, b in zip(low, high)))
-    picks = [f"{key}: " + ("none" if row is None else f"t = {row['threshold']}, {row['option']} "
-                                                      f"({percent(row['merged_fraction'], 0)} merged, bound "
-                                                      f"{' / '.join(times(b) for b in row['speed_bound'].values())})")
-             for key, row in result["recommended"].items()]
+    picks = [f"{model}, {steps} steps: " + ("none" if row is None else (
+        f"t = {row['threshold']}, {row['option']} ({percent(row['merged_fraction'], 0)} merged, bound "
+        f"{' / '.join(times(b) for b in row['speed_bound'].values())})")) for (model, steps), row in best_settings().items()]
     return paragraph(
         f"A full step every 2 with stored updates against the same full steps without them: SSIM "
         f"{span(ssim_gain, 3, '')} higher on the image proxies at every threshold; per-frame PSNR "
         f"{min(frame_gain):+.1f} to {max(frame_gain):+.1f} dB on the video proxy (by threshold, the largest gains at the "
-        f"largest shares). From 256 to 1,024 tokens, every step merged ({'; '.join(density)}). "
-        f"The setting with the highest bound that reaches the goal (SSIM ≥ {result['goals']['image_ssim']}, "
-        f"per-frame PSNR ≥ {result['goals']['video_frame_psnr']:g} dB), averaged over the three runs: "
-        f"{'; '.join(picks)}." + caveat_short(result, "`dit_fidelity.json`: "))
+        f"largest shares). Attention only against keys and values only at the same threshold: SSIM "
+        f"{span([-g for g in attention_loss], 3, '')} lower (merging the queries too costs more than it saves). "
+        f"Whole first and last blocks against a full step every 2 alone: SSIM {min(edge_gain):+.3f} to "
+        f"{max(edge_gain):+.3f}. From 256 to 1,024 tokens, every step merged ({'; '.join(density)}). "
+        f"The setting with the highest bound that reaches the goal (SSIM ≥ {goals['image_ssim']}, "
+        f"per-frame PSNR ≥ {goals['video_frame_psnr']:g} dB), averaged over the three runs: "
+        f"{'; '.join(picks)}." + "".join(caveat_short(load(file), f"`{file}`: ") for file in FIDELITY_FILES))
+
+
+def dit_fidelity_sources() -> str:
+    return "; ".join(source(load(file), file) for file in FIDELITY_FILES)
 
 
 def dit_full_steps_speed() -> str:
@@ -1530,7 +1596,7 @@ GENERATORS = {
     "dit-fidelity": dit_fidelity_table,
     "dit-fidelity-video": lambda: dit_fidelity_table(video=True),
     "dit-fidelity-verdict": dit_fidelity_verdict,
-    "dit-fidelity-source": lambda: source(load("dit_fidelity.json"), "dit_fidelity.json"),
+    "dit-fidelity-source": dit_fidelity_sources,
     "dit-full-steps-speed": dit_full_steps_speed,
 }
 
