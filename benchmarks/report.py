@@ -959,6 +959,20 @@ def whole_run(file: str, variant: str, blocks: str) -> dict:
                     f"{blocks}, {result['model']['tokens']:,} tokens, {result['steps']} steps")
 
 
+def dit_default_run() -> dict:
+    """benchmarks.dit's 8-step run with a full step every 2 (the DiT default's mechanism), at the
+    threshold calibrated to half the image tokens of a merged step."""
+    from ca_tome.comfyui.families import FLUX_DEFAULTS
+
+    result = load(FULL_STEPS_FILE)
+    option = full_step_option(FLUX_DEFAULTS.full_every)
+    row = dit_variant(result, ca_tome_variant(result["calibrated_threshold"], f"all, {option}"))
+    return measured(FULL_STEPS_FILE, dit_run_seconds(dit_variant(result, "unpatched")) / dit_run_seconds(row),
+                    row["merged_fraction"], f"latent PSNR {row['fidelity_to_unpatched']['psnr_db']:.1f} dB",
+                    f"Flux.1 blocks, {result['model']['image_tokens']:,} image tokens, {result['steps']} steps at cfg 1, "
+                    f"{option}: the default's mechanism")
+
+
 def wan_cached_step() -> dict:
     rows = wan_rows()
     cached = rows[WAN_CACHED]
@@ -970,7 +984,7 @@ def wan_cached_step() -> dict:
 
 UNET_MEASURED = (lambda: unet_run(1024, "t50 auto"), lambda: unet_run(512, "t0.7 auto"), lambda: few_steps_run(4, "auto"))
 DIT_MEASURED = {  # family (as the family table names it) -> its measurements, the longest run first
-    "Flux.1 and Flux 2": (lambda: dit_run("dit_flux.json", "Flux.1 blocks"),
+    "Flux.1 and Flux 2": (lambda: dit_run("dit_flux.json", "Flux.1 blocks"), dit_default_run,
                           lambda: dit_run("dit_flux_4steps.json", "Flux.1 blocks")),
     "SD3/SD3.5": (lambda: dit_run("dit_sd3.json", "SD3.5-large blocks"),),
     "Qwen-Image/Edit": (lambda: whole_run("dit_qwen_image.json", WAN_CACHED, "a Qwen-Image block"),),
