@@ -35,6 +35,7 @@ def _family_defaults() -> str:
                       *(f"{', '.join(names)}: {defaults.describe()}" for defaults, names in by_defaults.items())])
 
 
+PRESET_OVERRIDES = " With preset 'model default' the family's value is used instead."
 TOOLTIPS = {
     "model": "The model to patch. It is cloned: the input model stays unmerged.",
     "preset": "'model default': threshold, schedule and full_every are set for the model's family, as measured "
@@ -48,14 +49,13 @@ TOOLTIPS = {
                         "Wan 1.3B at 480p × 81 frames). Blocks past it give merged tokens their group's update alone.",
     "threshold": "Merge every token pair whose cosine similarity is at least this (the paper's t). "
                  "Lower = more tokens merged = faster, less faithful. 0.7 is the paper's choice (UNets); 1.0 "
-                 "merges nothing. With preset 'model default' the family's threshold is used instead. On DiTs the similarity is taken on the image tokens with every "
+                 "merges nothing. On DiTs the similarity is taken on the image tokens with every "
                  "channel standardised over the image, so the few huge channels real DiTs carry in every token "
                  "count no more than any other; the same t merges less there than on a UNet: check the merged "
                  "share with the Stats node.",
     "ratio": "Fraction of the tokens to merge at every step, whatever their similarity (ToMe-SD's r; capped "
              "at 75% with a 2×2 stride).",
-    "schedule": "Steps at which merge pairs are recomputed; between them the pairs are reused (with preset "
-                "'model default': the family's schedule instead). CONFIG_1..CONFIG_FIVE "
+    "schedule": "Steps at which merge pairs are recomputed; between them the pairs are reused. CONFIG_1..CONFIG_FIVE "
                 "are the paper's 50-step lists (CONFIG_3 was best), placed by each step's place in the whole "
                 "denoising, so a run split over several samplers recomputes where one run would. 'all' = every step "
                 "(no caching), 'once' = first step only, 'auto' = whenever the cached pairs go stale (any step "
@@ -110,10 +110,10 @@ TOOLTIPS = {
 ADVANCED = {"advanced": True} if "advanced" in inspect.signature(io.Int.Input.__init__).parameters else {}
 
 
-def _common_inputs(schedule_default: str) -> list:
+def _common_inputs(schedule_default: str, schedule_note: str = "") -> list:
     return [
         io.Combo.Input("schedule", options=[*SCHEDULE_NAMES, CUSTOM], default=schedule_default,
-                       tooltip=TOOLTIPS["schedule"]),
+                       tooltip=TOOLTIPS["schedule"] + schedule_note),
         io.String.Input("custom_steps", default="every 5", tooltip=TOOLTIPS["custom_steps"], **ADVANCED),
         io.Combo.Input("levels", options=LEVEL_CHOICES, default=LEVELS_AUTO, tooltip=TOOLTIPS["levels"], **ADVANCED),
         io.Int.Input("stride", default=2, min=1, max=8, tooltip=TOOLTIPS["stride"], **ADVANCED),
@@ -170,11 +170,13 @@ def _patched(model, schedule, custom_steps, levels, stride, merge, auto_toleranc
     return io.NodeOutput(apply_token_merging(model, config, model_default))
 
 
-def _threshold_inputs() -> list:
-    """The CA-ToMe nodes' inputs from threshold to count_buckets, in the order saved workflows hold them."""
+def _threshold_inputs(preset: bool) -> list:
+    """The CA-ToMe nodes' inputs from threshold to count_buckets, in the order saved workflows hold them;
+    with ``preset``, their tooltips say which ones the preset overrides."""
+    note = PRESET_OVERRIDES if preset else ""
     return [io.Float.Input("threshold", default=UNET_DEFAULTS.threshold, min=0.0, max=1.0, step=0.01,
-                           tooltip=TOOLTIPS["threshold"]),
-            *_common_inputs(UNET_DEFAULTS.schedule),
+                           tooltip=TOOLTIPS["threshold"] + note),
+            *_common_inputs(UNET_DEFAULTS.schedule, note),
             io.Combo.Input("batch_policy", options=["min", "max"], default="min", tooltip=TOOLTIPS["batch_policy"],
                            **ADVANCED),
             *_dit_input(),
@@ -215,7 +217,7 @@ class CATomeModelDefault(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip=TOOLTIPS["model"]),
                 io.Combo.Input("preset", options=list(PRESETS), default=MODEL_DEFAULT, tooltip=TOOLTIPS["preset"]),
-                *_threshold_inputs(),
+                *_threshold_inputs(preset=True),
                 *_full_step_inputs(),
             ],
             outputs=[io.Model.Output(tooltip="The model with CA-ToMe attached.")],
@@ -254,7 +256,7 @@ class CATome(io.ComfyNode):
             is_deprecated=True,
             inputs=[
                 io.Model.Input("model", tooltip=TOOLTIPS["model"]),
-                *_threshold_inputs(),
+                *_threshold_inputs(preset=False),
             ],
             outputs=[io.Model.Output(tooltip="The model with CA-ToMe attached.")],
         )
