@@ -17,9 +17,10 @@ after a warm-up, every step timed by the sampler's callback:
   search, each calibrated for itself;
 - the free-merge ceiling: the unpatched model on a latent half as wide (half the tokens, no
   matching, no merge);
-- with ``--options`` (two steps, the default cells only): the DiT options at the same threshold —
-  a full step then a merged one with the stored updates (``full_every`` 2, the merged step
-  matches), keys and values only, and attention only (benchmark switches, ``dit_merge``).
+- with ``--options`` (two steps, the default cells only, no fixed ratio): the DiT options at the
+  same threshold — a full step then a merged one with the stored updates (``full_every`` 2, the
+  merged step matches), keys and values only, and attention only (benchmark switches,
+  ``dit_merge``).
 
 Fidelity: each merged variant's latent against the unpatched one of the same seed (latent PSNR:
 no VAE). ``python -m benchmarks.wan`` writes results/dit_wan.json (about half an hour on 2 CPU
@@ -141,7 +142,8 @@ def main() -> None:
         thresholds[kind] = pack.ca_tome.stats.threshold_for_merged_share(records, TARGET_MERGED)
     variants = {
         UNPATCHED: (model, shape),
-        RATIO: (pack.nodes.CATomeFixedRatio.execute(model, TARGET_MERGED, "all", "", "auto", 2, "qkv").result[0], shape),
+        **({} if args.options else {RATIO: (pack.nodes.CATomeFixedRatio.execute(
+            model, TARGET_MERGED, "all", "", "auto", 2, "qkv").result[0], shape)}),
         **{ca_tome_name(kind, steps): (pack.nodes.CATome.execute(
             model, thresholds[kind], schedule, "", "auto", 2, "qkv", "min", video_cells=kind[0],
             video_search=kind[1]).result[0], shape) for kind in kinds},
