@@ -9,12 +9,17 @@ from devkit.training import (EMPTY_PROMPT, HELD_OUT, RECIPES, WEIGHTS, PixelCode
                              photographs, trained_model, training_pixels)
 
 
+HELD_OUT_PIXELS = 16 * 32 ** 2  # latent pixels of the held-out crops: sixteen of the first recipes' size
+
+
 def held_out_loss(patcher, family) -> float:
-    """Mean denoising loss on crops (clips) of a photograph no model was trained on (fixed seeds)."""
+    """Mean denoising loss on crops (clips) of a photograph no model was trained on (fixed seeds); as
+    many as make HELD_OUT_PIXELS, so the dense recipes cost no more than the first ones."""
     recipe = RECIPES[family]
     codec = PixelCodec(recipe.latent_channels)
-    pixels, _ = training_pixels(recipe, codec.block, photographs(HELD_OUT), 16, torch.Generator().manual_seed(5))
-    labels = torch.full((16,), EMPTY_PROMPT)
+    crops = max(2, HELD_OUT_PIXELS // (recipe.crop ** 2 * recipe.frames))
+    pixels, _ = training_pixels(recipe, codec.block, photographs(HELD_OUT), crops, torch.Generator().manual_seed(5))
+    labels = torch.full((crops,), EMPTY_PROMPT)
     with torch.no_grad():
         return sum(float(denoising_loss(patcher.model, codec, Prompts(family), pixels, labels,
                                         torch.Generator().manual_seed(seed))) for seed in range(4)) / 4
