@@ -973,6 +973,38 @@ def dit_default_run() -> dict:
                     f"{option}: the default's mechanism")
 
 
+WAN_DEFAULT_VARIANT = "CA-ToMe, full step then merged step (stored updates)"
+
+
+def wan_default_steps() -> dict:
+    """benchmarks.wan --options: a full step then a merged step (the DiT default's mechanism) at 32k tokens."""
+    rows = wan_rows(WAN_OPTIONS_FILE)
+    row = rows[WAN_DEFAULT_VARIANT]
+    return measured(WAN_OPTIONS_FILE, rows["unpatched"]["run_median"] / row["run_median"],
+                    statistics.median(row["merged_fraction"]), f"latent PSNR {row['fidelity_to_unpatched']['psnr_db']:.1f} dB",
+                    f"a full step then a merged step of a Wan 1.3B block, {load(WAN_OPTIONS_FILE)['model']['tokens']:,} "
+                    "tokens: the default's mechanism")
+
+
+WAN_GOAL = 1.8  # the DiT fidelity issue's goal for a Wan-width step at 32k tokens
+
+
+def wan_options_goal() -> str:
+    """Each option's step at Wan width against the goal: the merged step, and the default's two steps."""
+    rows = wan_rows(WAN_OPTIONS_FILE)
+    base = rows["unpatched"]
+    step = {name: base["step_1_median"] / row["step_1_median"] for name, row in rows.items() if name.startswith("CA-ToMe")}
+    default = base["run_median"] / rows[WAN_DEFAULT_VARIANT]["run_median"]
+    return paragraph(
+        f"Goal: a Wan-width step at {load(WAN_OPTIONS_FILE)['model']['tokens']:,} tokens ≥ {WAN_GOAL}×. Step 1 (merged): "
+        + "; ".join(f"{name.removeprefix('CA-ToMe, ')} {times(value)} ({'met' if value >= WAN_GOAL else 'missed'})"
+                    for name, value in step.items())
+        + f". The default's mechanism over both steps (one full, one merged, as a run alternates them): {times(default)} "
+        f"({'met' if default >= WAN_GOAL else f'missed by {times(WAN_GOAL / default)}'}). The fidelity of each option is "
+        "the proxies' (DiT fidelity above): these random-weight latents say only that the runs differ."
+        + caveat_short(load(WAN_OPTIONS_FILE), f"`{WAN_OPTIONS_FILE}`: "))
+
+
 def wan_cached_step() -> dict:
     rows = wan_rows()
     cached = rows[WAN_CACHED]
@@ -989,7 +1021,7 @@ DIT_MEASURED = {  # family (as the family table names it) -> its measurements, t
     "SD3/SD3.5": (lambda: dit_run("dit_sd3.json", "SD3.5-large blocks"),),
     "Qwen-Image/Edit": (lambda: whole_run("dit_qwen_image.json", WAN_CACHED, "a Qwen-Image block"),),
     "Wan 2.1/2.2": (lambda: whole_run("dit_wan_5frames_20steps.json", "CA-ToMe, CONFIG_3", "a Wan 1.3B block"),
-                    wan_cached_step),
+                    wan_default_steps, wan_cached_step),
     "Z-Image/Lumina 2": (lambda: dit_run("dit_zimage_8steps.json", "a Z-Image layer"),),
 }
 DIT_SHORT_NAMES = {"Flux.1 and Flux 2": "Flux", "SD3/SD3.5": "SD3.5", "Qwen-Image/Edit": "Qwen-Image",
@@ -1037,12 +1069,13 @@ def readme_dit_default() -> str:
 
     rows = dit_fidelity_rows()
 
-    def at_default(model, steps, defaults):
-        return next(row for row in rows if row["model"] == model and row["steps"] == steps
-                    and row["threshold"] == defaults.threshold and row["option"] == full_step_option(defaults.full_every))
+    def at_default(model, defaults):  # at every step count asked
+        return [row for row in rows if row["model"] == model and row["threshold"] == defaults.threshold
+                and row["option"] == full_step_option(defaults.full_every)]
 
-    images = [at_default("flux1k", steps, FLUX_DEFAULTS) for steps in sorted({r["steps"] for r in rows})]
-    videos = [at_default("wan21", row["steps"], WAN_DEFAULTS) for row in images]
+    images = at_default("flux1k", FLUX_DEFAULTS)
+    videos = at_default("wan21", WAN_DEFAULTS) + at_default(DENSE_VIDEO, WAN_DEFAULTS)
+    models = dit_fidelity_models()
     files = sorted({row["file"] for row in images + videos})
     speed = load(FULL_STEPS_FILE)
     base = dit_run_seconds(dit_variant(speed, "unpatched"))
@@ -1052,7 +1085,9 @@ def readme_dit_default() -> str:
     return paragraph(
         "on the Flux proxy trained here at 1,024 image tokens the default kept " + ", ".join(
             f"SSIM {row['ssim']:.3f} at {row['steps']} steps ({percent(row['merged_fraction'], 0)} merged)" for row in images)
-        + "; on the Wan proxy " + ", ".join(f"{row['frame_psnr']:.1f} dB per frame at {row['steps']} steps" for row in videos)
+        + "; on the Wan proxies " + ", ".join(
+            f"{row['frame_psnr']:.1f} dB per frame at {row['steps']} steps "
+            f"({models[row['model']]['tokens'] // models[row['model']]['frames']:,} tokens a frame)" for row in videos)
         + f" ({', '.join(f'`{file}`' + caveat_short(load(file)) for file in files)}). At full width (Flux blocks, 4,096 image tokens, random "
         f"weights, {speed['steps']} steps, at the threshold that merges half the tokens of a merged step) a full step "
         f"every {FLUX_DEFAULTS.full_every} ran {times(base / dit_run_seconds(full))} "
@@ -1087,7 +1122,7 @@ def readme_families() -> str:
 FULL_STEPS_FILE = "dit_flux_8steps.json"
 # benchmarks.dit_fidelity's runs, one harness: the first asked every proxy every option; the later ones
 # asked the options added since and the dense video proxy.
-FIDELITY_FILES = ("dit_fidelity.json", "dit_fidelity_options.json")
+FIDELITY_FILES = ("dit_fidelity.json", "dit_fidelity_options.json", "dit_fidelity_dense_video.json")
 DENSE_VIDEO = "wan21_1k"
 
 
@@ -1173,6 +1208,9 @@ def dit_fidelity_verdict() -> str:
     density, and which settings reach the goals."""
     goals = load(FIDELITY_FILES[0])["goals"]
     images, videos = dit_fidelity_groups(False), dit_fidelity_groups(True)
+    fewest = min(key[1] for key in videos)
+    per_frame = {name: model["tokens"] // model["frames"] for name, model in dit_fidelity_models().items()
+                 if name in ("wan21", DENSE_VIDEO)}
     every, full2, bare = (full_step_option(0), full_step_option(2), f"{full_step_option(2)}, no stored updates")
     kv, attention = "keys and values only (size-weighted)", "attention only (size-weighted)"
     edges = f"{full_step_option(2)}, first and last blocks whole"
@@ -1188,6 +1226,12 @@ def dit_fidelity_verdict() -> str:
         density.append(f"{steps} steps: " + ", ".join(
             f"t = {a['threshold']}: {100 * a['merged_fraction']:.0f} → {100 * b['merged_fraction']:.0f} % merged, "
             f"SSIM {a['ssim']:.3f} → {b['ssim']:.3f}" for a, b in zip(low, high)))
+    video_density = [
+        f"{option}, t = {a['threshold']}: {100 * a['merged_fraction']:.0f} → {100 * b['merged_fraction']:.0f} % merged, "
+        f"{a['frame_psnr']:.1f} → {b['frame_psnr']:.1f} dB per frame"
+        for (model, steps, option), rows in videos.items() if model == "wan21" and steps == fewest
+        and (DENSE_VIDEO, steps, option) in videos
+        for a in rows for b in videos[DENSE_VIDEO, steps, option] if a["threshold"] == b["threshold"]]
     picks = [f"{model}, {steps} steps: " + ("none" if row is None else (
         f"t = {row['threshold']}, {row['option']} ({percent(row['merged_fraction'], 0)} merged, bound "
         f"{' / '.join(times(b) for b in row['speed_bound'].values())})")) for (model, steps), row in best_settings().items()]
@@ -1199,6 +1243,8 @@ def dit_fidelity_verdict() -> str:
         f"{span([-g for g in attention_loss], 3, '')} lower (merging the queries too costs more than it saves). "
         f"Whole first and last blocks against a full step every 2 alone: SSIM {min(edge_gain):+.3f} to "
         f"{max(edge_gain):+.3f}. From 256 to 1,024 tokens, every step merged ({'; '.join(density)}). "
+        f"From {per_frame['wan21']:,} to {per_frame[DENSE_VIDEO]:,} tokens a frame, at {fewest} steps: "
+        f"{'; '.join(video_density)}. "
         f"The setting with the highest bound that reaches the goal (SSIM ≥ {goals['image_ssim']}, "
         f"per-frame PSNR ≥ {goals['video_frame_psnr']:g} dB), averaged over the three runs: "
         f"{'; '.join(picks)}." + "".join(caveat_short(load(file), f"`{file}`: ") for file in FIDELITY_FILES))
@@ -1585,6 +1631,9 @@ GENERATORS = {
     "dit-similarity-source": lambda: source(load("dit_similarity.json"), "dit_similarity.json"),
     "dit-similarity-shift": dit_similarity_shift,
     "dit-wan": wan_table,
+    "dit-wan-options": lambda: wan_table(WAN_OPTIONS_FILE),
+    "dit-wan-options-goal": wan_options_goal,
+    "dit-wan-options-source": lambda: run_source(WAN_OPTIONS_FILE),
     "dit-wan-targets": wan_targets,
     "dit-wan-matching": wan_matching,
     "dit-wan-ceiling": wan_cached_against_ceiling,

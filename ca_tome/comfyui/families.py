@@ -83,7 +83,7 @@ UNET_DEFAULTS = Defaults(0.7, "CONFIG_3", 0, "the paper's, for SD1.x/SDXL UNets"
 # recomputes its pairs (4–8-step runs would anyway), and every other step runs whole and refreshes
 # each token's own update. Families without a proxy of their own borrow the nearest one's.
 FLUX_DEFAULTS = Defaults(0.3, "all", 2, "measured on the trained Flux proxies, 256 and 1,024 image tokens")
-WAN_DEFAULTS = Defaults(0.3, "all", 2, "measured on the trained Wan proxy, 384 tokens per frame")
+WAN_DEFAULTS = Defaults(0.3, "all", 2, "measured on the trained Wan proxies, 384 and 1,536 tokens a frame")
 IMAGE_DIT_DEFAULTS = dataclasses.replace(FLUX_DEFAULTS, source="borrowed from Flux's (no proxy of its own)")
 VIDEO_DIT_DEFAULTS = dataclasses.replace(WAN_DEFAULTS, source="borrowed from Wan's (no proxy of its own)")
 
