@@ -190,23 +190,6 @@ def measure(pack, name: str, model, steps: int, chosen: list[tuple[float, str]])
     return rows
 
 
-def recommended(rows: list[dict]) -> dict:
-    """Per (model, steps): among the settings that reach the goal (SSIM ≥ 0.95; video: per-frame PSNR
-    ≥ 30 dB), the one with the highest speed bound at full width (Flux's for images, Wan's for video),
-    or None."""
-    best = {}
-    for row in rows:
-        key = f"{row['model']}, {row['steps']} steps"
-        video = "frame_psnr" in row
-        reaches = row["frame_psnr"] >= VIDEO_GOAL_PSNR if video else row["ssim"] >= IMAGE_GOAL_SSIM
-        bound = row["speed_bound"][next(w for w in WIDTHS if w.startswith("Wan" if video else "Flux"))]
-        best.setdefault(key, (None, 0.0))
-        if reaches and bound > best[key][1]:
-            best[key] = (row, bound)
-    return {key: row and {k: row[k] for k in ("threshold", "option", "merged_fraction", "speed_bound")}
-            for key, (row, _) in best.items()}
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=[*IMAGE_MODELS, *VIDEO_MODELS],
@@ -239,12 +222,9 @@ def main(argv=None) -> None:
         "sampling": "euler, cfg 1, from noise, schedule all",
         "runs": [{"prompt": "the empty prompt (video) or " + PHOTOS[p], "seed": s} for p, s in RUNS],
         "goals": {"image_ssim": IMAGE_GOAL_SSIM, "video_frame_psnr": VIDEO_GOAL_PSNR},
-        "recommended_by": "the highest speed bound (Flux's width for images, Wan's for video) among the settings "
-                          "that reach the goal, averaged over the three runs",
         "speed_bound": "each option's speed-up of a full-width block's multiply-adds at the row's share (counted, "
                        "not timed: no matching, merge or unmerge; see speed_bound)",
         "rows": rows,
-        "recommended": recommended(rows),
     }
     path = RESULTS / args.out
     record.write(path, result, args.allow_dirty, start=tree)
