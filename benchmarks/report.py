@@ -1153,22 +1153,19 @@ def fidelity_width(video: bool) -> str:
     return next(name for name in dit_fidelity_rows()[0]["speed_bound"] if name.startswith("Wan" if video else "Flux"))
 
 
-def reaches_goal(row: dict) -> bool:
-    goals = load(FIDELITY_FILES[0])["goals"]
-    return (row["frame_psnr"] >= goals["video_frame_psnr"] if "frame_psnr" in row
-            else row["ssim"] >= goals["image_ssim"])
-
-
 def best_settings() -> dict:
     """(model, steps) -> the row with the highest bound at its full width among those that reach the
     goal, or None."""
+    goals, widths = load(FIDELITY_FILES[0])["goals"], {video: fidelity_width(video) for video in (False, True)}
     best = {}
     for row in dit_fidelity_rows():
-        key = (row["model"], row["steps"])
-        bound = row["speed_bound"][fidelity_width("frame_psnr" in row)]
-        if key not in best or (reaches_goal(row) and bound > best[key][1]):
-            best[key] = (row if reaches_goal(row) else None, bound if reaches_goal(row) else 0.0)
-    return {key: row for key, (row, _) in best.items()}
+        video = "frame_psnr" in row
+        reaches = row["frame_psnr"] >= goals["video_frame_psnr"] if video else row["ssim"] >= goals["image_ssim"]
+        best.setdefault((row["model"], row["steps"]), None)
+        current = best[row["model"], row["steps"]]
+        if reaches and (current is None or row["speed_bound"][widths[video]] > current["speed_bound"][widths[video]]):
+            best[row["model"], row["steps"]] = row
+    return best
 
 
 def dit_fidelity_table(video: bool = False) -> str:
