@@ -148,12 +148,12 @@ def tokens(name: str) -> int:
     return frames * height * width // 4
 
 
-def settings(name: str, steps: int, thresholds=THRESHOLDS, options=tuple(OPTIONS)) -> list[tuple[float, str]]:
-    """(threshold, option) of every setting a model is asked at this step count, of those chosen.
-    Whole edge blocks need a model deeper than its two edges."""
-    if name == "wan21_1k":
-        asked, offered = DENSE_VIDEO[steps]
-        thresholds, options = [t for t in thresholds if t in asked], [o for o in options if o in offered]
+def settings(name: str, steps: int, thresholds=None, options=None) -> list[tuple[float, str]]:
+    """(threshold, option) of every setting a model is asked at this step count: those chosen, else
+    its plan (``DENSE_VIDEO`` for the dense video proxy, every one for the others). Whole edge blocks
+    need a model deeper than its two edges."""
+    planned = DENSE_VIDEO.get(steps, ((), ())) if name == "wan21_1k" else (THRESHOLDS, tuple(OPTIONS))
+    thresholds, options = thresholds or planned[0], options or planned[1]
     if sum(RECIPES[name].model.get(depth, 0) for depth in ("depth", "depth_single_blocks", "num_layers")) <= 2:
         options = [o for o in options if o != EDGES_WHOLE]
     return [(threshold, option) for threshold in thresholds for option in options]
@@ -195,8 +195,8 @@ def main(argv=None) -> None:
     parser.add_argument("--models", nargs="+", default=[*IMAGE_MODELS, *VIDEO_MODELS],
                         choices=[*IMAGE_MODELS, *VIDEO_MODELS])
     parser.add_argument("--steps", nargs="+", type=int, default=list(STEPS))
-    parser.add_argument("--thresholds", nargs="+", type=float, default=list(THRESHOLDS))
-    parser.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS), metavar="OPTION",
+    parser.add_argument("--thresholds", nargs="+", type=float, help="default: each model's plan")
+    parser.add_argument("--options", nargs="+", choices=list(OPTIONS), metavar="OPTION",
                         help="of: " + "; ".join(OPTIONS))
     parser.add_argument("--out", default="dit_fidelity.json", help="the result file's name in benchmarks/results")
     record.add_argument(parser)
