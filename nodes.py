@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from comfy_api.latest import ComfyExtension, io
 
-from .ca_tome.comfyui import (DIT_BLOCKS, FAMILIES, LEVELS_AUTO, TARGETS, UNET_DEFAULTS, VIDEO_CELLS, VIDEO_SEARCH,
+from .ca_tome.comfyui import (DIT_BLOCKS, DIT_MERGE, FAMILIES, LEVELS_AUTO, TARGETS, UNET_DEFAULTS, VIDEO_CELLS, VIDEO_SEARCH,
                               TokenMerging, apply_token_merging, log_host_check, merging_patch, unsupported)
 from .ca_tome.schedule import AUTO, AutoRefresh
 from .ca_tome.schedule import NAMES as SCHEDULE_NAMES
@@ -26,6 +26,7 @@ VIDEO_CELLS_DEFAULT = TokenMerging.__dataclass_fields__["video_cells"].default
 VIDEO_SEARCH_DEFAULT = TokenMerging.__dataclass_fields__["video_search"].default
 COUNT_BUCKETS_DEFAULT = TokenMerging.__dataclass_fields__["count_buckets"].default
 UPDATE_MEMORY_GB_DEFAULT = TokenMerging.__dataclass_fields__["update_memory"].default / 2**30
+DIT_MERGE_DEFAULT = TokenMerging.__dataclass_fields__["dit_merge"].default
 
 def _family_defaults() -> str:
     by_defaults = {}
@@ -38,12 +39,21 @@ def _family_defaults() -> str:
 PRESET_OVERRIDES = " With preset 'model default' the family's value is used instead."
 TOOLTIPS = {
     "model": "The model to patch. It is cloned: the input model stays unmerged.",
-    "preset": "'model default': threshold, schedule and full_every are set for the model's family, as measured "
-              f"({_family_defaults()}); the inputs below them are ignored. 'custom': the inputs are used as set.",
+    "preset": "'model default': threshold, schedule, full_every and dit_merge are set for the model's family, "
+              f"as measured ({_family_defaults()}); the inputs below them are ignored. 'custom': the inputs are used "
+              "as set.",
     "full_every": "DiTs: every k-th step runs every token through every block and stores each token's own update; "
                   "at the steps between, a merged token gets its stored update plus the change of the token it merged "
                   "into, instead of that token's update alone. Much closer to the unmerged picture for a smaller "
                   "saving (measured: BENCHMARKS.md, DiT fidelity). 0 = every step merges (fastest). Ignored on UNets.",
+    "dit_merge": "DiTs: what runs on the merged tokens. 'whole blocks' = every selected block: the largest saving "
+                 "per merged token, and with full_every the closest picture on images. 'attention only' = every token "
+                 "runs the block's projections, modulation and MLP, and only its self-attention runs on merged "
+                 "tokens (each token gets its group's output): on video at Wan's token counts, where attention is "
+                 "most of a block, it kept the picture as well as whole blocks with full_every 2 and ran faster; on "
+                 "images it saves little. 'keys and values only' = only the attention's keys and values merge, "
+                 "every query is kept: the closest picture, about half the saving of 'attention only'. Measured "
+                 "trade-offs: BENCHMARKS.md, DiT fidelity. Ignored on UNets.",
     "update_memory_gb": "DiTs with full_every: the most memory the stored updates of one run may take (batch × tokens "
                         "× channels × 2 bytes per merged block, e.g. 1.4 GB for Flux at 1024², 3 GB per cond for "
                         "Wan 1.3B at 480p × 81 frames). Blocks past it give merged tokens their group's update alone.",
@@ -184,11 +194,15 @@ def _threshold_inputs(preset: bool) -> list:
                          tooltip=TOOLTIPS["count_buckets"], **ADVANCED)]
 
 
-def _full_step_inputs() -> list:
-    return [io.Int.Input("full_every", default=0, min=0, max=100, optional=True, tooltip=TOOLTIPS["full_every"],
-                         **ADVANCED),
+def _preset_node_inputs() -> list:
+    """The inputs newer than the first node, which only the preset node has (last: saved workflows
+    list widget values by position); the preset overrides full_every and dit_merge."""
+    return [io.Int.Input("full_every", default=0, min=0, max=100, optional=True,
+                         tooltip=TOOLTIPS["full_every"] + PRESET_OVERRIDES, **ADVANCED),
             io.Float.Input("update_memory_gb", default=UPDATE_MEMORY_GB_DEFAULT, min=0.0, max=1024.0, step=0.5,
-                           optional=True, tooltip=TOOLTIPS["update_memory_gb"], **ADVANCED)]
+                           optional=True, tooltip=TOOLTIPS["update_memory_gb"], **ADVANCED),
+            io.Combo.Input("dit_merge", options=list(DIT_MERGE), default=DIT_MERGE_DEFAULT, optional=True,
+                           tooltip=TOOLTIPS["dit_merge"] + PRESET_OVERRIDES, **ADVANCED)]
 
 
 def _validate(amount_name: str, amount, schedule: str, custom_steps: str, auto_tolerance) -> bool | str:
@@ -218,7 +232,7 @@ class CATomeModelDefault(io.ComfyNode):
                 io.Model.Input("model", tooltip=TOOLTIPS["model"]),
                 io.Combo.Input("preset", options=list(PRESETS), default=MODEL_DEFAULT, tooltip=TOOLTIPS["preset"]),
                 *_threshold_inputs(preset=True),
-                *_full_step_inputs(),
+                *_preset_node_inputs(),
             ],
             outputs=[io.Model.Output(tooltip="The model with CA-ToMe attached.")],
         )
@@ -232,13 +246,13 @@ class CATomeModelDefault(io.ComfyNode):
                 auto_tolerance=AutoRefresh.tolerance, auto_max_interval=AutoRefresh.max_interval,
                 record_stats=False, dit_blocks=DIT_BLOCKS[0], video_cells=VIDEO_CELLS_DEFAULT,
                 video_search=VIDEO_SEARCH_DEFAULT, count_buckets=COUNT_BUCKETS_DEFAULT, full_every=0,
-                update_memory_gb=UPDATE_MEMORY_GB_DEFAULT) -> io.NodeOutput:
+                update_memory_gb=UPDATE_MEMORY_GB_DEFAULT, dit_merge=DIT_MERGE_DEFAULT) -> io.NodeOutput:
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
         return _patched(model, schedule, custom_steps, levels, stride, merge, auto_tolerance, auto_max_interval,
                         record_stats, dit_blocks, video_cells, video_search, preset == MODEL_DEFAULT,
                         threshold=threshold, batch_policy=batch_policy, count_buckets=count_buckets,
-                        full_every=full_every, update_memory=int(update_memory_gb * 2**30))
+                        full_every=full_every, update_memory=int(update_memory_gb * 2**30), dit_merge=dit_merge)
 
 
 class CATome(io.ComfyNode):

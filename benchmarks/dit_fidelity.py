@@ -18,10 +18,10 @@ Settings: thresholds ``THRESHOLDS`` (schedule ``all``: every merged step matches
 - every step merged (``full_every`` 0: the node's behaviour before the update cache),
 - a full step every 2 or 3 steps with each token's own update stored and reused (``full_every``),
 - a full step every 2 without stored updates (``update_memory_gb`` 0): what the update cache adds;
-- keys and values only (a benchmark switch, ``TokenMerging.dit_merge`` "kv"): every token runs the
+- keys and values only (the node's ``dit_merge`` input): every token runs the
   block, and only its self-attention's keys and values are merged, each group weighted by its size
   (ToDo, AsymRnR), so every query is kept. It can shrink one side of the attention product only;
-- attention only (``dit_merge`` "attention"): the queries merge too and every token gets its
+- attention only (``dit_merge``): the queries merge too and every token gets its
   group's attention output; projections, modulation and MLP run on every token. It can shrink
   both sides of the attention product only;
 - a full step every 2 with the model's first and last blocks whole (``whole_edge_blocks`` 1,
@@ -49,6 +49,7 @@ from devkit.host import REPO_ROOT, import_comfy, run_metadata
 
 import_comfy()
 
+from ca_tome.comfyui.run import DIT_MERGE  # noqa: E402
 from devkit.dit_models import PATCH, sample_dit  # noqa: E402
 from devkit.sampling import Sampling, load_pack  # noqa: E402
 from devkit.training import EMPTY_PROMPT, PHOTOS, RECIPES, PixelCodec, Prompts, architecture, trained_model  # noqa: E402
@@ -67,8 +68,8 @@ EDGES_WHOLE = f"{full_step_option(2)}, first and last blocks whole"
 # name -> (node inputs, engine settings no input offers: benchmark switches)
 OPTIONS = {**{full_step_option(k): ({"full_every": k}, {}) for k in (0, *FULL_EVERY)},
            f"{full_step_option(2)}, no stored updates": ({"full_every": 2, "update_memory_gb": 0.0}, {}),
-           KEYS_AND_VALUES: ({}, {"dit_merge": "kv"}),
-           ATTENTION_ONLY: ({}, {"dit_merge": "attention"}),
+           KEYS_AND_VALUES: ({"dit_merge": "keys and values only"}, {}),
+           ATTENTION_ONLY: ({"dit_merge": "attention only"}, {}),
            EDGES_WHOLE: ({"full_every": 2}, {"whole_edge_blocks": 1})}
 # The dense video proxy's settings, by step count: (thresholds, options)
 DENSE_VIDEO = {8: ((0.3, 0.25), (*(full_step_option(k) for k in (0, *FULL_EVERY)), KEYS_AND_VALUES, ATTENTION_ONLY,
@@ -106,7 +107,7 @@ def speed_bound(width: str, option: str, merged_fraction: float) -> float:
 
     whole = macs(tokens, tokens, tokens)
     merged = {"kv": macs(tokens, tokens, kept), "attention": macs(tokens, kept, kept)}.get(
-        switches.get("dit_merge"), macs(kept, kept, kept))
+        DIT_MERGE[inputs.get("dit_merge", "whole blocks")], macs(kept, kept, kept))
     edges = 2 * switches.get("whole_edge_blocks", 0)
     merged = (edges * whole + (depth - edges) * merged) / depth
     step = (whole + (every - 1) * merged) / every if every else merged

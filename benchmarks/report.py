@@ -973,34 +973,47 @@ def dit_default_run() -> dict:
                     f"{option}: the default's mechanism")
 
 
-WAN_DEFAULT_VARIANT = "CA-ToMe, full step then merged step (stored updates)"
+FULL_STEP_VARIANT = "CA-ToMe, full step then merged step (stored updates)"
+
+
+def wan_default_variant() -> str:
+    """benchmarks.wan --options' variant that runs Wan's default: what merges, or full steps."""
+    from ca_tome.comfyui.families import WAN_DEFAULTS, Defaults
+
+    return FULL_STEP_VARIANT if WAN_DEFAULTS.dit_merge == Defaults.dit_merge else f"CA-ToMe, {WAN_DEFAULTS.dit_merge}"
 
 
 def wan_default_steps() -> dict:
-    """benchmarks.wan --options: a full step then a merged step (the DiT default's mechanism) at 32k tokens."""
+    """benchmarks.wan --options: two steps of Wan's default's mechanism at 32k tokens."""
     rows = wan_rows(WAN_OPTIONS_FILE)
-    row = rows[WAN_DEFAULT_VARIANT]
+    variant = wan_default_variant()
+    row = rows[variant]
     return measured(WAN_OPTIONS_FILE, rows["unpatched"]["run_median"] / row["run_median"],
                     statistics.median(row["merged_fraction"]), f"latent PSNR {row['fidelity_to_unpatched']['psnr_db']:.1f} dB",
-                    f"a full step then a merged step of a Wan 1.3B block, {load(WAN_OPTIONS_FILE)['model']['tokens']:,} "
-                    "tokens: the default's mechanism")
+                    f"two steps of a Wan 1.3B block, {load(WAN_OPTIONS_FILE)['model']['tokens']:,} tokens, "
+                    f"{variant.removeprefix('CA-ToMe, ')}: the default's mechanism")
 
 
 WAN_GOAL = 1.8  # the DiT fidelity issue's goal for a Wan-width step at 32k tokens
 
 
 def wan_options_goal() -> str:
-    """Each option's step at Wan width against the goal: the merged step, and the default's two steps."""
+    """Each option's step at Wan width against the goal: the merged step, and two steps of Wan's
+    default and of full steps (a run alternates a full and a merged one)."""
     rows = wan_rows(WAN_OPTIONS_FILE)
     base = rows["unpatched"]
     step = {name: base["step_1_median"] / row["step_1_median"] for name, row in rows.items() if name.startswith("CA-ToMe")}
-    default = base["run_median"] / rows[WAN_DEFAULT_VARIANT]["run_median"]
+
+    def both_steps(variant):
+        value = base["run_median"] / rows[variant]["run_median"]
+        return f"{times(value)} ({'met' if value >= WAN_GOAL else f'missed by {times(WAN_GOAL / value)}'})"
     return paragraph(
         f"Goal: a Wan-width step at {load(WAN_OPTIONS_FILE)['model']['tokens']:,} tokens ≥ {WAN_GOAL}×. Step 1 (merged): "
         + "; ".join(f"{name.removeprefix('CA-ToMe, ')} {times(value)} ({'met' if value >= WAN_GOAL else 'missed'})"
                     for name, value in step.items())
-        + f". The default's mechanism over both steps (one full, one merged, as a run alternates them): {times(default)} "
-        f"({'met' if default >= WAN_GOAL else f'missed by {times(WAN_GOAL / default)}'}). The fidelity of each option is "
+        + f". Over both steps: Wan's default ({wan_default_variant().removeprefix('CA-ToMe, ')}) "
+        f"{both_steps(wan_default_variant())}; full steps (the image default's mechanism: one full, one merged, as a "
+        f"run alternates them) {both_steps(FULL_STEP_VARIANT)}. The fidelity of each option is "
         "the proxies' (DiT fidelity above): these random-weight latents say only that the runs differ."
         + caveat_short(load(WAN_OPTIONS_FILE), f"`{WAN_OPTIONS_FILE}`: "))
 
@@ -1064,36 +1077,46 @@ def readme_gains() -> str:
 
 
 def readme_dit_default() -> str:
-    """What the DiT defaults kept on the proxies trained here, and what their mechanism ran at full width."""
-    from ca_tome.comfyui.families import FLUX_DEFAULTS, WAN_DEFAULTS
+    """What the DiT defaults kept on the proxies trained here, and what their mechanisms ran at full width."""
+    from ca_tome.comfyui.families import FLUX_DEFAULTS, WAN_DEFAULTS, Defaults
 
-    rows = dit_fidelity_rows()
+    rows, models = dit_fidelity_rows(), dit_fidelity_models()
 
     def at_default(model, defaults):  # at every step count asked
+        option = full_step_option(defaults.full_every) if defaults.dit_merge == Defaults.dit_merge else defaults.dit_merge
         return [row for row in rows if row["model"] == model and row["threshold"] == defaults.threshold
-                and row["option"] == full_step_option(defaults.full_every)]
+                and row["option"].split(" (")[0] == option]
 
-    images = at_default("flux1k", FLUX_DEFAULTS)
-    videos = at_default("wan21", WAN_DEFAULTS) + at_default(DENSE_VIDEO, WAN_DEFAULTS)
-    models = dit_fidelity_models()
-    files = sorted({row["file"] for row in images + videos})
-    speed = load(FULL_STEPS_FILE)
+    def frames(rows):
+        return ", ".join(f"{row['frame_psnr']:.1f} dB per frame at {row['steps']} steps" for row in rows)
+
+    def per_frame(model):
+        return f"{models[model]['tokens'] // models[model]['frames']:,} tokens a frame"
+
+    images, dense, sparse = (at_default("flux1k", FLUX_DEFAULTS), at_default(DENSE_VIDEO, WAN_DEFAULTS),
+                             at_default("wan21", WAN_DEFAULTS))
+    files = sorted({row["file"] for row in images + dense + sparse})
+    speed, wan = load(FULL_STEPS_FILE), wan_rows(WAN_OPTIONS_FILE)
     base = dit_run_seconds(dit_variant(speed, "unpatched"))
     every = dit_variant(speed, "all")
     full = dit_variant(speed, ca_tome_variant(speed["calibrated_threshold"],
                                               f"all, {full_step_option(FLUX_DEFAULTS.full_every)}"))
+    wan_default = wan[wan_default_variant()]
     return paragraph(
-        "on the Flux proxy trained here at 1,024 image tokens the default kept " + ", ".join(
+        "on the Flux proxy trained here at 1,024 image tokens the image default kept " + ", ".join(
             f"SSIM {row['ssim']:.3f} at {row['steps']} steps ({percent(row['merged_fraction'], 0)} merged)" for row in images)
-        + "; on the Wan proxies " + ", ".join(
-            f"{row['frame_psnr']:.1f} dB per frame at {row['steps']} steps "
-            f"({models[row['model']]['tokens'] // models[row['model']]['frames']:,} tokens a frame)" for row in videos)
-        + f" ({', '.join(f'`{file}`' + caveat_short(load(file)) for file in files)}). At full width (Flux blocks, 4,096 image tokens, random "
-        f"weights, {speed['steps']} steps, at the threshold that merges half the tokens of a merged step) a full step "
-        f"every {FLUX_DEFAULTS.full_every} ran {times(base / dit_run_seconds(full))} "
-        f"({percent(full['merged_fraction'], 0)} merged) against {times(base / dit_run_seconds(every))} merging every step "
-        f"({percent(every['merged_fraction'], 0)}) (`{FULL_STEPS_FILE}`{caveat_short(speed)}); the two come from "
-        "different runs and models, so they are not one measured point.")
+        + f"; Wan's default kept {frames(dense)} on the Wan proxy at {per_frame(DENSE_VIDEO)} "
+        f"({', '.join(percent(row['merged_fraction'], 0) for row in dense)} merged), and {frames(sparse)} on the one at "
+        f"{per_frame('wan21')}, tokens as coarse as LTX-2's and MiniMax-H3's, which keep full steps "
+        f"({', '.join(f'`{file}`' + caveat_short(load(file)) for file in files)}). At full width "
+        f"(random weights, at the threshold that merges half the tokens of a merged step) a full step every "
+        f"{FLUX_DEFAULTS.full_every} ran {times(base / dit_run_seconds(full))} ({percent(full['merged_fraction'], 0)} merged) "
+        f"against {times(base / dit_run_seconds(every))} merging every step ({percent(every['merged_fraction'], 0)}) over "
+        f"{speed['steps']} steps of Flux blocks at 4,096 image tokens (`{FULL_STEPS_FILE}`{caveat_short(speed)}), and Wan's "
+        f"default {times(wan['unpatched']['run_median'] / wan_default['run_median'])} over two steps of a Wan 1.3B block at "
+        f"{load(WAN_OPTIONS_FILE)['model']['tokens']:,} tokens ({percent(statistics.median(wan_default['merged_fraction']), 0)} "
+        f"merged, `{WAN_OPTIONS_FILE}`{caveat_short(load(WAN_OPTIONS_FILE))}); fidelity and speed come from different runs "
+        "and models, so they are not one measured point.")
 
 
 def readme_dit_threshold() -> str:
@@ -1122,7 +1145,8 @@ def readme_families() -> str:
 FULL_STEPS_FILE = "dit_flux_8steps.json"
 # benchmarks.dit_fidelity's runs, one harness: the first asked every proxy every option; the later ones
 # asked the options added since and the dense video proxy.
-FIDELITY_FILES = ("dit_fidelity.json", "dit_fidelity_options.json", "dit_fidelity_dense_video.json")
+FIDELITY_FILES = ("dit_fidelity.json", "dit_fidelity_options.json", "dit_fidelity_dense_video.json",
+                  "dit_fidelity_dense_video_thresholds.json", "dit_fidelity_dense_video_20steps.json")
 DENSE_VIDEO = "wan21_1k"
 
 

@@ -19,8 +19,7 @@ after a warm-up, every step timed by the sampler's callback:
   matching, no merge);
 - with ``--options`` (two steps, the default cells only, no fixed ratio): the DiT options at the
   same threshold — a full step then a merged one with the stored updates (``full_every`` 2, the
-  merged step matches), keys and values only, and attention only (benchmark switches,
-  ``dit_merge``).
+  merged step matches), keys and values only, and attention only (the ``dit_merge`` input).
 
 Fidelity: each merged variant's latent against the unpatched one of the same seed (latent PSNR:
 no VAE). ``python -m benchmarks.wan`` writes results/dit_wan.json (about half an hour on 2 CPU
@@ -31,7 +30,6 @@ seconds. ``python -m benchmarks.report`` makes the BENCHMARKS.md tables.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 
 import torch
@@ -61,17 +59,15 @@ VIDEO_VARIANTS = {("spatial", "neighbourhood"): "", ("spatial", "global"): "glob
                   ("spatio-temporal", "neighbourhood"): "spatio-temporal cells"}
 
 
-# variant -> (node inputs, engine switches), at the default cells' calibrated threshold
-OPTIONS = {"CA-ToMe, full step then merged step (stored updates)": ("all", {"full_every": 2}, {}),
-           "CA-ToMe, keys and values only": ("once", {}, {"dit_merge": "kv"}),
-           "CA-ToMe, attention only": ("once", {}, {"dit_merge": "attention"})}
+# variant -> (schedule, node inputs), at the default cells' calibrated threshold
+OPTIONS = {"CA-ToMe, full step then merged step (stored updates)": ("all", {"full_every": 2}),
+           "CA-ToMe, keys and values only": ("once", {"dit_merge": "keys and values only"}),
+           "CA-ToMe, attention only": ("once", {"dit_merge": "attention only"})}
 
 
-def option_variant(pack, model, threshold: float, schedule: str, inputs: dict, switches: dict):
-    patched = pack.nodes.CATomeModelDefault.execute(model, "custom", threshold, schedule, "", "auto", 2, "qkv", "min",
-                                                    **inputs).result[0]
-    glue = pack.ca_tome.comfyui
-    return glue.apply_token_merging(model, dataclasses.replace(glue.merging_patch(patched).config, **switches))
+def option_variant(pack, model, threshold: float, schedule: str, inputs: dict):
+    return pack.nodes.CATomeModelDefault.execute(model, "custom", threshold, schedule, "", "auto", 2, "qkv", "min",
+                                                 **inputs).result[0]
 
 
 def ca_tome_name(kind: tuple[str, str], steps: int) -> str:

@@ -89,7 +89,7 @@ WIDGETS = {
     "SaveImage": ["filename_prefix"],
     "CATome2": ["preset", "threshold", "schedule", "custom_steps", "levels", "stride", "merge", "auto_tolerance",
                 "auto_max_interval", "record_stats", "batch_policy", "dit_blocks", "video_cells", "video_search",
-                "count_buckets", "full_every", "update_memory_gb"],
+                "count_buckets", "full_every", "update_memory_gb", "dit_merge"],
     "CATomeFixedRatio": ["ratio", "schedule", "custom_steps", "levels", "stride", "merge", "auto_tolerance",
                          "auto_max_interval", "record_stats", "dit_blocks", "video_cells", "video_search"],
     "CATomeStats": ["filename_prefix"],
@@ -167,7 +167,7 @@ WIDTHS = {"VAEDecode": 200, "SaveImage": 300, "CATomeStats": 200}
 SEED_WIDGET = {"KSampler": 0, "KSamplerAdvanced": 1, "RandomNoise": 0}  # where the seed sits among the widgets
 CA_TOME_DEFAULTS = {"preset": "model default", "threshold": 0.7, "schedule": "CONFIG_3", **_SHARED_DEFAULTS,
                     "batch_policy": "min", "dit_blocks": "all", "video_cells": "spatial", "video_search": "neighbourhood",
-                    "count_buckets": 0, "full_every": 0, "update_memory_gb": 4.0}
+                    "count_buckets": 0, "full_every": 0, "update_memory_gb": 4.0, "dit_merge": "whole blocks"}
 RATIO_DEFAULTS = {"ratio": 0.5, "schedule": "all", **_SHARED_DEFAULTS, "dit_blocks": "all", "video_cells": "spatial",
                   "video_search": "neighbourhood"}
 EASYCACHE_DEFAULTS = {"reuse_threshold": 0.2, "start_percent": 0.15, "end_percent": 0.95, "verbose": False}

@@ -29,7 +29,7 @@ from .. import metric
 from ..matching import MergePlan
 from .attention import RUN_KEY
 from .families import IMAGE, BlockKind, Family, PerToken
-from .run import RunState
+from .run import DIT_MERGE, RunState
 
 LAYOUT_KEY = "ca_tome_dit_layout"  # per-call transformer_options: the call's Layout, or None (runs whole)
 TIMESTEP_COLUMNS = 16  # of each batch item's timestep rows: enough to tell two timesteps apart
@@ -82,7 +82,7 @@ class Decision:
     joint_start: int
     row_of_token: dict  # input name -> [L]
     stored: torch.Tensor | None = None  # the grid's own updates from the last full step (see UpdateCache)
-    attention_only: str = ""  # "kv" or "attention": only the self-attention merges (TokenMerging.dit_merge)
+    attention_only: str = ""  # "kv" or "attention": only the self-attention merges (run.DIT_MERGE)
 
 
 def block_patch(spec: BlockKind, index: int, previous, args: dict, extras: dict) -> dict:
@@ -195,9 +195,8 @@ def _decide(spec: BlockKind, index: int, args: dict) -> Decision | None:
     plan = run.plan((spec.kind, index, 0), options, metric.DIT(x[:, start:start + tokens]), layout.grid, groups)
     if plan.is_identity:
         return None
-    if run.config.dit_merge != "block":
-        return Decision(plan, start, text if layout.text_first else 0, row_of_token,
-                        attention_only=run.config.dit_merge)
+    if only := DIT_MERGE[run.config.dit_merge]:
+        return Decision(plan, start, text if layout.text_first else 0, row_of_token, attention_only=only)
     stored = run.stored_update((spec.kind, index), options, x, layout.grid)
     return Decision(plan, start, text if layout.text_first else 0, row_of_token, stored)
 

@@ -49,7 +49,7 @@ def top_attention_level(diffusion_model) -> int | None:
 
 def apply_token_merging(model, config: TokenMerging, model_default: bool = False):
     """Clone a ComfyUI ModelPatcher and attach token merging; the input model is untouched.
-    ``model_default``: the threshold, schedule and full steps are the model family's
+    ``model_default``: the threshold, schedule, full steps and what merges are the model family's
     (:class:`.families.Defaults`), not ``config``'s.
 
     UNets (SD1.x/2.x, SDXL) merge the self-attention of the selected levels through the attn1
@@ -70,7 +70,7 @@ def apply_token_merging(model, config: TokenMerging, model_default: bool = False
     if model_default:
         defaults = family.defaults if family else UNET_DEFAULTS
         config = dataclasses.replace(config, threshold=defaults.threshold, ratio=None, full_every=defaults.full_every,
-                                     schedule=Schedule.preset(defaults.schedule))
+                                     schedule=Schedule.preset(defaults.schedule), dit_merge=defaults.dit_merge)
         log.info("CA-ToMe: model default for %s: %s.", family.name if family else "UNets", defaults.describe())
     blocks = family.block_counts(diffusion_model) if family else None
     patched = model.clone()

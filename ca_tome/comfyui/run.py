@@ -27,7 +27,11 @@ LEVELS_AUTO = "auto"
 TARGETS = ("qkv", "q", "kv")
 # DiT blocks to merge: "all", only the double (joint) blocks, or only Flux's single blocks.
 DIT_BLOCKS = ("all", "double", "single")
-DIT_MERGE = ("block", "attention", "kv")
+# What of a DiT block runs on merged tokens (each name -> what merges inside the block's self-attention;
+# "": the whole block does): the whole block; or every token runs the block and only its self-attention
+# merges, queries, keys and values (each token gets its group's output), or keys and values only
+# (see dit.merged_attention). Measured trade-offs: BENCHMARKS.md, DiT fidelity.
+DIT_MERGE = {"whole blocks": "", "attention only": "attention", "keys and values only": "kv"}
 # Video cells: stride × stride tokens of one frame, or of two consecutive frames (frames per cell).
 VIDEO_CELLS = {"spatial": 1, "spatio-temporal": 2}
 # Where a video token looks for its dst: the cells within one (cell) frame and two cells of its own,
@@ -54,6 +58,8 @@ class TokenMerging:
     every k-th step of a run (from its first) runs every block on every token and stores each
     token's own update; at the merged steps between, a merged token gets that update plus its
     group's change since (:class:`ca_tome.cache.UpdateCache`, at most ``update_memory`` bytes).
+    ``dit_merge`` (DiTs): whole blocks on merged tokens, or every token through the block and only
+    its self-attention merged (:data:`DIT_MERGE`); full steps then run whole and store nothing.
     """
 
     schedule: Schedule
@@ -69,8 +75,7 @@ class TokenMerging:
     video_search: str = "neighbourhood"
     count_buckets: int = 0  # threshold mode: 0 = the exact merged count, K = rounded down to K + 1 lengths
     full_every: int = 0  # DiTs: every k-th step runs every token and stores its own update (0: never)
-    dit_merge: str = "block"  # DiTs: "block" runs whole blocks on merged tokens; benchmark switches: "attention"
-    # merges only the self-attention, "kv" only its keys and values (see dit.merged_attention)
+    dit_merge: str = next(iter(DIT_MERGE))  # DiTs: what runs on merged tokens (whole blocks)
     update_memory: int = 4 << 30  # bytes of stored updates a run may hold (see UpdateCache)
     whole_edge_blocks: int = 0  # DiTs (a benchmark switch): the model's first and last N blocks run whole
 
@@ -84,7 +89,7 @@ class TokenMerging:
         if self.video_search not in VIDEO_SEARCH:
             raise ValueError(f"video_search must be one of {tuple(VIDEO_SEARCH)}, got {self.video_search!r}")
         if self.dit_merge not in DIT_MERGE:
-            raise ValueError(f"dit_merge must be one of {DIT_MERGE}, got {self.dit_merge!r}")
+            raise ValueError(f"dit_merge must be one of {tuple(DIT_MERGE)}, got {self.dit_merge!r}")
         if not (isinstance(self.full_every, int) and self.full_every >= 0):
             raise ValueError(f"full_every must be an integer ≥ 0, got {self.full_every!r}")
         if not (isinstance(self.whole_edge_blocks, int) and self.whole_edge_blocks >= 0):
@@ -176,7 +181,8 @@ class RunState:
         schedule = config.schedule
         checkpoints = schedule.for_positions(positions) if positions else schedule.for_steps(self.steps)
         self.cache = PairCache(checkpoints, schedule.auto)
-        self.updates = UpdateCache(config.update_memory) if config.full_every else None
+        # stored updates serve whole blocks only: merged attention hands every token its own update
+        self.updates = UpdateCache(config.update_memory) if config.full_every and not DIT_MERGE[config.dit_merge] else None
         self.recorder = StatsRecorder() if config.record_stats else None
         self._finished = -1
         self._steps_reported = 0
@@ -204,18 +210,18 @@ class RunState:
     @property
     def full_step(self) -> bool:
         """Whether the step in progress runs every token (and stores their updates)."""
-        return self.updates is not None and self.step % self.config.full_every == 0
+        return bool(self.config.full_every) and self.step % self.config.full_every == 0
 
     def stored_update(self, block: tuple, options: dict, x: torch.Tensor, grid: tuple[int, ...]):
         """The grid update ``block`` stored at the last full step for this call's layout, or None."""
         return self.updates.get(self._key(block, grid, options, x.shape[0], x.device)) if self.updates else None
 
     def keep_update(self, block: tuple, options: dict, update: torch.Tensor, grid: tuple[int, ...]) -> None:
-        """A full step's grid update of ``block`` [B, N, C]: stored (within the budget) and counted."""
+        """A full step's grid update of ``block`` [B, N, C]: counted, and stored (within the budget)."""
         key = self._key(block, grid, options, update.shape[0], update.device)
         step = self.step
         self.cache.record_whole(step, key, update.shape[1])
-        if not self.updates.keep(key, step, update):
+        if self.updates is not None and not self.updates.keep(key, step, update):
             self.note_once(f"CA-ToMe: the stored updates reached update_memory ({self.updates.budget / 2**30:.2f} GiB); "
                            "blocks past it give merged tokens their group's update alone. Raise update_memory for "
                            "more fidelity, or use fewer merged blocks.")

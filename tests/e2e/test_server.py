@@ -34,7 +34,7 @@ def test_object_info_lists_our_nodes_with_tooltips_on_every_input(server, node_i
     assert len(inputs) == len([spec for spec in inputs.values() if len(spec) > 1])
     assert info["deprecated"] == (node_id == "CATome"), "the first CA-ToMe node leaves the search; saved ones still load"
     mentions = {name for name, spec in inputs.items() if len(spec) > 1 and "'model default'" in spec[1]["tooltip"]}
-    assert mentions == ({"preset", "threshold", "schedule"} if "preset" in inputs else set()), \
+    assert mentions == ({"preset", "threshold", "schedule", "full_every", "dit_merge"} if "preset" in inputs else set()), \
         "only a node with a preset says which inputs it overrides"
 
 

@@ -66,6 +66,8 @@ def test_the_model_default_merges_a_real_share_and_an_explicit_threshold_is_obey
     with caplog.at_level(logging.INFO, logger="ca_tome"):
         defaulted = node(pack, dit_model, threshold=1.0)  # the threshold input is not the preset's
     assert "model default for" in caplog.text
+    family_defaults = pack.ca_tome.comfyui.families.family_of(dit_model.model.diffusion_model).defaults
+    assert pack.ca_tome.comfyui.merging_patch(defaulted).config.dit_merge == family_defaults.dit_merge
     run(family, defaulted, steps=8, cfg=1.0)
     assert report(defaulted).merged_fraction > 0.05
     custom = node(pack, dit_model, preset="custom", threshold=0.99, schedule="all")
@@ -106,14 +108,32 @@ def with_config(pack, patched, **changes):
     return glue.apply_token_merging(patched, dataclasses.replace(glue.merging_patch(patched).config, **changes))
 
 
-@pytest.mark.parametrize("switch", ["kv", "attention"])
-def test_merged_attention_at_threshold_one_is_bit_identical_and_merges_below_it(pack, family, dit_model, switch):
+@pytest.mark.parametrize("dit_merge", ["keys and values only", "attention only"])
+def test_merged_attention_at_threshold_one_is_bit_identical_and_merges_below_it(pack, family, dit_model, dit_merge):
     baseline = run(family, dit_model, steps=STEPS, cfg=1.0)
-    identity = with_config(pack, custom(pack, dit_model, 1.0), dit_merge=switch)
+    identity = custom(pack, dit_model, 1.0, dit_merge=dit_merge)
     assert same(run(family, identity, steps=STEPS, cfg=1.0), baseline)
-    merged = with_config(pack, custom(pack, dit_model, 0.0), dit_merge=switch)
+    merged = custom(pack, dit_model, 0.0, dit_merge=dit_merge)
     latent = run(family, merged, steps=STEPS, cfg=1.0)
     assert torch.isfinite(flat(latent)).all() and not same(latent, baseline)
+
+
+def test_attention_only_full_steps_run_whole_and_store_nothing(pack, monkeypatch):
+    stored, kept = recorded_unmerges(pack, monkeypatch), []
+    RunState = pack.ca_tome.comfyui.run.RunState
+    keep = RunState.keep_update
+    monkeypatch.setattr(RunState, "keep_update", lambda self, *args: (kept.append(self.updates), keep(self, *args)))
+    model = tiny_dit("wan21")
+    baseline = run("wan21", model, steps=STEPS, cfg=1.0)
+    patched = custom(pack, model, 0.0, full_every=2, dit_merge="attention only")
+    latent = run("wan21", patched, steps=STEPS, cfg=1.0)
+    events = report(patched).events
+    assert {e.step for e in events if e.whole} == {0, 2} and {e.step for e in events if not e.whole} == {1, 3}
+    assert all(e.merged > 0 for e in events if not e.whole)
+    assert kept and all(updates is None for updates in kept), "full steps store no update"
+    assert stored == [], "merged steps hand no stored update on: only the attention merged"
+    assert report(patched).merged_fraction == pytest.approx(0.75 / 2), "full steps count as merging nothing"
+    assert not same(latent, baseline)
 
 
 @pytest.mark.parametrize("skip_reshape", [True, False])
