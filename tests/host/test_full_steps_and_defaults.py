@@ -118,6 +118,27 @@ def test_merged_attention_at_threshold_one_is_bit_identical_and_merges_below_it(
     assert torch.isfinite(flat(latent)).all() and not same(latent, baseline)
 
 
+def test_merged_attention_still_runs_the_attention_override_a_backend_node_set(pack):
+    """Attention backend nodes (SageAttention and the like) hold the same slot: merging chains
+    with what is there, so the backend still computes every attention, on merged tokens."""
+    model = tiny_dit("wan21")
+    self_attention = []
+
+    def backend(attention, q, k, v, heads, *args, **kwargs):
+        if q.shape == k.shape:
+            self_attention.append(k.shape[-2])  # [B, L, heads · d], or [B, heads, L, d] (skip_reshape)
+        return attention(q, k, v, heads, *args, **kwargs)
+
+    with_backend = model.clone()
+    with_backend.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = backend
+    run("wan21", with_backend, steps=2, cfg=1.0)
+    whole = set(self_attention)
+    self_attention.clear()
+    latent = run("wan21", custom(pack, with_backend, 0.0, dit_merge="attention only"), steps=2, cfg=1.0)
+    assert self_attention and max(self_attention) < min(whole), "the backend ran every self-attention, merged"
+    assert same(latent, run("wan21", custom(pack, model, 0.0, dit_merge="attention only"), steps=2, cfg=1.0))
+
+
 def test_attention_only_full_steps_run_whole_and_store_nothing(pack, monkeypatch):
     stored, kept = recorded_unmerges(pack, monkeypatch), []
     RunState = pack.ca_tome.comfyui.run.RunState
