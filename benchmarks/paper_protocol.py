@@ -116,12 +116,14 @@ def inception_features(paths: list[Path], device: str) -> np.ndarray:
 
 
 def fid(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy import linalg
-
-    mean_a, mean_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    return float(((mean_a - mean_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root.real))
+    """The Fréchet distance of two feature sets [m, d] and [n, d]. With X the centred features,
+    Σa Σb's nonzero eigenvalues are the squared singular values of K = Xa Xbᵀ / √((m-1)(n-1)), so
+    tr √(Σa Σb) is K's nuclear norm: exact, and an m × n SVD instead of the square root of a
+    d × d matrix (a minute and a half at d = 2048 on 2 CPU cores)."""
+    (m, n), xa, xb = (len(a), len(b)), a - a.mean(0), b - b.mean(0)
+    root_trace = np.linalg.svd(xa @ xb.T, compute_uv=False).sum() / np.sqrt((m - 1) * (n - 1))
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + (xa ** 2).sum() / (m - 1) + (xb ** 2).sum() / (n - 1)
+                 - 2 * root_trace)
 
 
 def kid(a: np.ndarray, b: np.ndarray) -> float:

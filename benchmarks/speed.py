@@ -55,6 +55,7 @@ SUITES = {
           "EasyCache", "EasyCache + CA-ToMe t0.7 auto"),
     1024: ("ratio CONFIG_3", "t50 auto"),
 }
+QUICK_RUNS = ("ratio CONFIG_3", "t50 all", "EasyCache + CA-ToMe t0.7 auto")  # one of each kind, stacking too
 
 
 @dataclass
@@ -139,7 +140,8 @@ def main(argv=None) -> None:
     parser.add_argument("--run-steps", type=int, default=20)
     parser.add_argument("--run-repeats", type=int, default=2, help="how often each real run is repeated (interleaved)")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny checkpoint at 128², 1 step repeat, 4-step runs: a regression check (speed_quick.json)")
+                        help="tiny checkpoint at 128², 1 step repeat, 4-step runs of one kind each: a regression check "
+                             "(speed_quick.json)")
     record.add_argument(parser)
     args = parser.parse_args(argv)
     tree = record.check_tree(args.allow_dirty, args.quick)
@@ -193,7 +195,7 @@ def main(argv=None) -> None:
         "EasyCache": easycache(),
         "EasyCache + CA-ToMe t0.7 auto": easycache(ca_tome(0.7, "auto")),
     }
-    runs = [Variant(name, run_builders[name]) for name in SUITES[args.size]]
+    runs = [Variant(name, run_builders[name]) for name in (QUICK_RUNS if args.quick else SUITES[args.size])]
     fidelity = args.size == 512 or args.quick
     if fidelity:
         runs.insert(0, Variant("unpatched", lambda m: m))

@@ -45,3 +45,16 @@ def test_paper_protocol_runs_end_to_end_and_resumes(tmp_path, real_images):
 def test_class_names_come_from_an_installed_package():
     classes = paper_protocol.imagenet_classes()
     assert len(classes) == 1000 and classes[0] == "tench"
+
+
+@pytest.mark.parametrize("m, n", [(2, 4), (5, 7), (40, 30)])  # fewer samples than dims, and more
+def test_fid_is_the_frechet_distance_of_the_two_gaussians(m, n):
+    from scipy import linalg
+
+    generator = np.random.default_rng(0)
+    a, b = generator.normal(size=(m, 24)), generator.normal(1.0, 2.0, size=(n, 24))
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(cov_a @ cov_b).real
+    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root)
+    assert paper_protocol.fid(a, b) == pytest.approx(expected, rel=1e-6)
+    assert paper_protocol.fid(a, a) == pytest.approx(0.0, abs=1e-6)
