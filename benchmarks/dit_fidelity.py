@@ -107,7 +107,7 @@ def speed_bound(width: str, option: str, merged_fraction: float) -> float:
 
     whole = macs(tokens, tokens, tokens)
     merged = {"kv": macs(tokens, tokens, kept), "attention": macs(tokens, kept, kept)}.get(
-        DIT_MERGE[inputs.get("dit_merge", "whole blocks")], macs(kept, kept, kept))
+        DIT_MERGE.get(inputs.get("dit_merge"), ""), macs(kept, kept, kept))
     edges = 2 * switches.get("whole_edge_blocks", 0)
     merged = (edges * whole + (depth - edges) * merged) / depth
     step = (whole + (every - 1) * merged) / every if every else merged
