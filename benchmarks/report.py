@@ -910,12 +910,13 @@ def config3_checkpoints(steps: int = 50) -> str:
 
 # --- README: per model family, what to set and what it gained ---
 
-UNET_SETTINGS = "defaults; `schedule` `auto`"
 NOT_MEASURED = "not measured yet"
 
 
-def measured(file: str, speed_up: float, merged: float, fidelity: str, run: str) -> dict:
-    return {"file": file, "speed_up": speed_up, "merged": merged, "fidelity": fidelity, "run": run}
+def measured(file: str, speed_up: float, merged: float, run: str) -> dict:
+    """One timed run's speed-up (random weights: its latent PSNR says only that the runs differ, so it
+    is left to BENCHMARKS.md)."""
+    return {"file": file, "speed_up": speed_up, "merged": merged, "run": run}
 
 
 def unet_run(size: int, name: str) -> dict:
@@ -923,21 +924,9 @@ def unet_run(size: int, name: str) -> dict:
     file = f"speed_{size}.json"
     result = load(file)
     run = result["runs"][name]
-    quality = run.get("fidelity_to_unpatched")
     threshold = result["calibrated_threshold"] if name.startswith("t50") else float(name.split()[0][1:])
     return measured(file, base_seconds(result) / run_seconds_per_step(run), run["merged_fraction"],
-                    f"image SSIM {quality['ssim']:.3f}" if quality else "",
                     f"SD1.5 UNet, {size}², {result['run_steps']} steps, t = {threshold:.2f}, `{name.split()[-1]}`")
-
-
-def few_steps_run(steps: int, schedule: str) -> dict:
-    result = load("few_steps.json")
-    row = result["rows"][str(steps)]
-    variant = row[f"t {result['threshold']} {schedule}"]
-    return measured("few_steps.json", row["unpatched"]["run_seconds"]["median"] / variant["run_seconds"]["median"],
-                    variant["merged_fraction"], f"image SSIM {variant['fidelity_to_unpatched']['ssim']:.3f}",
-                    f"SD1.5 UNet, {result['size']}², {steps} steps at cfg {result['cfg']:g}, t = {result['threshold']}, "
-                    f"`{schedule}`")
 
 
 def dit_run(file: str, blocks: str) -> dict:
@@ -945,7 +934,6 @@ def dit_run(file: str, blocks: str) -> dict:
     result = load(file)
     row = dit_variant(result, "CONFIG_3")
     return measured(file, dit_run_seconds(dit_variant(result, "unpatched")) / dit_run_seconds(row), row["merged_fraction"],
-                    f"latent PSNR {row['fidelity_to_unpatched']['psnr_db']:.1f} dB",
                     f"{blocks}, {result['model']['image_tokens']:,} image tokens, {result['steps']} steps")
 
 
@@ -955,7 +943,6 @@ def whole_run(file: str, variant: str, blocks: str) -> dict:
     rows = {row["variant"]: row for row in result["variants"]}
     row = rows[variant]
     return measured(file, rows["unpatched"]["run_median"] / row["run_median"], statistics.median(row["merged_fraction"]),
-                    f"latent PSNR {row['fidelity_to_unpatched']['psnr_db']:.1f} dB",
                     f"{blocks}, {result['model']['tokens']:,} tokens, {result['steps']} steps")
 
 
@@ -968,7 +955,7 @@ def dit_default_run() -> dict:
     option = full_step_option(FLUX_DEFAULTS.full_every)
     row = dit_variant(result, ca_tome_variant(result["calibrated_threshold"], f"all, {option}"))
     return measured(FULL_STEPS_FILE, dit_run_seconds(dit_variant(result, "unpatched")) / dit_run_seconds(row),
-                    row["merged_fraction"], f"latent PSNR {row['fidelity_to_unpatched']['psnr_db']:.1f} dB",
+                    row["merged_fraction"],
                     f"Flux.1 blocks, {result['model']['image_tokens']:,} image tokens, {result['steps']} steps at cfg 1, "
                     f"{option}: the default's mechanism")
 
@@ -989,7 +976,7 @@ def wan_default_steps() -> dict:
     variant = wan_default_variant()
     row = rows[variant]
     return measured(WAN_OPTIONS_FILE, rows["unpatched"]["run_median"] / row["run_median"],
-                    statistics.median(row["merged_fraction"]), f"latent PSNR {row['fidelity_to_unpatched']['psnr_db']:.1f} dB",
+                    statistics.median(row["merged_fraction"]),
                     f"two steps of a Wan 1.3B block, {load(WAN_OPTIONS_FILE)['model']['tokens']:,} tokens, "
                     f"{variant.removeprefix('CA-ToMe, ')}: the default's mechanism")
 
@@ -1018,119 +1005,86 @@ def wan_options_goal() -> str:
         + caveat_short(load(WAN_OPTIONS_FILE), f"`{WAN_OPTIONS_FILE}`: "))
 
 
-def wan_cached_step() -> dict:
-    rows = wan_rows()
-    cached = rows[WAN_CACHED]
-    return measured("dit_wan.json", rows["unpatched"]["step_1_median"] / cached["step_1_median"],
-                    statistics.median(cached["merged_fraction"]),
-                    f"latent PSNR {cached['fidelity_to_unpatched']['psnr_db']:.1f} dB",
-                    f"a cached step of a Wan 1.3B block, {load('dit_wan.json')['model']['tokens']:,} tokens")
+def unet_measured() -> dict:
+    """The README's UNet run: the 1024² one, where merged attention is most of a step."""
+    return unet_run(1024, "t50 auto")
 
 
-UNET_MEASURED = (lambda: unet_run(1024, "t50 auto"), lambda: unet_run(512, "t0.7 auto"), lambda: few_steps_run(4, "auto"))
-DIT_MEASURED = {  # family (as the family table names it) -> its measurements, the longest run first
-    "Flux.1 and Flux 2": (lambda: dit_run("dit_flux.json", "Flux.1 blocks"), dit_default_run,
-                          lambda: dit_run("dit_flux_4steps.json", "Flux.1 blocks")),
-    "SD3/SD3.5": (lambda: dit_run("dit_sd3.json", "SD3.5-large blocks"),),
-    "Qwen-Image/Edit": (lambda: whole_run("dit_qwen_image.json", WAN_CACHED, "a Qwen-Image block"),),
-    "Wan 2.1/2.2": (lambda: whole_run("dit_wan_5frames_20steps.json", "CA-ToMe, CONFIG_3", "a Wan 1.3B block"),
-                    wan_default_steps, wan_cached_step),
-    "Z-Image/Lumina 2": (lambda: dit_run("dit_zimage_8steps.json", "a Z-Image layer"),),
+DIT_MEASURED = {  # family (as the family table names it) -> the README's run: the default's mechanism where timed
+    "Flux.1 and Flux 2": dit_default_run,
+    "SD3/SD3.5": lambda: dit_run("dit_sd3.json", "SD3.5-large blocks"),
+    "Qwen-Image/Edit": lambda: whole_run("dit_qwen_image.json", WAN_CACHED, "a Qwen-Image block"),
+    "Wan 2.1/2.2": wan_default_steps,
+    "Z-Image/Lumina 2": lambda: dit_run("dit_zimage_8steps.json", "a Z-Image layer"),
 }
-DIT_SHORT_NAMES = {"Flux.1 and Flux 2": "Flux", "SD3/SD3.5": "SD3.5", "Qwen-Image/Edit": "Qwen-Image",
-                   "Wan 2.1/2.2": "Wan", "Z-Image/Lumina 2": "Z-Image"}  # the README's first screen
 
 
 def measured_text(measurement: dict) -> str:
-    fidelity = f", {measurement['fidelity']}" if measurement["fidelity"] else ""
-    return f"{times(measurement['speed_up'])} at {percent(measurement['merged'], 0)} merged{fidelity} ({measurement['run']})"
+    return f"{times(measurement['speed_up'])} at {percent(measurement['merged'], 0)} merged ({measurement['run']})"
 
 
 def readme_models_table() -> str:
-    """Per model family: what to set, and every measurement of it, or that there is none yet."""
-    from ca_tome.comfyui.families import FAMILIES
+    """Per model family: what the preset sets, and its one measured run, or that there is none yet."""
+    from ca_tome.comfyui.families import FAMILIES, UNET_DEFAULTS
 
     require(set(DIT_MEASURED) <= {family.name for family in FAMILIES}, "readme-models",
             "every measured DiT family is named so in the family table")
-    rows = [("SD1.x, SD2.x (UNet)", UNET_SETTINGS, UNET_MEASURED), ("SDXL (UNet)", UNET_SETTINGS, ())]
-    rows += [(family.name, f"defaults ({family.defaults.describe()})", DIT_MEASURED.get(family.name, ()))
-             for family in FAMILIES]
+    unet = f"{UNET_DEFAULTS.settings()}; faster: `schedule` `auto`"
+    rows = [("SD1.x, SD2.x (UNet)", unet, unet_measured), ("SDXL (UNet)", unet, None)]
+    rows += [(family.name, family.defaults.settings() + ("; borrowed" if family.defaults.source.startswith("borrowed") else ""),
+              DIT_MEASURED.get(family.name)) for family in FAMILIES]
     lines, files = [], {}
-    for name, settings, measurements in rows:
-        done = [measurement() for measurement in measurements]
-        files.update((m["file"], None) for m in done)
-        lines.append([name, settings, "; ".join(map(measured_text, done)) or NOT_MEASURED])
+    for name, settings, measurement in rows:
+        done = measurement() if measurement else None
+        if done:
+            files[done["file"]] = None
+        lines.append([name, settings, measured_text(done) if done else NOT_MEASURED])
     sources = ", ".join(f"`{file}`{caveat_short(load(file))}" for file in files)
-    return (table(["model", "what to set", "measured on 2 CPU cores, random weights: speed-up, merged share, fidelity"], lines)
-            + "\n\n" + paragraph(f"From `benchmarks/results/`: {sources}."))
+    return (table(["model", "preset `model default` sets", "measured speed-up"], lines)
+            + "\n\n" + paragraph(f"Borrowed: no proxy of its own, the nearest one's defaults. Runs merge at every step, "
+                                   "at a threshold calibrated to half the tokens, unless they say they are the default's "
+                                   f"mechanism. From `benchmarks/results/`: {sources}."))
 
 
 def readme_gains() -> str:
-    """The README's first-screen phrase: each measured DiT's longest run and the UNet's 1024² run."""
-    require(set(DIT_SHORT_NAMES) == set(DIT_MEASURED), "readme-gains", "every measured DiT family has a short name")
-    dits = [measurements[0]() for measurements in DIT_MEASURED.values()]
-    unet = UNET_MEASURED[0]()
-    *names, last = (DIT_SHORT_NAMES[family] for family in DIT_MEASURED)
-    return (f"{span([m['speed_up'] for m in dits])} faster on {', '.join(names)} and {last} blocks with "
-            f"{span([100 * m['merged'] for m in dits], 0, ' %')} of the tokens merged, {times(unet['speed_up'])} on the "
-            f"SD1.5 UNet at 1024² with {percent(unet['merged'], 0)} merged")
-
-
-def readme_dit_default() -> str:
-    """What the DiT defaults kept on the proxies trained here, and what their mechanisms ran at full width."""
-    from ca_tome.comfyui.families import FLUX_DEFAULTS, WAN_DEFAULTS, Defaults
+    """The README's first screen: per default, what its mechanism ran at full width and what it kept
+    on the proxies trained here (two runs joined, so labelled so)."""
+    from ca_tome.comfyui.families import (COARSE_VIDEO_DEFAULTS, FAMILIES, FLUX_DEFAULTS, IMAGE_DIT_DEFAULTS,
+                                          VIDEO_DIT_DEFAULTS, WAN_DEFAULTS, Defaults)
 
     rows, models = dit_fidelity_rows(), dit_fidelity_models()
 
-    def at_default(model, defaults):  # at every step count asked
+    def kept(model, defaults):  # at every step count asked
         option = full_step_option(defaults.full_every) if defaults.dit_merge == Defaults.dit_merge else defaults.dit_merge
-        return [row for row in rows if row["model"] == model and row["threshold"] == defaults.threshold
-                and row["option"].split(" (")[0] == option]
+        found = [row for row in rows if row["model"] == model and row["threshold"] == defaults.threshold
+                 and row["option"].split(" (")[0] == option]
+        video = "frame_psnr" in found[0]
+        tokens = models[model]["tokens"] // (models[model]["frames"] if video else 1)
+        quality = (" and ".join(f"{row['frame_psnr']:.1f}" for row in found) + " dB per frame" if video
+                   else "SSIM " + " and ".join(f"{row['ssim']:.3f}" for row in found))
+        files = ", ".join(f"`{file}`" for file in sorted({row["file"] for row in found}))
+        steps = " and ".join(str(row["steps"]) for row in found)
+        frame = " a frame" if video else ""
+        return f"kept {quality} at {steps} steps on the proxy trained here at {tokens:,} tokens{frame} ({files})"
 
-    def frames(rows):
-        return ", ".join(f"{row['frame_psnr']:.1f} dB per frame at {row['steps']} steps" for row in rows)
+    def bullet(groups, what, speed, model):
+        names = ", ".join(family.name for family in FAMILIES if family.defaults in groups)
+        ran = f"ran {measured_text(speed())}; " if speed else "speed not measured yet; "
+        return f"- **{names}** ({what}): {ran}{kept(model, groups[0])}."
 
-    def per_frame(model):
-        return f"{models[model]['tokens'] // models[model]['frames']:,} tokens a frame"
-
-    images, dense, sparse = (at_default("flux1k", FLUX_DEFAULTS), at_default(DENSE_VIDEO, WAN_DEFAULTS),
-                             at_default("wan21", WAN_DEFAULTS))
-    files = sorted({row["file"] for row in images + dense + sparse})
-    speed, wan = load(FULL_STEPS_FILE), wan_rows(WAN_OPTIONS_FILE)
-    base = dit_run_seconds(dit_variant(speed, "unpatched"))
-    every = dit_variant(speed, "all")
-    full = dit_variant(speed, ca_tome_variant(speed["calibrated_threshold"],
-                                              f"all, {full_step_option(FLUX_DEFAULTS.full_every)}"))
-    wan_default = wan[wan_default_variant()]
-    return paragraph(
-        "on the Flux proxy trained here at 1,024 image tokens the image default kept " + ", ".join(
-            f"SSIM {row['ssim']:.3f} at {row['steps']} steps ({percent(row['merged_fraction'], 0)} merged)" for row in images)
-        + f"; Wan's default kept {frames(dense)} on the Wan proxy at {per_frame(DENSE_VIDEO)} "
-        f"({', '.join(percent(row['merged_fraction'], 0) for row in dense)} merged), and {frames(sparse)} on the one at "
-        f"{per_frame('wan21')}, tokens as coarse as LTX-2's and MiniMax-H3's, which keep full steps "
-        f"({', '.join(f'`{file}`' + caveat_short(load(file)) for file in files)}). At full width "
-        f"(random weights, at the threshold that merges half the tokens of a merged step) a full step every "
-        f"{FLUX_DEFAULTS.full_every} ran {times(base / dit_run_seconds(full))} ({percent(full['merged_fraction'], 0)} merged) "
-        f"against {times(base / dit_run_seconds(every))} merging every step ({percent(every['merged_fraction'], 0)}) over "
-        f"{speed['steps']} steps of Flux blocks at 4,096 image tokens (`{FULL_STEPS_FILE}`{caveat_short(speed)}), and Wan's "
-        f"default {times(wan['unpatched']['run_median'] / wan_default['run_median'])} over two steps of a Wan 1.3B block at "
-        f"{load(WAN_OPTIONS_FILE)['model']['tokens']:,} tokens ({percent(statistics.median(wan_default['merged_fraction']), 0)} "
-        f"merged, `{WAN_OPTIONS_FILE}`{caveat_short(load(WAN_OPTIONS_FILE))}); fidelity and speed come from different runs "
-        "and models, so they are not one measured point.")
+    unet = unet_measured()
+    return "\n".join([
+        bullet((FLUX_DEFAULTS, IMAGE_DIT_DEFAULTS), f"a full step every {FLUX_DEFAULTS.full_every}", dit_default_run, "flux1k"),
+        bullet((WAN_DEFAULTS, VIDEO_DIT_DEFAULTS), WAN_DEFAULTS.dit_merge, wan_default_steps, DENSE_VIDEO),
+        bullet((COARSE_VIDEO_DEFAULTS,), f"a full step every {COARSE_VIDEO_DEFAULTS.full_every}", None, "wan21"),
+        f"- **SD1.x UNets**: {measured_text(unet)}" + caveat_short(load(unet["file"]), f"`{unet['file']}`: ") + "."])
 
 
 def readme_dit_threshold() -> str:
-    """The share the node's DiT similarity merged at each threshold (tiny Flux and SD3, random
-    weights), and the thresholds that merged a quarter and a half on the Flux trained here."""
-    result = load("dit_similarity.json")
-    rows = [row for data in result["families"].values() for row in data["shares"]
-            if row["similarity"] == result["chosen"] and not row["scale"]]
-    shares = [f"{span([100 * row['merged_fraction'][i] for row in rows], 0, ' %')} at t = {t}"
-              for i, t in reversed(list(enumerate(result["thresholds"])))]
+    """The thresholds that merged a quarter and a half on the Flux trained here."""
     trained = load("trained.json")["families"]["flux"]["trained"]["calibrated"]
-    return (f"on tiny Flux and SD3 models with random weights the node merged {', '.join(shares)} of the image tokens"
-            + caveat_short(result, "`dit_similarity.json`: ") + "; on the small Flux trained here on photographs "
-            + " and ".join(f"t = {t:.2f} merged {percent(float(share), 0)}" for share, t in trained.items()))
+    return "on the small Flux trained here " + " and ".join(
+        f"t = {t:.2f} merged {percent(float(share), 0)}" for share, t in trained.items())
 
 
 def readme_families() -> str:
@@ -1668,7 +1622,6 @@ GENERATORS = {
     "readme-models": readme_models_table,
     "readme-gains": readme_gains,
     "readme-dit-threshold": readme_dit_threshold,
-    "readme-dit-default": readme_dit_default,
     "few-step-schedules": few_step_schedules,
     "config3-checkpoints-50": config3_checkpoints,
     "video-cells-verdict": video_cells_verdict,

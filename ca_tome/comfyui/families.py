@@ -75,10 +75,13 @@ class Defaults:
     source: str
     dit_merge: str = next(iter(DIT_MERGE))  # what runs on merged tokens (run.DIT_MERGE)
 
-    def describe(self) -> str:
+    def settings(self) -> str:
         full = f", a full step every {self.full_every}" if self.full_every else ""
         merge = "" if self.dit_merge == Defaults.dit_merge else f", {self.dit_merge} merged"
-        return f"threshold {self.threshold:g}, schedule {self.schedule}{full}{merge}; {self.source}"
+        return f"threshold {self.threshold:g}, schedule {self.schedule}{full}{merge}"
+
+    def describe(self) -> str:
+        return f"{self.settings()}; {self.source}"
 
 
 UNET_DEFAULTS = Defaults(0.7, "CONFIG_3", 0, "the paper's, for SD1.x/SDXL UNets")
