@@ -17,7 +17,10 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_configure(config):
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # two processes on two cores: one torch thread each
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Two processes on two cores: one torch thread each, and in the processes they start (the
+        # server, the benchmarks' quick modes); more threads than cores slows every process down.
         import torch
 
         torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
