@@ -1058,6 +1058,7 @@ def readme_gains() -> str:
         option = full_step_option(defaults.full_every) if defaults.dit_merge == Defaults.dit_merge else defaults.dit_merge
         found = [row for row in rows if row["model"] == model and row["threshold"] == defaults.threshold
                  and row["option"].split(" (")[0] == option]
+        require(bool(found), "readme-gains", f"the fidelity runs asked {model} at its default ({defaults.settings()})")
         video = "frame_psnr" in found[0]
         tokens = models[model]["tokens"] // (models[model]["frames"] if video else 1)
         quality = (" and ".join(f"{row['frame_psnr']:.1f}" for row in found) + " dB per frame" if video

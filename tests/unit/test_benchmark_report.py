@@ -216,3 +216,11 @@ def test_every_family_has_a_row_and_one_without_a_result_file_says_so(monkeypatc
     monkeypatch.setattr(report, "DIT_MEASURED", {"Flux": report.DIT_MEASURED["Flux.1 and Flux 2"]})  # a family renamed
     with pytest.raises(SystemExit, match="readme-models"):
         report.readme_models_table()
+
+
+def test_the_first_screen_names_every_dit_family_under_exactly_one_default():
+    from ca_tome.comfyui.families import FAMILIES
+
+    bullets = [line.split("**")[1] for line in report.readme_gains().splitlines() if "UNet" not in line]
+    named = [name for bullet in bullets for name in bullet.split(", ")]
+    assert sorted(named) == sorted(family.name for family in FAMILIES)
