@@ -11,8 +11,8 @@ after a warm-up, every step timed by the sampler's callback:
 
 - unpatched;
 - fixed ratio 0.5 on the CA-ToMe engine, matching every step;
-- CA-ToMe at the threshold that merges about half the tokens here (calibrated on another seed and
-  prompt), schedule ``once`` (or CONFIG_3); on video with spatial and with spatio-temporal cells,
+- CA-ToMe at the threshold that merges about half the tokens here (``--share`` with ``--options``;
+  calibrated on another seed and prompt), schedule ``once`` (or CONFIG_3); on video with spatial and with spatio-temporal cells,
   each searching its dsts in the default neighbourhood, and spatial cells with the global dst
   search, each calibrated for itself;
 - the free-merge ceiling: the unpatched model on a latent half as wide (half the tokens, no
@@ -99,6 +99,8 @@ def main() -> None:
                         help="2: a checkpoint step then a cached one (schedule once); more: a whole run with CONFIG_3")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="3 frames of 16 × 16, one repeat, narrow blocks: a check in seconds")
+    parser.add_argument("--share", type=float, default=TARGET_MERGED,
+                        help="the merged share the thresholds are calibrated to (the ceiling stays at half the tokens)")
     parser.add_argument("--options", action="store_true",
                         help="two steps: the DiT options (full steps, keys and values only, attention only) at the "
                              "default cells' threshold, instead of the other cells and searches")
@@ -106,6 +108,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.options and args.steps != 2:
         parser.error("--options measures a full step and a merged one: --steps 2")
+    if args.share != TARGET_MERGED and not args.options:
+        parser.error("--share is for --options (the other runs' files are named for half the tokens)")
     tree = record.check_tree(args.allow_dirty, args.quick)
     config, _, _, default_latent = FAMILIES[args.family]
     for name, value in zip(("frames", "height", "width"), default_latent):
@@ -135,7 +139,7 @@ def main() -> None:
         records = pack.ca_tome.comfyui.last_report(recorded).stats
         if steps == 2:  # schedule once: step 0's pairs serve both steps
             records = [r for r in records if r.step == 0]
-        thresholds[kind] = pack.ca_tome.stats.threshold_for_merged_share(records, TARGET_MERGED)
+        thresholds[kind] = pack.ca_tome.stats.threshold_for_merged_share(records, args.share)
     variants = {
         UNPATCHED: (model, shape),
         **({} if args.options else {RATIO: (pack.nodes.CATomeFixedRatio.execute(
@@ -181,11 +185,13 @@ def main() -> None:
                 + ", reduced depth, random weights; whole blocks on merged image or video tokens",
         "command": f"python -m benchmarks.wan --family {args.family} --frames {args.frames} --height {args.height} "
                    f"--width {args.width} --blocks {args.blocks} --steps {steps} --repeats {args.repeats}"
-                   + (" --quick" if args.quick else "") + (" --options" if args.options else ""),
+                   + (" --quick" if args.quick else "") + (" --options" if args.options else "")
+                   + (f" --share {args.share:g}" if args.share != TARGET_MERGED else ""),
         **run_metadata(model),
         "model": {**config, "num_layers": args.blocks, "tokens": tokens, "video_tokens": tokens,
                   "text_tokens": FAMILIES[args.family][1], "latent": list(shape)},
         "steps": steps, "schedule": schedule, "sampler": "euler, cfg 1", "repeats": args.repeats,
+        "calibrated_share": args.share,
         "calibrated_thresholds": {ca_tome_name(kind, steps): t for kind, t in thresholds.items()},
         "calibration": "thresholds calibrated on seed 1 (noise and prompt) from a recorded 2-step run"
                        + (" (its step 0: the measured run reuses step 0's pairs)" if steps == 2 else "")
@@ -203,7 +209,8 @@ def result_name(args) -> str:
     if args.family == "qwen_image":
         return "dit_qwen_image"
     if args.options:
-        return f"dit_wan_options_{args.frames}frames"
+        share = "" if args.share == TARGET_MERGED else f"_share{round(100 * args.share)}"
+        return f"dit_wan_options_{args.frames}frames{share}"
     return "dit_wan" if (args.frames, args.steps) == (21, 2) else f"dit_wan_{args.frames}frames_{args.steps}steps"
 
 
