@@ -728,6 +728,7 @@ WAN_TARGET_SPEEDUP, WAN_TARGET_CEILING_SHARE = 2.5, 0.9
 
 
 WAN_OPTIONS_FILE = "dit_wan_options_21frames.json"
+WAN_OPTIONS_DENSER_FILE = "dit_wan_options_21frames_share65.json"  # the share t 0.25 merged on the dense video proxy
 
 
 def wan_rows(file: str = "dit_wan.json") -> dict[str, dict]:
@@ -984,10 +985,10 @@ def wan_default_steps() -> dict:
 WAN_GOAL = 1.8  # the DiT fidelity issue's goal for a Wan-width step at 32k tokens
 
 
-def wan_options_goal() -> str:
+def wan_options_goal(file: str = WAN_OPTIONS_FILE) -> str:
     """Each option's step at Wan width against the goal: the merged step, and two steps of Wan's
     default and of full steps (a run alternates a full and a merged one)."""
-    rows = wan_rows(WAN_OPTIONS_FILE)
+    rows = wan_rows(file)
     base = rows["unpatched"]
     step = {name: base["step_1_median"] / row["step_1_median"] for name, row in rows.items() if name.startswith("CA-ToMe")}
 
@@ -995,14 +996,40 @@ def wan_options_goal() -> str:
         value = base["run_median"] / rows[variant]["run_median"]
         return f"{times(value)} ({'met' if value >= WAN_GOAL else f'missed by {times(WAN_GOAL / value)}'})"
     return paragraph(
-        f"Goal: a Wan-width step at {load(WAN_OPTIONS_FILE)['model']['tokens']:,} tokens ≥ {WAN_GOAL}×. Step 1 (merged): "
+        f"Goal: a Wan-width step at {load(file)['model']['tokens']:,} tokens ≥ {WAN_GOAL}×. Step 1 (merged): "
         + "; ".join(f"{name.removeprefix('CA-ToMe, ')} {times(value)} ({'met' if value >= WAN_GOAL else 'missed'})"
                     for name, value in step.items())
-        + f". Over both steps: Wan's default ({wan_default_variant().removeprefix('CA-ToMe, ')}) "
+        + f". Over both steps: {wan_default_variant().removeprefix('CA-ToMe, ')} (Wan's default's mechanism) "
         f"{both_steps(wan_default_variant())}; full steps (the image default's mechanism: one full, one merged, as a "
         f"run alternates them) {both_steps(FULL_STEP_VARIANT)}. The fidelity of each option is "
         "the proxies' (DiT fidelity above): these random-weight latents say only that the runs differ."
-        + caveat_short(load(WAN_OPTIONS_FILE), f"`{WAN_OPTIONS_FILE}`: "))
+        + caveat_short(load(file), f"`{file}`: "))
+
+
+WAN_OPTION_ROWS = {"CA-ToMe, attention only": "attention only", "CA-ToMe, keys and values only": "keys and values only",
+                   FULL_STEP_VARIANT: "full every 2"}  # the Wan-width variant -> the fidelity runs' option
+
+
+def wan_speed_beside_fidelity() -> str:
+    """Each option at Wan width (two steps, at each calibrated share) beside what the dense video
+    proxy kept at the threshold whose attention-only share is nearest: two runs joined, estimates."""
+    rows = [row for row in dit_fidelity_rows() if row["model"] == DENSE_VIDEO]
+    lines = []
+    for file in (WAN_OPTIONS_FILE, WAN_OPTIONS_DENSER_FILE):
+        result, speed = load(file), wan_rows(file)
+        share = result.get("calibrated_share", TARGET_MERGED)
+        proxy = {row["threshold"]: row["merged_fraction"] for row in rows
+                 if row["option"].startswith("attention only") and row["steps"] == min(r["steps"] for r in rows)}
+        threshold = min(proxy, key=lambda t: abs(proxy[t] - share))
+        for variant, option in WAN_OPTION_ROWS.items():
+            kept = sorted((row for row in rows if row["threshold"] == threshold and row["option"].split(" (")[0] == option),
+                          key=lambda row: row["steps"])
+            lines.append([option, percent(share, 0), times(speed["unpatched"]["run_median"] / speed[variant]["run_median"]),
+                          f"{threshold:g}", "; ".join(f"{row['frame_psnr']:.1f} dB at {row['steps']} steps "
+                                                      f"({percent(row['merged_fraction'], 0)} merged)" for row in kept)
+                          or "not asked"])
+    return table(["option", "share calibrated at Wan width", "speed-up, two steps", "proxy threshold",
+                  "dense proxy kept, per frame"], lines)
 
 
 def unet_measured() -> dict:
@@ -1071,7 +1098,7 @@ def readme_gains() -> str:
     def bullet(groups, what, speed, model):
         names = ", ".join(family.name for family in FAMILIES if family.defaults in groups)
         ran = f"ran {measured_text(speed())}; " if speed else "speed not measured yet; "
-        return f"- **{names}** ({what}): {ran}{kept(model, groups[0])}."
+        return f"- **{names}** (default: {what}): {ran}{kept(model, groups[0])}."
 
     unet = unet_measured()
     return "\n".join([
@@ -1610,6 +1637,10 @@ GENERATORS = {
     "dit-wan-options": lambda: wan_table(WAN_OPTIONS_FILE),
     "dit-wan-options-goal": wan_options_goal,
     "dit-wan-options-source": lambda: run_source(WAN_OPTIONS_FILE),
+    "dit-wan-options-denser": lambda: wan_table(WAN_OPTIONS_DENSER_FILE),
+    "dit-wan-options-denser-goal": lambda: wan_options_goal(WAN_OPTIONS_DENSER_FILE),
+    "dit-wan-options-denser-source": lambda: run_source(WAN_OPTIONS_DENSER_FILE),
+    "dit-wan-speed-beside-fidelity": wan_speed_beside_fidelity,
     "dit-wan-targets": wan_targets,
     "dit-wan-matching": wan_matching,
     "dit-wan-ceiling": wan_cached_against_ceiling,
