@@ -91,9 +91,9 @@ UNET_DEFAULTS = Defaults(0.7, "CONFIG_3", 0, "the paper's, for SD1.x/SDXL UNets"
 # runs whole and refreshes each token's own update (the goal on every proxy). Wan's video (16 pixels a
 # token: 1,560 tokens a frame at 480p): only the attention merges, as measured on the proxy at that
 # density, at t = 0.3: the most picture that met the Wan-width speed goal (0.25 kept the fidelity goal
-# too and ran faster, for less picture); the 384-token-a-frame proxy lost more with it (below the goal), so video whose
-# tokens are that coarse (LTX-2, MiniMax-H3: 32 pixels a token) keeps full steps. Families without a
-# proxy of their own borrow the nearest one's.
+# too and ran faster, for less picture); the 384-token-a-frame proxy lost more with it (below the
+# goal), so video whose tokens are that coarse (LTX-2, MiniMax-H3: 32 pixels a token) keeps full
+# steps. Families without a proxy of their own borrow the nearest one's.
 FLUX_DEFAULTS = Defaults(0.3, "all", 2, "measured on the trained Flux proxies, 256 and 1,024 image tokens")
 WAN_DEFAULTS = Defaults(0.3, "all", 0, "measured on the trained Wan proxy at 1,536 tokens a frame",
                         dit_merge="attention only")
