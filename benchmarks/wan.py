@@ -13,8 +13,8 @@ after a warm-up, every step timed by the sampler's callback:
 - fixed ratio 0.5 on the CA-ToMe engine, matching every step;
 - CA-ToMe at the threshold that merges about half the tokens here (``--share`` with ``--options``;
   calibrated on another seed and prompt), schedule ``once`` (or CONFIG_3); on video with spatial
-  and with spatio-temporal cells, each searching its dsts in the default neighbourhood, and spatial cells with the global dst
-  search, each calibrated for itself;
+  and with spatio-temporal cells, each searching its dsts in the default neighbourhood, and
+  spatial cells with the global dst search, each calibrated for itself;
 - the free-merge ceiling: the unpatched model on a latent half as wide (half the tokens, no
   matching, no merge);
 - with ``--options`` (two steps, the default cells only, no fixed ratio): the DiT options at the
