@@ -914,10 +914,8 @@ def config3_checkpoints(steps: int = 50) -> str:
 NOT_MEASURED = "not measured yet"
 
 
-def measured(file: str, speed_up: float, merged: float, run: str) -> dict:
-    """One timed run's speed-up (random weights: its latent PSNR says only that the runs differ, so it
-    is left to BENCHMARKS.md)."""
-    return {"file": file, "speed_up": speed_up, "merged": merged, "run": run}
+def measured(file: str, speed_up: float, merged: float, fidelity: str, run: str) -> dict:
+    return {"file": file, "speed_up": speed_up, "merged": merged, "fidelity": fidelity, "run": run}
 
 
 def unet_run(size: int, name: str) -> dict:
@@ -925,8 +923,10 @@ def unet_run(size: int, name: str) -> dict:
     file = f"speed_{size}.json"
     result = load(file)
     run = result["runs"][name]
+    quality = run.get("fidelity_to_unpatched")
     threshold = result["calibrated_threshold"] if name.startswith("t50") else float(name.split()[0][1:])
     return measured(file, base_seconds(result) / run_seconds_per_step(run), run["merged_fraction"],
+                    f"image SSIM {quality['ssim']:.3f}" if quality else "fidelity not measured in this run",
                     f"SD1.5 UNet, {size}², {result['run_steps']} steps, t = {threshold:.2f}, `{name.split()[-1]}`")
 
 
@@ -935,7 +935,7 @@ def dit_run(file: str, blocks: str) -> dict:
     result = load(file)
     row = dit_variant(result, "CONFIG_3")
     return measured(file, dit_run_seconds(dit_variant(result, "unpatched")) / dit_run_seconds(row), row["merged_fraction"],
-                    f"{blocks}, {result['model']['image_tokens']:,} image tokens, {result['steps']} steps")
+                    latent_psnr(row), f"{blocks}, {result['model']['image_tokens']:,} image tokens, {result['steps']} steps")
 
 
 def whole_run(file: str, variant: str, blocks: str) -> dict:
@@ -944,7 +944,7 @@ def whole_run(file: str, variant: str, blocks: str) -> dict:
     rows = {row["variant"]: row for row in result["variants"]}
     row = rows[variant]
     return measured(file, rows["unpatched"]["run_median"] / row["run_median"], statistics.median(row["merged_fraction"]),
-                    f"{blocks}, {result['model']['tokens']:,} tokens, {result['steps']} steps")
+                    latent_psnr(row), f"{blocks}, {result['model']['tokens']:,} tokens, {result['steps']} steps")
 
 
 def dit_default_run() -> dict:
@@ -956,7 +956,7 @@ def dit_default_run() -> dict:
     option = full_step_option(FLUX_DEFAULTS.full_every)
     row = dit_variant(result, ca_tome_variant(result["calibrated_threshold"], f"all, {option}"))
     return measured(FULL_STEPS_FILE, dit_run_seconds(dit_variant(result, "unpatched")) / dit_run_seconds(row),
-                    row["merged_fraction"],
+                    row["merged_fraction"], latent_psnr(row),
                     f"Flux.1 blocks, {result['model']['image_tokens']:,} image tokens, {result['steps']} steps at cfg 1, "
                     f"{option}: the default's mechanism")
 
@@ -977,7 +977,7 @@ def wan_default_steps() -> dict:
     variant = wan_default_variant()
     row = rows[variant]
     return measured(WAN_OPTIONS_FILE, rows["unpatched"]["run_median"] / row["run_median"],
-                    statistics.median(row["merged_fraction"]),
+                    statistics.median(row["merged_fraction"]), latent_psnr(row),
                     f"two steps of a Wan 1.3B block, {load(WAN_OPTIONS_FILE)['model']['tokens']:,} tokens, "
                     f"{variant.removeprefix('CA-ToMe, ')}: the default's mechanism")
 
@@ -1064,8 +1064,13 @@ DIT_MEASURED = {  # family (as the family table names it) -> the README's run: t
 }
 
 
-def measured_text(measurement: dict) -> str:
-    return f"{times(measurement['speed_up'])} at {percent(measurement['merged'], 0)} merged ({measurement['run']})"
+def latent_psnr(row: dict) -> str:
+    return f"latent PSNR {row['fidelity_to_unpatched']['psnr_db']:.1f} dB to the unmerged run (random weights)"
+
+
+def measured_text(measurement: dict, fidelity: bool = True) -> str:
+    cost = f", {measurement['fidelity']}" if fidelity else ""
+    return f"{times(measurement['speed_up'])} at {percent(measurement['merged'], 0)} merged{cost} ({measurement['run']})"
 
 
 def readme_models_table() -> str:
@@ -1085,7 +1090,7 @@ def readme_models_table() -> str:
             files[done["file"]] = None
         lines.append([name, settings, measured_text(done) if done else NOT_MEASURED])
     sources = ", ".join(f"`{file}`{caveat_short(load(file))}" for file in files)
-    return (table(["model", "preset `model default` sets", "measured speed-up"], lines)
+    return (table(["model", "preset `model default` sets", "measured: speed-up, merged share, fidelity"], lines)
             + "\n\n" + paragraph(f"Borrowed: no proxy of its own, the nearest one's defaults. Runs merge at every step, "
                                    "at a threshold calibrated to half the tokens, unless they say they are the default's "
                                    f"mechanism. From `benchmarks/results/`: {sources}."))
@@ -1115,7 +1120,7 @@ def readme_gains() -> str:
 
     def bullet(groups, what, speed, model):
         names = ", ".join(family.name for family in FAMILIES if family.defaults in groups)
-        ran = f"ran {measured_text(speed())}; " if speed else "speed not measured yet; "
+        ran = f"ran {measured_text(speed(), fidelity=False)}; " if speed else "speed not measured yet; "
         return f"- **{names}** (default: {what}): {ran}{kept(model, groups[0])}."
 
     unet = unet_measured()
