@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
 
 from devkit.host import REPO_ROOT, import_comfy, run_metadata
 

@@ -27,8 +27,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .common import (CEILING, DIT_CEILING, DIT_RATIO, DIT_RATIO_AT_THRESHOLD_SHARE, FREE_MERGE, TARGET_MERGED,
-                     TRADEOFF_FAMILIES, TRADEOFF_GOAL, UNPATCHED, ca_tome_variant, full_step_option, speed_shape,
+from .common import (DIT_CEILING, DIT_RATIO_AT_THRESHOLD_SHARE, FREE_MERGE, TARGET_MERGED,
+                     TRADEOFF_FAMILIES, UNPATCHED, ca_tome_variant, full_step_option, speed_shape,
                      tradeoff_points)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -340,126 +340,11 @@ def easycache_table() -> str:
 
 # --- auto against CONFIG_3 (UNet: speed_512.json's runs, schedules.json) ---
 
-SAME_SHARE_POINTS = 0.01  # merged fractions this close count as "about the same share" for a fidelity comparison
-
-
-def schedule_pairs() -> list[tuple[dict, dict, dict]]:
-    """(CONFIG_3, auto tol=0.1, auto tol=0.2) rows of schedules.json, per step count."""
-    rows = load("schedules.json")["rows"]
-    by = {(row["steps"], row["schedule"]): row for row in rows}
-    return [(by[steps, "CONFIG_3"], by[steps, "auto tol=0.1"], by[steps, "auto tol=0.2"])
-            for steps in sorted({row["steps"] for row in rows})]
-
-
-def same_share(a: dict, b: dict) -> bool:
-    return abs(a["merged_fraction"] - b["merged_fraction"]) <= SAME_SHARE_POINTS
-
-
-def against(a, b) -> str:
-    return f"{a} against {b}"
-
-
 def require(condition: bool, block: str, words: str) -> None:
     """A generated sentence's words that are not numbers must stay true of the data."""
     if not condition:
         raise SystemExit(f"{block}: the result files no longer say that {words}; rewrite its text in benchmarks/report.py")
 
-
-def speed_512_notes() -> str:
-    """BENCHMARKS' bullets on what the 512² suite shows and cannot: savings, matching against the
-    machine's spread, the calibrated threshold, and fidelity at about half the tokens merged."""
-    result = load("speed_512.json")
-    steps, runs = result["steps"], result["runs"]
-    base = base_seconds(result)
-    saving = lambda name: percent(1 - steps[name]["later_steps"]["median"] / base, 0)  # noqa: E731
-    matching = steps["ours ratio 0.5, matching every step"]["matching_share"]["median"]
-    before = steps["ours ratio 0.5, matching every step, float32 ranking"]["matching_share"]["median"]
-    widths = [row["later_steps"]["max"] - row["later_steps"]["min"] for row in steps.values()]
-    drift = run_seconds_per_step(runs["unpatched"]) / base - 1
-    resolvable = matching * base > min(widths)
-    threshold = result["calibrated_threshold"]
-    ratio = runs["ratio CONFIG_3"]["fidelity_to_unpatched"]
-    merging = {name: run for name, run in runs.items() if name.startswith("t") and run["matchings"]}
-    require(all(run["fidelity_to_unpatched"]["psnr"] > ratio["psnr"] for run in merging.values()), "speed-512-notes",
-            "every threshold run came out closer to the unpatched image than the fixed ratio at 50 %")
-    shares = [100 * run["merged_fraction"] for run in merging.values()]
-    psnrs = [run["fidelity_to_unpatched"]["psnr"] for run in merging.values()]
-    bullets = [
-        f"Merging half the top-level tokens saves {saving(FREE_MERGE)} of a step here (free-merge ceiling), the built-in "
-        f"node (q only) {saving('builtin Tome r=0.5 (q only)')}; skipping that attention entirely "
-        f"{saving('ceiling: top-level self-attention skipped')}: at 512² the top-level self-attention is a small part of "
-        "an SD1.5 step, which caps every merging method.",
-        f"Matching costs {percent(matching)} of a step where it runs ({percent(before)} with the float32 ranking of "
-        f"before). The cache saves that on cached steps, about {matching * base:.2f} s, against this machine's spread: "
-        f"one variant's step times span {min(widths):.2f}–{max(widths):.2f} s, and the runs phase ran "
-        f"{percent(abs(drift))} {'slower' if drift > 0 else 'faster'} than the step phase (the unpatched 20-step run's "
-        "s/step against the unpatched step median). "
-        + ("So the cache's effect is resolvable here." if resolvable else
-           "So at 512² the cache's effect is **not resolvable** here; each run is compared with ceiling steps timed "
-           "beside it; at 1024² the cache saves more."),
-        f"The calibration (on another prompt and seed) gave t = {threshold:.2f}, which merged "
-        f"{span([100 * run['merged_fraction'] for name, run in merging.items() if name.startswith('t50')], 0, ' %')} "
-        f"on the measured prompt and seed against the {percent(TARGET_MERGED, 0)} it was calibrated for: the share a "
-        "threshold merges moves with the content.",
-        f"Fidelity at about half the tokens merged: CA-ToMe's threshold runs ({span(shares, 0, ' %')} merged: "
-        f"{span(psnrs, 2, ' dB')}) stay closer to the unpatched image than the fixed ratio at 50 % "
-        f"({ratio['psnr']:.2f} dB; the PSNR and SSIM columns) — the paper's point: merging only pairs that are "
-        "similar enough.",
-    ]
-    return "\n".join(textwrap.fill(f"- {b}", 100, subsequent_indent="  ") for b in bullets)
-
-
-def speed_512_auto() -> str:
-    """BENCHMARKS' phrase on the 512² runs of `auto`, CONFIG_3 and `all` at t = 0.7."""
-    runs = load("speed_512.json")["runs"]
-    cells = [f"{label} ({runs[name]['matchings']} matchings, {percent(runs[name]['merged_fraction'])} merged, "
-             f"{runs[name]['fidelity_to_unpatched']['psnr']:.2f} dB)"
-             for label, name in (("`auto`", "t0.7 auto"), ("CONFIG_3", "t0.7 CONFIG_3"), ("`all`", "t0.7 all"))]
-    auto, others = runs["t0.7 auto"], [runs["t0.7 CONFIG_3"], runs["t0.7 all"]]
-    require(all(auto["fidelity_to_unpatched"]["psnr"] > run["fidelity_to_unpatched"]["psnr"] and
-                auto["merged_fraction"] < run["merged_fraction"] for run in others), "speed-512-auto",
-            "auto came out closer and merged the least")
-    return (f"{cells[0]} came out closer than {cells[1]} and {cells[2]}, but it also merged the least, which by "
-            "itself brings an image closer: this is no like-for-like comparison of the schedules (the 256² "
-            "schedule study below has one)")
-
-
-def schedules_notes() -> str:
-    """The paragraph under the schedules table: matchings, shares and fidelity side by side, and
-    a fidelity verdict only where the two merged about the same share."""
-    pairs = schedule_pairs()
-    config3, tol1, tol2 = ([p[i] for p in pairs] for i in range(3))
-
-    def column(rows, cell):
-        return "/".join(cell(row) for row in rows)
-
-    matchings = lambda row: str(row["matchings"])  # noqa: E731
-    merged = lambda row: f"{100 * row['merged_fraction']:.1f}"  # noqa: E731
-    closer = "/".join(f"{a['psnr'] - c['psnr']:+.2f}" for c, a in zip(config3, tol1))
-    require(all(a["matchings"] < c["matchings"] and a["psnr"] > c["psnr"] and a["merged_fraction"] < c["merged_fraction"]
-                for c, a in zip(config3, tol1)), "schedules-notes", "auto matched less, came out closer and merged less")
-    text = (f"At {column(config3, lambda row: str(row['steps']))} steps `auto` (tolerance 0.1) ran "
-            f"{column(tol1, matchings)} matchings against CONFIG_3's {column(config3, matchings)} (tolerance 0.2: "
-            f"{column(tol2, matchings)}). Its images came out closer (image PSNR {closer} dB), but it also merged "
-            f"less ({column(tol1, merged)} % against {column(config3, merged)} %), and merging less by itself brings "
-            "an image closer. ")
-    equal = [(c, a, b) for c, a, b in pairs if same_share(c, a)]
-    for c, a, b in equal:
-        require(a["psnr"] > c["psnr"] and (b["psnr"] > c["psnr"] or not same_share(c, b)), "schedules-notes",
-                "auto was closer at the same share")
-        text += (f"At {c['steps']} steps the two merged about the same share "
-                 f"({against(percent(a['merged_fraction']), percent(c['merged_fraction']))}): there `auto` was "
-                 f"{a['psnr'] - c['psnr']:.2f} dB closer with {against(a['matchings'], c['matchings'])} matchings")
-        text += (f", tolerance 0.2 ({percent(b['merged_fraction'])}) {b['psnr'] - c['psnr']:.2f} dB closer with "
-                 f"{b['matchings']}. " if same_share(c, b) else ". ")
-    text += (f"{'That is the only' if len(equal) == 1 else 'Those are the'} like-for-like fidelity comparison"
-             f"{'' if len(equal) == 1 else 's'} of the two here (one seed, random weights); at the other step counts "
-             "the data shows fewer matchings, not equal-share fidelity." if equal else
-             "No step count has both at about the same share, so these runs compare matchings, not equal-share fidelity.")
-    return paragraph(text)
-
-
-# --- engine microbenchmarks (benchmarks.micro) ---
 
 PRODUCT_ROWS = ("src x dst product", "max over dsts")  # timed on a chunk of srcs, scaled to all srcs
 
@@ -496,18 +381,6 @@ def micro_table() -> str:
             + f"\n\nPeak extra memory of one matching (`plan_merge`, t = 0.7), each in a fresh process, at **batch "
             f"{memory_batch}** (not the timings' batch), on a metric in which a quarter of the tokens merge:\n\n"
             + table([f"grid, batch {memory_batch}", "peak extra memory", "tokens merged"], memory))
-
-
-def bf16_ranking_speed() -> str:
-    """The phrase on the bf16 ranking's speed-up, from micro.json's float32 and bf16 rows."""
-    engine = load("micro.json")["engine_ms"]
-
-    def gains(part):
-        return [row[f"{part}, float32 ranking"]["median"] / row[f"{part}, bf16 ranking"]["median"] for row in engine.values()]
-
-    product = gains("src x dst product")
-    whole = gains("plan_merge ratio 0.5") + gains("plan_merge t=0.7")
-    return f"{span(product)} faster in bf16 than in float32, a whole matching (`plan_merge`) {span(whole)} faster"
 
 
 def ranking_table() -> str:
@@ -603,42 +476,6 @@ def dit_targets_table() -> str:
     return table(["target (random weights, 1024² token count)", "measured", "verdict"], rows)
 
 
-def dit_equal_share_gaps() -> dict[str, float]:
-    """Per DiT family: latent PSNR of the fixed ratio at CA-ToMe's share minus CA-ToMe `all`'s."""
-    gaps = {}
-    for family, file in DIT_FILES.items():
-        result = load(file)
-        ratio, threshold = dit_variant(result, DIT_RATIO_AT_THRESHOLD_SHARE), dit_variant(result, "all")
-        gaps[family] = ratio["fidelity_to_unpatched"]["psnr_db"] - threshold["fidelity_to_unpatched"]["psnr_db"]
-    return gaps
-
-
-def dit_notes(file: str) -> str:
-    """The paragraph under a DiT table: what the ceiling, the fixed ratio and the cached schedules
-    ran at, and the threshold rule's fidelity against the fixed ratio at exactly equal share."""
-    result = load(file)
-    base, ceiling = (dit_run_seconds(dit_variant(result, name)) for name in ("unpatched", DIT_CEILING))
-    every, config3, auto = (dit_variant(result, schedule) for schedule in ("all", "CONFIG_3", "auto"))
-
-    def kept(row) -> str:
-        return f"{100 * (base - dit_run_seconds(row)) / (base - ceiling):.0f} %"
-
-    gap = next(gap for family, gap in dit_equal_share_gaps().items() if DIT_FILES[family] == file)
-    require(auto["merged_fraction"] < every["merged_fraction"], f"{file} notes", "auto merged less than all")
-    text = (f"At half the image tokens the ceiling ran {times(base / ceiling)} and the fixed ratio matching every "
-            f"step {times(base / dit_run_seconds(dit_variant(result, DIT_RATIO)))}. CONFIG_3 ({config3['matchings']} "
-            f"matchings against `all`'s {every['matchings']}) kept {kept(config3)} of the ceiling's saving at "
-            f"{percent(config3['merged_fraction'])} merged; `auto` ({auto['matchings']} matchings) merged "
-            f"{percent(auto['merged_fraction'])} at the same t against `all`'s {percent(every['merged_fraction'])}, "
-            f"so it kept less: {kept(auto)}. At exactly equal share (both matching every step) the threshold rule was "
-            f"{abs(gap):.1f} dB of latent PSNR {'below' if gap > 0 else 'above'} the fixed ratio on these random weights.")
-    spreads = [(max(row["run_seconds"]) - min(row["run_seconds"])) / dit_run_seconds(row) for row in result["variants"]]
-    return paragraph(text + f" Over the {result['repeats']} repeats a variant's runs spread by "
-                     f"{span([100 * x for x in spreads], 0, ' %')} of their median (max − min).")
-
-
-# --- the pack's requirements ---
-
 def readme_requirements() -> str:
     """The requirements README says the pack installs: requirements.txt's, which must never list torch."""
     specs = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
@@ -674,21 +511,6 @@ def massive_shift(data: dict, name: str) -> float:
     shares = [r for r in data["shares"] if r["similarity"] == name]
     base = {r["channels"]: r["merged_fraction"] for r in shares if r["scale"] == 0}
     return max(abs(a - b) for r in shares if r["scale"] for a, b in zip(r["merged_fraction"], base[r["channels"]]))
-
-
-def dit_similarity_shift() -> str:
-    """The phrase on what massive channels do to the chosen DiT similarity and to the raw one."""
-    result = load("dit_similarity.json")
-    conditions = [r for r in next(iter(result["families"].values()))["shares"] if r["scale"]]
-    channels = sorted({r["channels"] for r in conditions})
-    scales = sorted({r["scale"] for r in conditions})
-    chosen = max(massive_shift(d, result["chosen"]) for d in result["families"].values())
-    raw = max(massive_shift(d, "raw") for d in result["families"].values())
-    require(chosen < raw, "dit-similarity-shift", "the chosen similarity moves less than the raw stream")
-    return (f"with {channels[0]}–{channels[-1]} such channels at {scales[0]}–{scales[-1]}× the median channel "
-            f"magnitude injected into tiny Flux and SD3 models, the merged share at a fixed threshold moved by at "
-            f"most {100 * chosen:.1f} points (on the raw residual stream: up to {100 * raw:.1f} points, to the 75 % cap)"
-            + caveat_short(result, "`dit_similarity.json`: "))
 
 
 def dit_similarity_table() -> str:
@@ -755,50 +577,6 @@ def wan_table(file: str = "dit_wan.json") -> str:
 WAN_CEILING, WAN_CACHED = "ceiling: half the tokens, no merge", "CA-ToMe, checkpoint step then cached step"
 
 
-def wan_ceiling_share() -> float:
-    """The share of the ceiling's saving that CA-ToMe's cached step kept."""
-    rows = wan_rows()
-    base, ceiling = rows["unpatched"]["step_1_median"], rows[WAN_CEILING]["step_1_median"]
-    return (base - rows[WAN_CACHED]["step_1_median"]) / (base - ceiling)
-
-
-def wan_cached_against_ceiling() -> str:
-    """The phrase on how close the cached step came to the ceiling, and whether the repeats separate them."""
-    rows, share = wan_rows(), wan_ceiling_share()
-    if share <= 1:
-        return f"the cached step kept {percent(share, 0)} of the ceiling's saving"
-    (cached_low, cached_high), (ceiling_low, ceiling_high) = (rows[name]["step_1_range"] for name in (WAN_CACHED, WAN_CEILING))
-    overlap = max(cached_low, ceiling_low) <= min(cached_high, ceiling_high)
-    return (f"the cached step came out faster than the ceiling ({percent(share, 0)} of its saving; over the repeats "
-            f"{cached_low:.1f}–{cached_high:.1f} s against {ceiling_low:.1f}–{ceiling_high:.1f} s, "
-            + ("ranges that overlap" if overlap else "ranges that do not overlap")
-            + "): the ceiling runs the same token count through a latent half as wide, which is not the same "
-            "computation (another RoPE grid, another memory layout), so at this size it bounds nothing — "
-            f"{percent(share, 0)} says the cached step was no slower than this stand-in, not what share of a "
-            "true bound it reached")
-
-
-def wan_targets() -> str:
-    """The video target: the cached step's speed-up at its merged share, and its share of the ceiling's saving."""
-    rows = wan_rows()
-    base, ceiling = rows["unpatched"]["step_1_median"], rows[WAN_CEILING]["step_1_median"]
-    cached = rows[WAN_CACHED]
-    seconds, merged = cached["step_1_median"], statistics.median(cached["merged_fraction"])
-    share = wan_ceiling_share()
-    caveat = caveat_short(load("dit_wan.json"), "`dit_wan.json`: ")
-    speed = (f"CA-ToMe's cached step: {times(base / seconds)} at {percent(merged)} of the video tokens merged "
-             f"(target ≥ {WAN_TARGET_SPEEDUP}× at 50 %)")
-    if share > 1:  # faster than the "ceiling": the ceiling bounds nothing, so its target cannot be judged
-        return (speed + " — **" + ("met" if base / seconds >= WAN_TARGET_SPEEDUP else "not met") + "**; against the "
-                f"free-merge ceiling (target ≥ {percent(WAN_TARGET_CEILING_SHARE, 0)} of its saving) **not judged**: "
-                f"the cached step ran faster than that ceiling ({percent(share, 0)} of its saving; the ceiling: "
-                f"{times(base / ceiling)}), so here it bounds nothing" + caveat)
-    met = base / seconds >= WAN_TARGET_SPEEDUP and share >= WAN_TARGET_CEILING_SHARE
-    return (speed + f", {percent(share, 0)} of the free-merge ceiling's saving "
-            f"(target ≥ {percent(WAN_TARGET_CEILING_SHARE, 0)}; the ceiling: {times(base / ceiling)}) — "
-            + ("**met**" if met else "**not met**") + caveat)
-
-
 WAN_MATCHING_LIMIT = 0.05  # the video issue's bound on one matching's share of a checkpoint step
 
 
@@ -819,43 +597,6 @@ def wan_matching() -> str:
             f"with the global dst search ({percent(every_share)} of its checkpoint step{past}), and {near:.2f} s "
             f"({percent(near_share)}) with the neighbourhood search, the default ({temporal:.2f} s, "
             f"{percent(temporal_share)}, with spatio-temporal cells)")
-
-
-def video_cells_at_ratio(weights: str, video: str, cells: str, search: str) -> float:
-    """Latent PSNR of the fixed-ratio run (equal share) of one video-cells configuration."""
-    return next(r["fidelity_to_unmerged"]["psnr_db"] for r in load("video_cells.json")["rows"]
-                if (r["weights"], r["video"], r["cells"], r["search"]) == (weights, video, cells, search) and "ratio" in r)
-
-
-def video_cells_gaps(better: tuple[str, str], worse: tuple[str, str]) -> dict[str, dict[str, float]]:
-    """weights → video → dB by which the (cells, search) ``better`` beat ``worse`` at equal share."""
-    rows = load("video_cells.json")["rows"]
-    return {weights: {video: video_cells_at_ratio(weights, video, *better) - video_cells_at_ratio(weights, video, *worse)
-                      for video in dict.fromkeys(r["video"] for r in rows)}
-            for weights in dict.fromkeys(r["weights"] for r in rows)}
-
-
-def gaps_words(gaps: dict[str, dict[str, float]]) -> str:
-    return "; ".join(f"{weights} weights " + ", ".join(f"{gap:+.1f} dB on {video}" for video, gap in by_video.items())
-                     for weights, by_video in gaps.items())
-
-
-def video_cells_verdict() -> str:
-    """Why ``video_cells`` defaults to spatial: fidelity at equal share, and the share at equal t."""
-    rows = load("video_cells.json")["rows"]
-    gaps = video_cells_gaps(("spatial", "neighbourhood"), ("spatio-temporal", "neighbourhood"))
-    require(all(gap > 0 for by_video in gaps.values() for gap in by_video.values()), "video-cells-verdict",
-            "spatial cells are closer at equal share on every video, trained and random")
-    spatial_cap = max(r["merged_fraction"] for r in rows if r["cells"] == "spatial")
-    temporal_cap = max(r["merged_fraction"] for r in rows if r["cells"] == "spatio-temporal")
-    harsher = [video_cells_at_ratio("random", r["video"], r["cells"], r["search"])
-               - video_cells_at_ratio("trained", r["video"], r["cells"], r["search"])
-               for r in rows if r["weights"] == "trained" and "ratio" in r]
-    return (f"at equal share (the fixed ratio 0.5, neighbourhood search) spatial cells stayed closer to the unmerged "
-            f"run than spatio-temporal ones on every video, trained weights as random ({gaps_words(gaps)}), so "
-            f"`video_cells` defaults to spatial; spatio-temporal cells can merge more (up to {percent(temporal_cap)} "
-            f"against {percent(spatial_cap)}: a cell over two frames keeps one token of eight) and hold half the dsts. "
-            f"At equal share the trained model's output moved {span(harsher, 1, ' dB')} more than the random one's")
 
 
 def run_table(name: str) -> str:
@@ -982,30 +723,6 @@ def wan_default_steps() -> dict:
                     f"{variant.removeprefix('CA-ToMe, ')}: the default's mechanism")
 
 
-WAN_GOAL = 1.8  # the DiT fidelity issue's goal for a Wan-width step at 32k tokens
-
-
-def wan_options_goal(file: str = WAN_OPTIONS_FILE) -> str:
-    """Each option's step at Wan width against the goal: the merged step, and two steps of Wan's
-    default and of full steps (a run alternates a full and a merged one)."""
-    rows = wan_rows(file)
-    base = rows["unpatched"]
-    step = {name: base["step_1_median"] / row["step_1_median"] for name, row in rows.items() if name.startswith("CA-ToMe")}
-
-    def both_steps(variant):
-        value = base["run_median"] / rows[variant]["run_median"]
-        return f"{times(value)} ({'met' if value >= WAN_GOAL else f'missed by {times(WAN_GOAL / value)}'})"
-    return paragraph(
-        f"Goal: a Wan-width step at {load(file)['model']['tokens']:,} tokens ≥ {WAN_GOAL}×. Step 1 (merged): "
-        + "; ".join(f"{name.removeprefix('CA-ToMe, ')} {times(value)} ({'met' if value >= WAN_GOAL else 'missed'})"
-                    for name, value in step.items())
-        + f". Over both steps: {wan_default_variant().removeprefix('CA-ToMe, ')} (Wan's default's mechanism) "
-        f"{both_steps(wan_default_variant())}; full steps (the image default's mechanism: one full, one merged, as a "
-        f"run alternates them) {both_steps(FULL_STEP_VARIANT)}. The fidelity of each option is "
-        "the proxies' (DiT fidelity above): these random-weight latents say only that the runs differ."
-        + caveat_short(load(file), f"`{file}`: "))
-
-
 WAN_OPTION_ROWS = {"CA-ToMe, attention only": "attention only", "CA-ToMe, keys and values only": "keys and values only",
                    FULL_STEP_VARIANT: "full every 2"}  # the Wan-width variant -> the fidelity runs' option
 
@@ -1046,8 +763,10 @@ def readme_wan_faster() -> str:
     from ca_tome.comfyui.families import WAN_DEFAULTS
 
     point = min((p for p in wan_option_points() if p["option"] == WAN_DEFAULTS.dit_merge), key=lambda p: p["threshold"])
+    cited = ", ".join(f"`{file}`" + caveat_short(load(file))
+                      for file in (point["file"], *sorted({row["file"] for row in point["kept"]})))
     return (f"on Wan, `threshold` {point['threshold']:g} ran two Wan-width steps {times(point['speed_up'])} where the "
-            f"proxy kept, per frame, {frames_kept(point['kept'])} (`{point['file']}`; two runs joined, an estimate)")
+            f"proxy kept, per frame, {frames_kept(point['kept'])} ({cited}; two runs joined, an estimate)")
 
 
 def unet_measured() -> dict:
@@ -1065,7 +784,7 @@ DIT_MEASURED = {  # family (as the family table names it) -> the README's run: t
 
 
 def latent_psnr(row: dict) -> str:
-    return f"latent PSNR {row['fidelity_to_unpatched']['psnr_db']:.1f} dB to the unmerged run (random weights)"
+    return f"latent PSNR {row['fidelity_to_unpatched']['psnr_db']:.1f} dB (random weights)"
 
 
 def measured_text(measurement: dict, fidelity: bool = True) -> str:
@@ -1091,9 +810,9 @@ def readme_models_table() -> str:
         lines.append([name, settings, measured_text(done) if done else NOT_MEASURED])
     sources = ", ".join(f"`{file}`{caveat_short(load(file))}" for file in files)
     return (table(["model", "preset `model default` sets", "measured: speed-up, merged share, fidelity"], lines)
-            + "\n\n" + paragraph(f"Borrowed: no proxy of its own, the nearest one's defaults. Runs merge at every step, "
-                                   "at a threshold calibrated to half the tokens, unless they say they are the default's "
-                                   f"mechanism. From `benchmarks/results/`: {sources}."))
+            + "\n\n" + paragraph(f"Borrowed: no proxy of its own, the nearest one's defaults. Latent PSNR: against the unmerged "
+                                   "run. Runs merge at every step, at a threshold calibrated to half the tokens, unless "
+                                   f"they say they are the default's mechanism. From `benchmarks/results/`: {sources}."))
 
 
 def readme_gains() -> str:
@@ -1113,14 +832,16 @@ def readme_gains() -> str:
         tokens = models[model]["tokens"] // (models[model]["frames"] if video else 1)
         quality = (" and ".join(f"{row['frame_psnr']:.1f}" for row in found) + " dB per frame" if video
                    else "SSIM " + " and ".join(f"{row['ssim']:.3f}" for row in found))
-        files = ", ".join(f"`{file}`" for file in sorted({row["file"] for row in found}))
+        files = ", ".join(f"`{file}`{caveat_short(load(file))}" for file in sorted({row["file"] for row in found}))
         steps = " and ".join(str(row["steps"]) for row in found)
         frame = " a frame" if video else ""
         return f"kept {quality} at {steps} steps on the proxy trained here at {tokens:,} tokens{frame} ({files})"
 
     def bullet(groups, what, speed, model):
         names = ", ".join(family.name for family in FAMILIES if family.defaults in groups)
-        ran = f"ran {measured_text(speed(), fidelity=False)}; " if speed else "speed not measured yet; "
+        timed = speed() if speed else None
+        ran = (f"ran {measured_text(timed, fidelity=False)}" + caveat_short(load(timed["file"]), f"`{timed['file']}`: ")
+               + "; " if timed else "speed not measured yet; ")
         return f"- **{names}** (default: {what}): {ran}{kept(model, groups[0])}."
 
     unet = unet_measured()
@@ -1156,8 +877,13 @@ DENSE_VIDEO = "wan21_1k"
 
 
 def dit_fidelity_rows() -> list[dict]:
-    """Every row of the DiT fidelity runs, each with the file it came from."""
-    return [{**row, "file": file} for file in FIDELITY_FILES for row in load(file)["rows"]]
+    """Every row of the DiT fidelity runs, each with the file it came from; a setting asked again in
+    a later file (rerun on newer code) is that file's."""
+    rows = {}
+    for file in FIDELITY_FILES:
+        for row in load(file)["rows"]:
+            rows[row["model"], row["steps"], row["option"], row["threshold"]] = {**row, "file": file}
+    return list(rows.values())
 
 
 def dit_fidelity_models() -> dict:
@@ -1218,62 +944,23 @@ def dit_fidelity_table(video: bool = False) -> str:
                         "share, counted, not timed (no matching, merge or unmerge). –: not asked."))
 
 
-def option_gains(groups: dict, metric: str, better: str, worse: str) -> list[float]:
-    """``metric`` of option ``better`` less that of ``worse``, at every (proxy, steps, threshold) both were asked."""
-    gains = []
-    for (model, steps, option), rows in groups.items():
-        if option == better and (model, steps, worse) in groups:
-            by_threshold = {row["threshold"]: row for row in groups[model, steps, worse]}
-            gains += [row[metric] - by_threshold[row["threshold"]][metric] for row in rows
-                      if row["threshold"] in by_threshold]
-    return gains
-
-
-def dit_fidelity_verdict() -> str:
-    """What the stored updates, attention only and whole edge blocks do, how the cost moves with
-    density, and which settings reach the goals."""
+def dit_fidelity_best() -> str:
+    """Per proxy and step count: the setting with the highest bound that reached the goal (the
+    defaults are chosen from these)."""
     goals = load(FIDELITY_FILES[0])["goals"]
-    images, videos = dit_fidelity_groups(False), dit_fidelity_groups(True)
-    fewest = min(key[1] for key in videos)
-    per_frame = {name: model["tokens"] // model["frames"] for name, model in dit_fidelity_models().items()
-                 if name in ("wan21", DENSE_VIDEO)}
-    every, full2, bare = (full_step_option(0), full_step_option(2), f"{full_step_option(2)}, no stored updates")
-    kv, attention = "keys and values only (size-weighted)", "attention only (size-weighted)"
-    edges = f"{full_step_option(2)}, first and last blocks whole"
-    ssim_gain = option_gains(images, "ssim", full2, bare)
-    frame_gain = option_gains({k: v for k, v in videos.items() if k[0] != DENSE_VIDEO}, "frame_psnr", full2, bare)
-    require(min(ssim_gain) > 0, "dit-fidelity-verdict", "stored updates raise SSIM at every image threshold")
-    attention_loss = option_gains(images, "ssim", attention, kv)
-    require(max(attention_loss) < 0, "dit-fidelity-verdict", "attention only keeps less than keys and values only")
-    edge_gain = option_gains(images, "ssim", edges, full2)
-    density = []
-    for steps in sorted({key[1] for key in images}):
-        low, high = images["flux", steps, every], images["flux1k", steps, every]
-        density.append(f"{steps} steps: " + ", ".join(
-            f"t = {a['threshold']}: {100 * a['merged_fraction']:.0f} → {100 * b['merged_fraction']:.0f} % merged, "
-            f"SSIM {a['ssim']:.3f} → {b['ssim']:.3f}" for a, b in zip(low, high)))
-    video_density = [
-        f"{option}, t = {a['threshold']}: {100 * a['merged_fraction']:.0f} → {100 * b['merged_fraction']:.0f} % merged, "
-        f"{a['frame_psnr']:.1f} → {b['frame_psnr']:.1f} dB per frame"
-        for (model, steps, option), rows in videos.items() if model == "wan21" and steps == fewest
-        and (DENSE_VIDEO, steps, option) in videos
-        for a in rows for b in videos[DENSE_VIDEO, steps, option] if a["threshold"] == b["threshold"]]
-    picks = [f"{model}, {steps} steps: " + ("none" if row is None else (
-        f"t = {row['threshold']}, {row['option']} ({percent(row['merged_fraction'], 0)} merged, bound "
-        f"{' / '.join(times(b) for b in row['speed_bound'].values())})")) for (model, steps), row in best_settings().items()]
-    return paragraph(
-        f"A full step every 2 with stored updates against the same full steps without them: SSIM "
-        f"{span(ssim_gain, 3, '')} higher on the image proxies at every threshold; per-frame PSNR "
-        f"{min(frame_gain):+.1f} to {max(frame_gain):+.1f} dB on the video proxy (by threshold, the largest gains at the "
-        f"largest shares). Attention only against keys and values only at the same threshold: SSIM "
-        f"{span([-g for g in attention_loss], 3, '')} lower (merging the queries too costs more than it saves). "
-        f"Whole first and last blocks against a full step every 2 alone: SSIM {min(edge_gain):+.3f} to "
-        f"{max(edge_gain):+.3f}. From 256 to 1,024 tokens, every step merged ({'; '.join(density)}). "
-        f"From {per_frame['wan21']:,} to {per_frame[DENSE_VIDEO]:,} tokens a frame, at {fewest} steps: "
-        f"{'; '.join(video_density)}. "
-        f"The setting with the highest bound that reaches the goal (SSIM ≥ {goals['image_ssim']}, "
-        f"per-frame PSNR ≥ {goals['video_frame_psnr']:g} dB), averaged over the three runs: "
-        f"{'; '.join(picks)}." + "".join(caveat_short(load(file), f"`{file}`: ") for file in FIDELITY_FILES))
+    lines = []
+    for (model, steps), row in best_settings().items():
+        if row is None:
+            lines.append([model, str(steps), "none", "–", "–", "–"])
+            continue
+        kept = f"{row['frame_psnr']:.1f} dB per frame" if "frame_psnr" in row else f"SSIM {row['ssim']:.3f}"
+        lines.append([model, str(steps), f"t = {row['threshold']}, {row['option']}", percent(row["merged_fraction"], 0),
+                      kept, " / ".join(times(b) for b in row["speed_bound"].values())])
+    widths = " / ".join(next(iter(dit_fidelity_rows()))["speed_bound"])
+    return (table(["proxy", "steps", "setting", "merged", "kept", f"bound at {widths}"], lines) + "\n\n"
+            + paragraph(f"Goal: SSIM ≥ {goals['image_ssim']}, per-frame PSNR ≥ {goals['video_frame_psnr']:g} dB, "
+                        "averaged over the three runs."
+                        + "".join(caveat_short(load(file), f"`{file}`: ") for file in FIDELITY_FILES)))
 
 
 def dit_fidelity_sources() -> str:
@@ -1336,42 +1023,7 @@ def video_cells_table() -> str:
     return table(header, lines)
 
 
-def video_search_verdict() -> str:
-    """What the neighbourhood search gives up against the global one: the share at equal t, the
-    fidelity at equal share."""
-    rows = load("video_cells.json")["rows"]
-    gaps = {cells: video_cells_gaps((cells, "global"), (cells, "neighbourhood")) for cells in ("spatial", "spatio-temporal")}
-    every = [gap for by_weights in gaps.values() for by_video in by_weights.values() for gap in by_video.values()]
-    require(all(gap > 0 for gap in every), "video-search-verdict", "the global search is closer at equal share")
-    pairs = {}
-    for row in rows:
-        if "threshold" in row:
-            pairs.setdefault((row["weights"], row["video"], row["cells"], row["threshold"]), {})[row["search"]] = row
-    share_loss = {weights: max(p["global"]["merged_fraction"] - p["neighbourhood"]["merged_fraction"]
-                               for key, p in pairs.items() if key[0] == weights)
-                  for weights in dict.fromkeys(r["weights"] for r in rows)}
-    return (f"at equal share (the fixed ratio 0.5) the global search stayed {span(every, 1, ' dB')} closer to the "
-            f"unmerged run than the neighbourhood search, for both kinds of cells, every video, trained weights as "
-            f"random; at equal t the neighbourhood search merged up to "
-            + " and ".join(f"{100 * loss:.0f} points less ({weights})" for weights, loss in share_loss.items()))
-
-
-# --- speed under torch.compile (benchmarks.compiled) ---
-
 COMPILED_FILES = {"full SD1.5 UNet, 1024²": "compiled_unet.json", "Flux block, 4096 tokens": "compiled_flux.json"}
-COMPILED_TARGET = 0.8  # share of its eager saving the merged step keeps under compile
-
-
-def compiled_savings(result: dict) -> tuple[float, float]:
-    """(eager saving, compiled saving) of the merged step: 1 − merged / unpatched, step medians."""
-    rows = result["variants"]
-
-    def saving(mode):
-        return 1 - rows[f"{mode}, merged"]["later_steps_median"] / rows[f"{mode}, unpatched"]["later_steps_median"]
-
-    return saving("eager"), saving("compiled")
-
-
 def compiled_table() -> str:
     """Per shape and variant: s/step (median and range over every timed step), speed-up over the
     same mode's unpatched step, and what dynamo compiled (warm-up; during the timed runs)."""
@@ -1393,28 +1045,6 @@ def compiled_table() -> str:
 def compiled_sources() -> str:
     return "\n".join(f"- {shape}: `benchmarks/results/{file}` — `{result['command']}`, {provenance(result)}"
                      + caveat_long(result) for shape, file in COMPILED_FILES.items() for result in [load(file)])
-
-
-def compiled_verdict() -> str:
-    """How much of its eager saving the merged step keeps under compile, per shape, against the target."""
-    parts, met = [], True
-    for shape, file in COMPILED_FILES.items():
-        eager, compiled = compiled_savings(load(file))
-        met &= compiled >= COMPILED_TARGET * eager
-        parts.append(f"{shape}: {percent(compiled, 0)} of a compiled step saved against {percent(eager, 0)} eager, "
-                     f"{percent(compiled / eager, 0)} of the eager saving kept" + caveat_short(load(file)))
-    return "; ".join(parts) + f" (target ≥ {percent(COMPILED_TARGET, 0)}) — " + ("**met**" if met else "**not met**")
-
-
-# --- speed against fidelity (benchmarks.tradeoff) ---
-
-def speed_at_ssim(points: list[dict], ssim: float) -> float | None:
-    """A curve's speed-up at ``ssim``, linear between its points and the unmerged (1.0, 1×); None outside it."""
-    curve = sorted([(1.0, 1.0)] + [(p["ssim"], p["speed_up"]) for p in points], reverse=True)
-    for (a, speed_a), (b, speed_b) in zip(curve, curve[1:]):
-        if b <= ssim <= a:
-            return speed_a if a == b else speed_b + (speed_a - speed_b) * (ssim - b) / (a - b)
-    return None
 
 
 def tradeoff_table() -> str:
@@ -1442,46 +1072,6 @@ def tradeoff_steps_table() -> str:
             lines.append([speed_shape(result, family), name, f"{row['median']:.2f} ({span([row['min'], row['max']], 2, '')})",
                           str(row["n"]), times(base / row["median"])])
     return table(["shape", "variant", "s/step (range)", "steps timed", "speed-up"], lines)
-
-
-def tradeoff_verdict() -> str:
-    """Per family: CA-ToMe's best speed-up at the goal's fidelity beside the other methods', and where
-    its curve falls below another; the goal itself on the UNet."""
-    result = load("tradeoff.json")
-    parts = []
-    for family in TRADEOFF_FAMILIES:
-        points = tradeoff_points(result, family)
-
-        def best(method):
-            faithful = [p for p in points[method] if p["ssim"] >= TRADEOFF_GOAL["ssim"]]
-            return max(faithful, key=lambda p: p["speed_up"]) if faithful else None
-
-        ours = best("ca_tome")
-        last = percent(max(result["shares"]), 0)
-        text = f"{speed_shape(result, family)}: CA-ToMe's best at SSIM ≥ {TRADEOFF_GOAL['ssim']}: " + (
-            f"{times(ours['speed_up'])} estimated ({percent(ours['merged_fraction'], 0)} merged, SSIM {ours['ssim']:.3f}"
-            + (f"; extrapolated past the last timed share, {last}" if ours["extrapolated"] else
-               "; interpolated between timed shares" if ours["interpolated"] else "") + ")" if ours else "none")
-        others = [f"{result['methods'][m]} {times(b['speed_up']) if (b := best(m)) else 'none'}" for m in points if m != "ca_tome"]
-        text += " against " + ", ".join(others)
-        if family == "sd15":
-            speed = result["speed"][family]["steps"]
-            ceiling = speed[UNPATCHED]["median"] / speed[CEILING]["median"]
-            met = ours is not None and ours["speed_up"] >= TRADEOFF_GOAL["speed_up"]
-            text += (f" (attention-skipped ceiling {times(ceiling)}; goal ≥ {times(TRADEOFF_GOAL['speed_up'])}) — "
-                     + ("**met**" if met else "**not met**"))
-        below = []
-        for p in points["ca_tome"]:
-            for method in points:
-                other = speed_at_ssim(points[method], p["ssim"]) if method != "ca_tome" else None
-                if other is not None and other > p["speed_up"] + 0.005:
-                    below.append(f"{result['methods'][method]} at SSIM {p['ssim']:.3f} ({times(other)} against {times(p['speed_up'])})")
-        text += "; CA-ToMe below another curve: " + ("nowhere" if not below else ", ".join(below))
-        parts.append(text)
-    return ("estimates, not timed runs — each speed-up joins the fidelity of a small model trained here with step "
-            "times of a full-width one with random weights at the same merged share, CA-ToMe's weighing its "
-            "checkpoint and cached steps; " + "; ".join(parts)
-            + caveat_short(result.get("fidelity_measured", {}), "`tradeoff.json`'s fidelity half: "))
 
 
 def tradeoff_source() -> str:
@@ -1515,44 +1105,6 @@ def few_steps_table() -> str:
                           times(base / seconds["median"]), percent(variant["merged_fraction"]) if variant["merged_fraction"] else "–",
                           str(variant["runs"][0]["matchings"]), psnr_or_identical(fidelity["psnr"]), f"{fidelity['ssim']:.3f}"])
     return table(header, lines)
-
-
-def few_steps_verdict() -> str:
-    """The paragraph under the short-run table: what the default threshold merged and saved, what
-    `auto` and `once` changed, and the threshold against the fixed ratio at equal share."""
-    rows = few_steps_rows()
-    threshold = load("few_steps.json")["threshold"]
-    short = [n for n in rows if int(n) <= 8]
-
-    def variant(steps, schedule):
-        return rows[steps][f"t {threshold} {schedule}"]
-
-    def speedup(steps, schedule):
-        return rows[steps]["unpatched"]["run_seconds"]["median"] / variant(steps, schedule)["run_seconds"]["median"]
-
-    def psnr(row):
-        return row["fidelity_to_unpatched"]["psnr"]
-
-    share = [variant(n, "CONFIG_3")["merged_fraction"] for n in rows]
-    steady = [speedup(n, s) for n in rows for s in ("CONFIG_3", "auto")]
-    once = [speedup(n, "once") for n in rows]
-    once_gap = [psnr(variant(n, "CONFIG_3")) - psnr(variant(n, "once")) for n in rows if int(n) >= 8]
-    ratio_gap = {n: psnr(variant(n, "CONFIG_3")) - psnr(rows[n]["ratio at the share of t CONFIG_3"]) for n in rows}
-    matchings = {n: (variant(n, "CONFIG_3")["runs"][0]["matchings"], variant(n, "auto")["runs"][0]["matchings"]) for n in short}
-    require(max(steady) < 1.05, "few-steps-verdict", "CONFIG_3 and auto saved no measurable time")
-    require(min(once) > max(steady), "few-steps-verdict", "once was the fastest")
-    require(all(gap > 0 for gap in once_gap), "few-steps-verdict", "once was further from the unpatched image")
-    return paragraph(
-        f"At cfg 1 the default threshold ({threshold}) merged only {percent(min(share))}–{percent(max(share))} of the top-level tokens on these random weights, and the runs took as long as the "
-        f"unpatched ones under CONFIG_3 and `auto` alike ({span(steady, 2)}): a short run's saving is the merged share's, "
-        f"and the threshold decides it, not the schedule. `auto` ran fewer matchings ("
-        + ", ".join(f"{a} against {c} at {n} steps" for n, (c, a) in matchings.items())
-        + f") and saved nothing measurable by it (a UNet's matching is a small part of its step: the speed tables' "
-        f"matching column). `once` merged {percent(variant(short[0], 'once')['merged_fraction'])}: the first step's pairs, "
-        f"found on pure noise and kept though the later steps found far fewer above the threshold, so it ran faster ({span(once, 2)}) and came out "
-        f"{span(once_gap, 1, ' dB')} further from the unpatched image at 8 and 20 steps. At the share the threshold "
-        f"merged, the fixed ratio came out " + ", ".join(f"{-gap:+.1f} dB at {n} steps" for n, gap in ratio_gap.items())
-        + " against it: on random weights the adaptive threshold is not the win in a short run either.")
 
 
 def few_steps_source() -> str:
@@ -1646,48 +1198,34 @@ GENERATORS = {
     "fidelity-256": fidelity_table,
     "schedules-source": lambda: source(load("schedules.json"), "schedules.json"),
     "schedules": schedules_table,
-    "speed-512-auto": speed_512_auto,
-    "speed-512-notes": speed_512_notes,
-    "schedules-notes": schedules_notes,
-    "bf16-ranking-speed": bf16_ranking_speed,
-    "dit-flux-notes": lambda: dit_notes("dit_flux.json"),
-    "dit-sd3-notes": lambda: dit_notes("dit_sd3.json"),
     "readme-requirements": readme_requirements,
     "dit-similarity": dit_similarity_table,
     "dit-similarity-source": lambda: source(load("dit_similarity.json"), "dit_similarity.json"),
-    "dit-similarity-shift": dit_similarity_shift,
     "dit-wan": wan_table,
     "dit-wan-options": lambda: wan_table(WAN_OPTIONS_FILE),
-    "dit-wan-options-goal": wan_options_goal,
     "dit-wan-options-source": lambda: run_source(WAN_OPTIONS_FILE),
     "dit-wan-options-denser": lambda: wan_table(WAN_OPTIONS_DENSER_FILE),
-    "dit-wan-options-denser-goal": lambda: wan_options_goal(WAN_OPTIONS_DENSER_FILE),
     "dit-wan-options-denser-source": lambda: run_source(WAN_OPTIONS_DENSER_FILE),
     "dit-wan-speed-beside-fidelity": wan_speed_beside_fidelity,
     "readme-wan-faster": readme_wan_faster,
-    "dit-wan-targets": wan_targets,
     "dit-wan-matching": wan_matching,
-    "dit-wan-ceiling": wan_cached_against_ceiling,
     "dit-wan-source": lambda: run_source("dit_wan.json"),
     "dit-wan-run-source": lambda: run_source("dit_wan_5frames_20steps.json"),
     "dit-wan-run": lambda: run_table("dit_wan_5frames_20steps.json"),
     "dit-qwen-source": lambda: run_source("dit_qwen_image.json"),
     "dit-qwen": lambda: run_table("dit_qwen_image.json"),
     "video-cells": video_cells_table,
+    "video-cells-source": lambda: source(load("video_cells.json"), "video_cells.json"),
     "readme-families": readme_families,
     "readme-models": readme_models_table,
     "readme-gains": readme_gains,
     "readme-dit-threshold": readme_dit_threshold,
     "few-step-schedules": few_step_schedules,
     "config3-checkpoints-50": config3_checkpoints,
-    "video-cells-verdict": video_cells_verdict,
-    "video-search-verdict": video_search_verdict,
     "compiled": compiled_table,
     "compiled-sources": compiled_sources,
-    "compiled-verdict": compiled_verdict,
     "few-steps": few_steps_table,
     "few-steps-source": few_steps_source,
-    "few-steps-verdict": few_steps_verdict,
     "trained-threshold": trained_threshold_table,
     "trained-schedules": trained_schedules_table,
     "trained-blocks": trained_blocks_table,
@@ -1696,11 +1234,10 @@ GENERATORS = {
     "training": training_table,
     "tradeoff": tradeoff_table,
     "tradeoff-steps": tradeoff_steps_table,
-    "tradeoff-verdict": tradeoff_verdict,
     "tradeoff-source": tradeoff_source,
     "dit-fidelity": dit_fidelity_table,
     "dit-fidelity-video": lambda: dit_fidelity_table(video=True),
-    "dit-fidelity-verdict": dit_fidelity_verdict,
+    "dit-fidelity-best": dit_fidelity_best,
     "dit-fidelity-source": dit_fidelity_sources,
     "dit-full-steps-speed": dit_full_steps_speed,
 }

@@ -1,6 +1,5 @@
 """End-to-end tier: the real ComfyUI server, started once, with this pack in custom_nodes/."""
 
-import json
 import os
 import shutil
 from pathlib import Path

@@ -2,7 +2,6 @@
 
 import importlib.util
 import math
-import sys
 
 import pytest
 import torch
