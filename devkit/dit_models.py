@@ -396,10 +396,10 @@ class _WithField(torch.nn.Module):
     """An embedder whose image-grid tokens get a field added to a few channels (see with_massive_channels)."""
 
     def __init__(self, embedder: torch.nn.Module, channels: list[int], scale: float, smooth: bool,
-                 grid: tuple[int, int], frames: int = 1):
+                 grid: tuple[int, int], frames: int = 1, first_frame: float = 1.0):
         super().__init__()
         self.embedder, self.channels, self.scale, self.smooth, self.grid = embedder, channels, scale, smooth, grid
-        self.frames = frames
+        self.frames, self.first_frame = frames, first_frame
 
     def __getattr__(self, name):  # the model reads the embedder's attributes (SD3: patch_size)
         try:
@@ -422,10 +422,14 @@ class _WithField(torch.nn.Module):
         field = (amplitude * field).to(out)
         out = out.clone()
         tokens = self.frames * height * width
+        def frame_scale(count):  # [count]: the first frame first_frame times the others
+            return torch.ones(count).index_fill_(0, torch.tensor([0]), self.first_frame).to(out)
+
         if out.ndim == 5 and out.shape[-2:] == (height, width):  # Wan's Conv3d [B, C, F, H, W]: every frame
-            out[:, self.channels] += field.permute(2, 0, 1).unsqueeze(1)
+            out[:, self.channels] += field.permute(2, 0, 1).unsqueeze(1) * frame_scale(out.shape[2]).view(-1, 1, 1)
         elif out.ndim in (2, 3) and out.shape[-2] >= tokens:  # [B, tokens, C] (MiniMax-H3: unbatched): the grid first
-            out[..., :tokens, self.channels] += field.reshape(height * width, -1).repeat(self.frames, 1)
+            frames = field.reshape(1, height * width, -1) * frame_scale(self.frames).view(-1, 1, 1)
+            out[..., :tokens, self.channels] += frames.flatten(0, 1)
         return out
 
 
@@ -485,11 +489,12 @@ FORWARD_BLOCK_LISTS = {"zimage": ("noise_refiner", "layers"), "krea2": ("blocks"
 
 
 def with_massive_channels(model, family: str, channels: int = 4, scale: float = 100.0, smooth: bool = False,
-                          grid: tuple[int, int] = GRID, frames: int = 1):
+                          grid: tuple[int, int] = GRID, frames: int = 1, first_frame: float = 1.0):
     """A clone of a :func:`tiny_dit` model whose residual stream carries *massive activations*:
     ``channels`` channels of every image token ``scale`` × the median channel magnitude larger
     (constant, or with ``smooth`` a slow wave over the image), as real SD3/Flux/Wan carry; in each
     of ``frames`` video frames where the embedder returns tokens rather than a 3-D grid (Hunyuan).
+    The first latent frame's are ``first_frame`` times larger still (real Wan's are largest there).
 
     Random weights would let such channels swamp every LayerNorm and change what the model
     computes; here the blocks and the final layer see those channels as zero and carry them
@@ -510,7 +515,7 @@ def with_massive_channels(model, family: str, channels: int = 4, scale: float = 
     picked = torch.randperm(width, generator=torch.Generator().manual_seed(channels))[:channels].tolist()
     patched = model.clone()
     embedder = f"diffusion_model.{EMBEDDER[family]}"
-    patched.add_object_patch(embedder, _WithField(original(embedder), picked, scale, smooth, grid, frames))
+    patched.add_object_patch(embedder, _WithField(original(embedder), picked, scale, smooth, grid, frames, first_frame))
     patched.add_object_patch(final, _WithoutChannels(original(final), picked))
     for attribute, kind in zip(BLOCK_LISTS.get(family, ()), ("double_block", "single_block")):
         for index in range(len(model.get_model_object(f"diffusion_model.{attribute}"))):

@@ -11,8 +11,8 @@ src token is ever overwritten. Text tokens are never merged; where each family's
 which inputs follow the kept tokens, is its entry in :mod:`.families`. Only the main latent's
 grid is merged; what follows it in ``img`` (reference images, context latents) passes whole.
 The grid and the text length come from an APPLY_MODEL wrapper that sees the latent. Pairs are
-matched on the grid's tokens standardised per channel (:data:`ca_tome.metric.DIT`), so the
-massive activations of real DiTs do not make every pair look alike.
+matched on the grid's tokens standardised per channel and latent frame (:data:`ca_tome.metric.DIT`),
+so the massive activations of real DiTs do not make every pair look alike.
 """
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ class Layout:
     @property
     def tokens(self) -> int:
         return math.prod(self.grid)
+
+    @property
+    def frames(self) -> int:
+        return self.grid[0] if len(self.grid) == 3 else 1
 
 
 def call_layout(family: Family, diffusion_model, args: tuple, kwargs: dict, options: dict) -> Layout | None:
@@ -192,7 +196,8 @@ def _decide(spec: BlockKind, index: int, args: dict) -> Decision | None:
                     for entry, value in rows.items()}
     groups = (_timestep_groups(layout, rows, row_of_token, start, tokens) if rows
               else _segment_groups(spec, layout, args, start, tokens))
-    plan = run.plan((spec.kind, index, 0), options, metric.DIT(x[:, start:start + tokens]), layout.grid, groups)
+    matched_on = metric.DIT(x[:, start:start + tokens], layout.frames)
+    plan = run.plan((spec.kind, index, 0), options, matched_on, layout.grid, groups)
     if plan.is_identity:
         return None
     if only := DIT_MERGE[run.config.dit_merge]:

@@ -102,8 +102,13 @@ class TokenMerging:
     def plan(self, metric: torch.Tensor, grid: tuple[int, ...], return_similarity: bool = False,
              groups: torch.Tensor | None = None):
         """Match ``metric`` on its token ``grid``: (height, width), or (frames, height, width) for
-        video; tokens of different ``groups`` [N] never merge."""
+        video; tokens of different ``groups`` [N] never merge. A video's first latent frame merges
+        only within itself: causal video VAEs encode it from one frame alone, and real video DiTs
+        hold their attention sinks there (Wan, LTX: docs/how-it-works.md)."""
         frames, height, width = (1, *grid) if len(grid) == 2 else grid
+        if frames > 1:
+            first = (torch.arange(frames * height * width, device=metric.device) < height * width).long()
+            groups = first if groups is None else groups.to(metric.device) * 2 + first
         return plan_merge(metric, height, width, threshold=self.threshold, ratio=self.ratio, stride=self.stride,
                           batch_policy=self.batch_policy, return_similarity=return_similarity, frames=frames,
                           temporal=VIDEO_CELLS[self.video_cells], groups=groups,
