@@ -108,7 +108,7 @@ class TokenMerging:
         frames, height, width = (1, *grid) if len(grid) == 2 else grid
         if frames > 1:
             first = (torch.arange(frames * height * width, device=metric.device) < height * width).long()
-            groups = first if groups is None else groups.to(metric.device) * 2 + first
+            groups = first if groups is None else groups * 2 + first
         return plan_merge(metric, height, width, threshold=self.threshold, ratio=self.ratio, stride=self.stride,
                           batch_policy=self.batch_policy, return_similarity=return_similarity, frames=frames,
                           temporal=VIDEO_CELLS[self.video_cells], groups=groups,
