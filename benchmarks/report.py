@@ -757,18 +757,6 @@ def wan_speed_beside_fidelity() -> str:
                    frames_kept(point["kept"])] for point in wan_option_points()])
 
 
-def readme_wan_faster() -> str:
-    """The README's faster Wan setting: Wan's default option at the lowest threshold asked, its
-    Wan-width speed beside the dense proxy's fidelity (a labelled join)."""
-    from ca_tome.comfyui.families import WAN_DEFAULTS
-
-    point = min((p for p in wan_option_points() if p["option"] == WAN_DEFAULTS.dit_merge), key=lambda p: p["threshold"])
-    cited = ", ".join(f"`{file}`" + caveat_short(load(file))
-                      for file in (point["file"], *sorted({row["file"] for row in point["kept"]})))
-    return (f"on Wan, `threshold` {point['threshold']:g} ran two Wan-width steps {times(point['speed_up'])} where the "
-            f"proxy kept, per frame, {frames_kept(point['kept'])} ({cited}; two runs joined, an estimate)")
-
-
 def unet_measured() -> dict:
     """The README's UNet run: the 1024² one, where merged attention is most of a step."""
     return unet_run(1024, "t50 auto")
@@ -870,9 +858,11 @@ def readme_families() -> str:
 
 FULL_STEPS_FILE = "dit_flux_8steps.json"
 # benchmarks.dit_fidelity's runs, one harness: the first asked every proxy every option; the later ones
-# asked the options added since and the dense video proxy.
+# asked the options added since and the dense video proxy; the last, the video defaults again on the
+# per-frame video similarity (a setting asked again supersedes its older row).
 FIDELITY_FILES = ("dit_fidelity.json", "dit_fidelity_options.json", "dit_fidelity_dense_video.json",
-                  "dit_fidelity_dense_video_thresholds.json", "dit_fidelity_dense_video_20steps.json")
+                  "dit_fidelity_dense_video_thresholds.json", "dit_fidelity_dense_video_20steps.json",
+                  "dit_fidelity_video_defaults.json")
 DENSE_VIDEO = "wan21_1k"
 
 
@@ -1207,7 +1197,6 @@ GENERATORS = {
     "dit-wan-options-denser": lambda: wan_table(WAN_OPTIONS_DENSER_FILE),
     "dit-wan-options-denser-source": lambda: run_source(WAN_OPTIONS_DENSER_FILE),
     "dit-wan-speed-beside-fidelity": wan_speed_beside_fidelity,
-    "readme-wan-faster": readme_wan_faster,
     "dit-wan-matching": wan_matching,
     "dit-wan-source": lambda: run_source("dit_wan.json"),
     "dit-wan-run-source": lambda: run_source("dit_wan_5frames_20steps.json"),
