@@ -44,6 +44,15 @@ def compare(reference: np.ndarray, image: np.ndarray) -> dict[str, float]:
     }
 
 
+def with_easycache(model, **inputs):
+    """``model`` (patched or not) stacked with ComfyUI's core EasyCache: its node's own defaults,
+    where ``inputs`` set none."""
+    from comfy_extras.nodes_easycache import EasyCacheNode
+
+    defaults = {i.id: i.default for i in EasyCacheNode.define_schema().inputs if i.id != "model"}
+    return EasyCacheNode.execute(model, **{**defaults, **inputs}).result[0]
+
+
 # --- benchmarks.dit's variants ---
 
 DIT_CEILING = "ceiling: half the image tokens, no merge"

@@ -27,6 +27,10 @@ Settings: thresholds ``THRESHOLDS`` (schedule ``all``: every merged step matches
 - a full step every 2 with the model's first and last blocks whole (``whole_edge_blocks`` 1,
   a benchmark switch).
 
+With ``--easycache R…`` every setting is stacked with ComfyUI's core EasyCache at each reuse
+threshold R (its other inputs at the node's defaults; it skips whole steps, reusing the model's last
+output change), beside EasyCache alone; the references stay the unmerged runs without it. Every row says how many model calls ran the blocks.
+
 The merged share counts full steps as merging nothing (and, with whole edge blocks, is the share
 of the blocks that merge). Beside each row, ``speed_bound``: what that
 option at that share saves of a full-width block's multiply-adds (Flux at 4,096 image tokens, Wan
@@ -55,7 +59,7 @@ from devkit.sampling import Sampling, load_pack  # noqa: E402
 from devkit.training import EMPTY_PROMPT, PHOTOS, RECIPES, PixelCodec, Prompts, architecture, trained_model  # noqa: E402
 
 from . import record  # noqa: E402
-from .common import FULL_EVERY, compare, full_step_option  # noqa: E402
+from .common import FULL_EVERY, compare, full_step_option, with_easycache  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 IMAGE_MODELS = ("flux", "flux1k")
@@ -77,6 +81,7 @@ DENSE_VIDEO = {8: ((0.3, 0.25), (*(full_step_option(k) for k in (0, *FULL_EVERY)
                20: ((0.3,), tuple(full_step_option(k) for k in FULL_EVERY))}
 RUNS = ((PHOTOS.index("astronaut"), 7), (PHOTOS.index("chelsea"), 8), (PHOTOS.index("brick"), 9))  # (prompt, seed)
 IMAGE_GOAL_SSIM, VIDEO_GOAL_PSNR = 0.95, 30.0
+UNMERGED = "unmerged"  # --easycache: EasyCache alone
 
 
 # Full-width models, counted in multiply-adds per token and per attention product: (width, image or video
@@ -114,16 +119,23 @@ def speed_bound(width: str, option: str, merged_fraction: float) -> float:
     return whole / step
 
 
-def sampled(model, name: str, steps: int, prompt: int, seed: int) -> torch.Tensor:
-    """The decoded picture [3, H, W] (or frames [3, F, H, W]) in 0..1 of one run from noise."""
+def sampled(model, name: str, steps: int, prompt: int, seed: int) -> tuple[torch.Tensor, int]:
+    """The decoded picture [3, H, W] (or frames [3, F, H, W]) in 0..1 of one run from noise, and how
+    many model calls ran the blocks (a step cache's skipped steps do not: counted on the first block)."""
     family = architecture(name)
     side = RECIPES[name].crop
     frames, grid = VIDEO_MODELS.get(name, (1, (side, side)))
     prompts = Prompts(name)
     run = Sampling(steps=steps, cfg=1.0, seed=seed)
-    latent = sample_dit(model, family, run, prompts.conditioning(prompt), prompts.conditioning(EMPTY_PROMPT),
-                        frames=frames, grid=tuple(g // PATCH[family] for g in grid))
-    return PixelCodec.for_sampler(model).decode(latent)[0]
+    blocks = next(m for m in model.get_model_object("diffusion_model").children() if isinstance(m, torch.nn.ModuleList))
+    calls = []
+    hook = blocks[0].register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        latent = sample_dit(model, family, run, prompts.conditioning(prompt), prompts.conditioning(EMPTY_PROMPT),
+                            frames=frames, grid=tuple(g // PATCH[family] for g in grid))
+    finally:
+        hook.remove()
+    return PixelCodec.for_sampler(model).decode(latent)[0], len(calls)
 
 
 def psnr(reference: torch.Tensor, image: torch.Tensor, span: float = 1.0) -> float:
@@ -160,34 +172,48 @@ def settings(name: str, steps: int, thresholds=None, options=None) -> list[tuple
     return [(threshold, option) for threshold in thresholds for option in options]
 
 
-def measure(pack, name: str, model, steps: int, chosen: list[tuple[float, str]]) -> list[dict]:
+def merged(pack, model, threshold: float, option: str):
+    """``model`` patched by the node at this threshold and option (and its benchmark switches)."""
+    inputs, switches = OPTIONS[option]
+    patched = pack.nodes.CATomeModelDefault.execute(model, "custom", threshold, "all", "", "auto", 2, "qkv",
+                                                    "min", **inputs).result[0]
+    if switches:
+        glue = pack.ca_tome.comfyui
+        patched = glue.apply_token_merging(model, dataclasses.replace(glue.merging_patch(patched).config, **switches))
+    return patched
+
+
+def measure(pack, name: str, model, steps: int, chosen: list[tuple[float, str]], reuse: float | None = None
+            ) -> list[dict]:
+    """A row per setting; with ``reuse``, each stacked with EasyCache at that reuse threshold, and
+    EasyCache alone first."""
     video = name in VIDEO_MODELS
     runs = [(EMPTY_PROMPT, seed) for _, seed in RUNS] if video else RUNS  # the video proxies: the empty prompt
-    references = [sampled(model, name, steps, prompt, seed) for prompt, seed in runs]
+    references = [sampled(model, name, steps, prompt, seed)[0] for prompt, seed in runs]
     fidelity = video_fidelity if video else image_fidelity
+    stack = (lambda patched: patched) if reuse is None else (lambda patched: with_easycache(patched, reuse_threshold=reuse))
     rows = []
-    for threshold, option in chosen:
-        inputs, switches = OPTIONS[option]
-        patched = pack.nodes.CATomeModelDefault.execute(model, "custom", threshold, "all", "", "auto", 2, "qkv",
-                                                        "min", **inputs).result[0]
-        if switches:
-            glue = pack.ca_tome.comfyui
-            patched = glue.apply_token_merging(model, dataclasses.replace(glue.merging_patch(patched).config,
-                                                                          **switches))
-        scores, shares = [], []
+    for threshold, option in [(None, UNMERGED)] * (reuse is not None) + chosen:
+        patched = stack(model if option == UNMERGED else merged(pack, model, threshold, option))
+        scores, shares, calls = [], [], []
         for (prompt, seed), reference in zip(runs, references):
-            scores.append(fidelity(reference, sampled(patched, name, steps, prompt, seed)))
-            shares.append(pack.ca_tome.comfyui.last_report(patched).merged_fraction)
-        share = statistics.mean(shares)
+            picture, ran = sampled(patched, name, steps, prompt, seed)
+            scores.append(fidelity(reference, picture))
+            calls.append(ran)
+            shares.append(0.0 if option == UNMERGED else pack.ca_tome.comfyui.last_report(patched).merged_fraction)
+        share, computed = statistics.mean(shares), statistics.mean(calls)
+        bound = {width: (1.0 if option == UNMERGED else speed_bound(width, option, share)) * steps / computed
+                 for width in WIDTHS}  # a skipped step saves all of it
         row = {"model": name, "steps": steps, "threshold": threshold, "option": option, "merged_fraction": share,
-               "speed_bound": {width: speed_bound(width, option, share) for width in WIDTHS},
+               "model_calls": computed, "speed_bound": bound, **({} if reuse is None else {"easycache_reuse": reuse}),
                **{metric: statistics.mean(s[metric] for s in scores) for metric in scores[0]},
                **{f"lowest_{metric}": min(s[metric] for s in scores) for metric in scores[0] if "lowest" not in metric}}
         rows.append(row)
         shown = (f"frame PSNR {row['frame_psnr']:.2f} dB, motion {row['motion_psnr']:.2f} dB" if video
                  else f"SSIM {row['ssim']:.3f}, PSNR {row['psnr']:.2f} dB")
-        print(f"{name:<7} {steps:>2} steps t={threshold:<5} {option:<32} merged {100 * share:5.1f} %  {shown}",
-              flush=True)
+        stacked = "" if reuse is None else f"EasyCache {reuse:g} + "
+        print(f"{name:<7} {steps:>2} steps t={threshold!s:<5} {stacked}{option:<32} merged {100 * share:5.1f} %  "
+              f"{computed:g} calls  {shown}", flush=True)
     return rows
 
 
@@ -199,6 +225,8 @@ def main(argv=None) -> None:
     parser.add_argument("--thresholds", nargs="+", type=float, help="default: each model's plan")
     parser.add_argument("--options", nargs="+", choices=list(OPTIONS), metavar="OPTION",
                         help="of: " + "; ".join(OPTIONS))
+    parser.add_argument("--easycache", nargs="+", type=float, metavar="REUSE_THRESHOLD",
+                        help="stack every setting with ComfyUI's core EasyCache at each reuse threshold, and add it alone")
     parser.add_argument("--out", default="dit_fidelity.json", help="the result file's name in benchmarks/results")
     record.add_argument(parser)
     args = parser.parse_args(argv)
@@ -211,7 +239,8 @@ def main(argv=None) -> None:
         for steps in args.steps:
             chosen = settings(name, steps, args.thresholds, args.options)
             if chosen:
-                rows.extend(measure(pack, name, model, steps, chosen))
+                for reuse in args.easycache or [None]:
+                    rows.extend(measure(pack, name, model, steps, chosen, reuse))
     result = {
         "what": __doc__.split("\n\n")[0].replace("\n", " "),
         "command": "python -m benchmarks.dit_fidelity" + "".join(
@@ -221,10 +250,13 @@ def main(argv=None) -> None:
         "models": {name: {**RECIPES[name].model, "tokens": tokens(name), "frames": VIDEO_MODELS.get(name, (1,))[0]}
                    for name in args.models},
         "sampling": "euler, cfg 1, from noise, schedule all",
+        **({"stacked": "ComfyUI's core EasyCache at the row's reuse threshold (its other inputs at the node's "
+                       "defaults) on every row; the references without it"} if args.easycache else {}),
         "runs": [{"prompt": "the empty prompt (video) or " + PHOTOS[p], "seed": s} for p, s in RUNS],
         "goals": {"image_ssim": IMAGE_GOAL_SSIM, "video_frame_psnr": VIDEO_GOAL_PSNR},
-        "speed_bound": "each option's speed-up of a full-width block's multiply-adds at the row's share (counted, "
-                       "not timed: no matching, merge or unmerge; see speed_bound)",
+        "speed_bound": "each option's speed-up of a full-width block's multiply-adds at the row's share, times the "
+                       "steps over the model calls that ran (counted, not timed: no matching, merge or unmerge, no "
+                       "step cache's own cost; see speed_bound)",
         "rows": rows,
     }
     path = RESULTS / args.out

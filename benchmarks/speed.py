@@ -38,7 +38,7 @@ from typing import Callable
 from devkit.host import REPO_ROOT, comfyui_path, import_comfy, run_metadata
 
 from . import record
-from .common import FREE_MERGE, TARGET_MERGED, compare, spread
+from .common import FREE_MERGE, TARGET_MERGED, compare, spread, with_easycache
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 WARM_UP_SIZE = 256
@@ -152,7 +152,6 @@ def main(argv=None) -> None:
 
     loaded = load(checkpoint_name)
     import torch
-    from comfy_extras.nodes_easycache import EasyCacheNode
     from comfy_extras.nodes_tomesd import TomePatchModel
 
     from . import ceilings
@@ -167,9 +166,6 @@ def main(argv=None) -> None:
 
     def ratio(schedule):
         return lambda m: pack.nodes.CATomeFixedRatio.execute(m, TARGET_MERGED, schedule, "", "auto", 2, "qkv").result[0]
-
-    def easycache(build=lambda m: m):
-        return lambda m: EasyCacheNode.execute(build(m), 0.2, 0.15, 0.95, False).result[0]
 
     step_variants = [
         Variant("unpatched", lambda m: m),
@@ -192,8 +188,8 @@ def main(argv=None) -> None:
         "ratio CONFIG_3": ratio("CONFIG_3"),
         **{f"t0.7 {s}": ca_tome(0.7, s) for s in ("CONFIG_3", "auto", "all")},
         **{f"t50 {s}": ca_tome(t50, s) for s in ("CONFIG_3", "auto", "all")},
-        "EasyCache": easycache(),
-        "EasyCache + CA-ToMe t0.7 auto": easycache(ca_tome(0.7, "auto")),
+        "EasyCache": with_easycache,
+        "EasyCache + CA-ToMe t0.7 auto": lambda m: with_easycache(ca_tome(0.7, "auto")(m)),
     }
     runs = [Variant(name, run_builders[name]) for name in (QUICK_RUNS if args.quick else SUITES[args.size])]
     fidelity = args.size == 512 or args.quick
