@@ -104,3 +104,58 @@ def test_a_checkpoint_step_easycache_skips_is_recomputed_at_the_next_step_that_r
     expected = {min(step for step in ran if step >= checkpoint) for checkpoint in report.checkpoints
                 if any(step >= checkpoint for step in ran)}
     assert sorted(report.recomputed_steps) == sorted(expected)
+
+
+DIT_STEPS = 12
+REUSE = 1.0  # a random tiny Wan's output changes a lot between steps: this reuse threshold skips steps 4, 6, 8, 10
+DIT_DEFAULTS = {"attention only (Wan's default)": {"dit_merge": "attention only"},
+                "full every 2 (images' and coarse video's default)": {"full_every": 2}}
+
+
+@pytest.fixture(scope="module")
+def wan_model():
+    from devkit.dit_models import tiny_dit
+
+    return tiny_dit("wan21")
+
+
+def sample_wan_counting_calls(model):
+    """A 12-step cfg-1 run of the tiny Wan, and the steps (by the sampler's callback) at which its
+    first block ran: EasyCache's skipped steps do not reach the blocks."""
+    from devkit.dit_models import sample_dit
+
+    from .test_other_families import FRAMES
+
+    blocks = model.get_model_object("diffusion_model").blocks
+    finished, ran = [-1], []
+    hook = blocks[0].register_forward_pre_hook(lambda *_: ran.append(finished[0] + 1))
+    run = Sampling(steps=DIT_STEPS, cfg=1.0, callback=lambda step, *_: finished.__setitem__(0, max(finished[0], step)))
+    try:
+        out = sample_dit(model, "wan21", run, frames=FRAMES["wan21"])
+    finally:
+        hook.remove()
+    return out, ran
+
+
+@pytest.mark.parametrize("inputs", DIT_DEFAULTS.values(), ids=DIT_DEFAULTS.keys())
+def test_easycache_stacks_with_the_dit_defaults(pack, wan_model, inputs):
+    """On a DiT: the steps EasyCache skips ask CA-ToMe for no plan, each step that runs asks for its
+    blocks' (and with full steps, a skipped full step leaves the merged steps after it the updates of
+    the last full step that ran); at t = 1 the stack is EasyCache alone, bit for bit."""
+    def node(threshold):
+        return pack.nodes.CATomeModelDefault.execute(wan_model, "custom", threshold, "all", "", "auto", 2, "qkv", "min",
+                                                     **inputs).result[0]
+
+    alone, alone_ran = sample_wan_counting_calls(easycache(wan_model, reuse_threshold=REUSE))
+    assert 0 < len(alone_ran) < DIT_STEPS and alone_ran == sorted(set(alone_ran)), f"EasyCache ran steps {alone_ran}"
+    patched = easycache(node(0.5), reuse_threshold=REUSE)
+    out, ran = sample_wan_counting_calls(patched)
+    report = pack.ca_tome.comfyui.last_report(patched)
+    assert 0 < len(ran) < DIT_STEPS and torch.isfinite(out).all()
+    assert {e.step for e in report.events} == set(ran), "plans asked at the steps that ran, and only there"
+    assert report.merged_fraction > 0
+    if inputs.get("full_every"):
+        whole = {e.step for e in report.events if e.whole}
+        assert whole == {step for step in ran if step % 2 == 0}
+        assert any(step % 2 == 0 and step not in ran for step in range(DIT_STEPS)), "EasyCache skipped a full step"
+    assert torch.equal(sample_wan_counting_calls(easycache(node(1.0), reuse_threshold=REUSE))[0], alone)
