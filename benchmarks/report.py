@@ -757,6 +757,53 @@ def wan_speed_beside_fidelity() -> str:
                    frames_kept(point["kept"])] for point in wan_option_points()])
 
 
+DIT_FIGURE = ROOT / "docs" / "dit_speed_vs_fidelity.png"
+FIGURE_STEPS = 8  # the distilled use; the 20-step rows sit close to them (the tables)
+
+
+def draw_dit_figure(path: Path = DIT_FIGURE) -> None:
+    """Per dense proxy: each option's fidelity against its multiply-add bound at full width, a point
+    per threshold; on video, the options timed at Wan width beside the proxy (two runs joined)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    goals, rows = load(FIDELITY_FILES[0])["goals"], dit_fidelity_rows()
+    panels = {"flux1k": ("ssim", "SSIM to the unmerged image", goals["image_ssim"]),
+              DENSE_VIDEO: ("frame_psnr", "per-frame PSNR to the unmerged video (dB)", goals["video_frame_psnr"])}
+    models = dit_fidelity_models()
+    figure, axes = plt.subplots(1, len(panels), figsize=(12, 4.8))
+    for axis, (model, (metric, label, goal)) in zip(axes, panels.items()):
+        video, groups = metric == "frame_psnr", dit_fidelity_groups(metric == "frame_psnr")
+        width = fidelity_width(video)
+        for (name, steps, option), points in groups.items():
+            if name == model and steps == FIGURE_STEPS:
+                axis.plot([p[metric] for p in points], [p["speed_bound"][width] for p in points], marker="o", label=option)
+                for p in {id(p): p for p in (points[0], points[-1])}.values():  # each line's threshold range
+                    axis.annotate(f"t {p['threshold']:g}", (p[metric], p["speed_bound"][width]), fontsize=7,
+                                  textcoords="offset points", xytext=(3, 3))
+        if video:
+            for point in wan_option_points():
+                for kept in (k for k in point["kept"] if k["steps"] == FIGURE_STEPS):
+                    axis.scatter(kept[metric], point["speed_up"], marker="*", s=90, color="black", zorder=3)
+                    axis.annotate(f"{point['option']}, timed", (kept[metric], point["speed_up"]), fontsize=7,
+                                  textcoords="offset points", xytext=(4, -9))
+        axis.axvline(goal, color="grey", linestyle="--", linewidth=0.8, label=f"goal: {goal:g}")
+        axis.set_title(f"the {model} proxy trained here ({models[model]['tokens']:,} tokens), {FIGURE_STEPS} steps, "
+                       f"cfg 1\nbound at {width}", fontsize=9)
+        axis.set_xlabel(label)
+        axis.set_ylabel("speed-up: multiply-add bound (lines); timed at full width (stars)")
+        axis.invert_xaxis()
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.text(0.5, 0.005, "lines: fidelity measured on the proxy, speed counted (not timed); stars: the speed of two "
+                "full-width Wan steps (random weights) joined with the proxy's fidelity at the nearest share: estimates",
+                ha="center", fontsize=7)
+    figure.tight_layout(rect=(0, 0.03, 1, 1))
+    figure.savefig(path, dpi=110, metadata={"Software": None})
+
+
 def unet_measured() -> dict:
     """The README's UNet run: the 1024² one, where merged attention is most of a step."""
     return unet_run(1024, "t50 auto")
@@ -1260,6 +1307,8 @@ def main(argv=None) -> int:
             stale.append(document.name)
             if not args.check:
                 document.write_text(fresh)
+    if not args.check:
+        draw_dit_figure()
     if args.check and stale:
         print(f"out of date: {', '.join(stale)} — run python -m benchmarks.report", file=sys.stderr)
         return 1
