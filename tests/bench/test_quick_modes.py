@@ -29,8 +29,9 @@ def run_quick(module: str, result: str, *arguments: str) -> dict:
     ("benchmarks.dit", "dit_flux_quick.json", 4, ()),
     ("benchmarks.dit", "dit_zimage_quick.json", 4, ("--family", "zimage")),  # object-patched layers
     ("benchmarks.wan", "dit_wan_3frames_2steps_quick.json", 2, ()),
-    ("benchmarks.wan", "dit_wan_options_3frames_quick.json", 2, ("--options",))])  # full steps, kv, attention
-def test_dit_suites_time_every_variant_and_merge(module, result, steps, arguments):
+    ("benchmarks.wan", "dit_wan_options_3frames_quick.json", 2, ("--options",)),  # full steps, kv, attention
+    ("benchmarks.sdxl", "sdxl_quick.json", 2, ())])
+def test_step_suites_time_every_variant_and_merge(module, result, steps, arguments):
     written = run_quick(module, result, *arguments)
     variants = {row["variant"]: row for row in written["variants"]}
 
