@@ -557,8 +557,8 @@ def wan_rows(file: str = "dit_wan.json") -> dict[str, dict]:
     return {row["variant"]: row for row in load(file)["variants"]}
 
 
-def wan_table(file: str = "dit_wan.json") -> str:
-    """Per variant: the first and the second step (medians over the repeats, with their range), each
+def two_steps_table(file: str = "dit_wan.json") -> str:
+    """benchmarks.wan's and benchmarks.sdxl's runs, per variant: the first and the second step (medians over the repeats, with their range), each
     one's speed-up over the unpatched model's, both steps', merged share, latent PSNR."""
     rows = wan_rows(file)
     base = rows["unpatched"]
@@ -757,6 +757,98 @@ def wan_speed_beside_fidelity() -> str:
                    frames_kept(point["kept"])] for point in wan_option_points()])
 
 
+EASYCACHE_FILE = "dit_fidelity_easycache.json"
+
+
+def easycache_points() -> list[dict]:
+    """The Wan proxies' runs stacked with ComfyUI's EasyCache (``easycache_reuse``), each after the same
+    setting without it (from the fidelity tables), with ``estimate``: the steps over the model calls
+    that ran, times the option's matching step timed at Wan width (None where none was timed)."""
+    speed = wan_rows(WAN_OPTIONS_FILE)
+    step = {"attention only": speed["unpatched"]["step_0_median"] / speed["CA-ToMe, attention only"]["step_0_median"],
+            "unmerged": 1.0}  # step 0 of benchmarks.wan --options matches, as every step of schedule all does
+    alone = {(row["model"], row["steps"], row["option"], row["threshold"]): row for row in dit_fidelity_rows()}
+    stacked = load(EASYCACHE_FILE)["rows"]
+    rows = [alone[key] for key in dict.fromkeys((r["model"], r["steps"], r["option"], r["threshold"]) for r in stacked)
+            if key in alone] + stacked
+    rows.sort(key=lambda row: (row["model"], -row.get("easycache_reuse", 9), row["option"] != "unmerged"))
+    points = []
+    for row in rows:
+        option, calls = row["option"].split(" (")[0], row.get("model_calls", row["steps"])
+        points.append({**row, "option": option, "model_calls": calls,
+                       "estimate": step[option] * row["steps"] / calls if option in step else None})
+    return points
+
+
+def calls_text(point: dict) -> str:
+    """Model calls that ran (a mean over the runs) of the run's steps."""
+    return f"{point['model_calls']:.3g} of {point['steps']}"
+
+
+def wan_easycache_table() -> str:
+    width = fidelity_width(video=True)
+    lines = [[p["model"], f"{p['easycache_reuse']:g}" if "easycache_reuse" in p else "off" + caveat_short(load(p["file"])),
+              p["option"] if p["threshold"] is None else f"t = {p['threshold']}, {p['option']}",
+              calls_text(p), percent(p["merged_fraction"], 0),
+              f"{p['frame_psnr']:.1f} / {p['motion_psnr']:.1f}", times(p["speed_bound"][width]),
+              times(p["estimate"]) if p["estimate"] else "–"] for p in easycache_points()]
+    return (table(["proxy", "EasyCache reuse threshold", "CA-ToMe", "model calls", "merged", "frame / motion PSNR (dB)",
+                   f"bound at {width}", "estimated speed-up at Wan width"], lines) + "\n\n"
+            + paragraph(f"Bound: multiply-adds, counting each skipped model call whole. Estimated: the steps over the "
+                        f"model calls that ran, times the option's step timed at Wan width (`{WAN_OPTIONS_FILE}`: its "
+                        f"matching step, at the {percent(load(WAN_OPTIONS_FILE)['calibrated_share'], 0)} merged it was "
+                        "calibrated to; EasyCache's own cost not counted): two runs joined, an estimate, not a "
+                        "measured run. Off: the same setting without EasyCache (the fidelity tables above)."))
+
+
+# The DiT fidelity issue's speed goals (goals, not gates): setting -> speed-up
+DIT_GOALS = {"Flux-width image, per step": 1.4, "Wan-width video at 32,760 tokens, per step": 1.8,
+             "8-step cfg-1 whole runs": 1.3, "with EasyCache, a 20-step Wan run": 3.0}
+
+
+def dit_goals() -> str:
+    """Each DiT speed goal beside the default's timed run (or the estimate the goal asks for), the
+    picture the default kept on the dense proxy, and the multiply-add bound of that setting."""
+    from ca_tome.comfyui.families import FLUX_DEFAULTS, WAN_DEFAULTS
+
+    goals = load(FIDELITY_FILES[0])["goals"]
+    flux, wan = dit_default_run(), wan_default_steps()
+    image, video = (default_rows(model, defaults, "dit-goals")
+                    for model, defaults in (("flux1k", FLUX_DEFAULTS), (DENSE_VIDEO, WAN_DEFAULTS)))
+
+    def kept(rows, width):
+        return "; ".join((f"{row['frame_psnr']:.1f} dB per frame" if "frame_psnr" in row else f"SSIM {row['ssim']:.3f}")
+                         + f" at {row['steps']} steps (bound {times(row['speed_bound'][width])})" for row in rows)
+
+    image_width, video_width = fidelity_width(False), fidelity_width(True)
+    stacked = [p for p in easycache_points() if p["model"] == DENSE_VIDEO and "easycache_reuse" in p and p["estimate"]]
+    faithful = [p for p in stacked if p["frame_psnr"] >= goals["video_frame_psnr"]]
+    easycache = max(faithful or stacked, key=lambda p: p["estimate"])
+    setting = (f"EasyCache {easycache['easycache_reuse']:g}"
+               + ("" if easycache["threshold"] is None else f" + t = {easycache['threshold']}, {easycache['option']}"))
+    measured_runs = {
+        "Flux-width image, per step": (flux["speed_up"], measured_text(flux, fidelity=False),
+                                       kept(image, image_width)),
+        "Wan-width video at 32,760 tokens, per step": (wan["speed_up"], measured_text(wan, fidelity=False),
+                                                       kept(video, video_width)),
+        "8-step cfg-1 whole runs": (flux["speed_up"], "the Flux run above (Wan's not timed whole)",
+                                    kept([row for row in image if row["steps"] == 8], image_width)),
+        "with EasyCache, a 20-step Wan run": (
+            easycache["estimate"], f"{times(easycache['estimate'])}, an estimate: {setting}, "
+                                   f"{calls_text(easycache)} model calls (the table below)",
+            kept([easycache], video_width)),
+    }
+    lines = []
+    for goal, (speed_up, text, fidelity) in measured_runs.items():
+        lines.append([goal, f"≥ {DIT_GOALS[goal]:g}×", text, fidelity,
+                      "met" if speed_up >= DIT_GOALS[goal] else f"not met (by {times(DIT_GOALS[goal] / speed_up)})"])
+    return (table(["goal", "target", "measured", "kept on the dense proxy (bound of that setting)", "verdict"], lines)
+            + "\n\n" + paragraph(f"Fidelity goal: SSIM ≥ {goals['image_ssim']}, per-frame PSNR ≥ "
+                                   f"{goals['video_frame_psnr']:g} dB. The EasyCache row takes the stacked setting with "
+                                   "the highest estimate that met the fidelity goal on the dense proxy, or, where none "
+                                   "did, the highest estimate."))
+
+
 DIT_FIGURE = ROOT / "docs" / "dit_speed_vs_fidelity.png"
 FIGURE_STEPS = 8  # the distilled use; the 20-step rows sit close to them (the tables)
 
@@ -769,7 +861,7 @@ def draw_dit_figure(path: Path = DIT_FIGURE) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    goals, rows = load(FIDELITY_FILES[0])["goals"], dit_fidelity_rows()
+    goals = load(FIDELITY_FILES[0])["goals"]
     panels = {"flux1k": ("ssim", "SSIM to the unmerged image", goals["image_ssim"]),
               DENSE_VIDEO: ("frame_psnr", "per-frame PSNR to the unmerged video (dB)", goals["video_frame_psnr"])}
     models = dit_fidelity_models()
@@ -850,19 +942,27 @@ def readme_models_table() -> str:
                                    f"they say they are the default's mechanism. From `benchmarks/results/`: {sources}."))
 
 
+def default_rows(model: str, defaults, block: str) -> list[dict]:
+    """The fidelity rows of a proxy at a family's default setting, at every step count asked."""
+    from ca_tome.comfyui.families import Defaults
+
+    option = full_step_option(defaults.full_every) if defaults.dit_merge == Defaults.dit_merge else defaults.dit_merge
+    found = [row for row in dit_fidelity_rows() if row["model"] == model and row["threshold"] == defaults.threshold
+             and row["option"].split(" (")[0] == option]
+    require(bool(found), block, f"the fidelity runs asked {model} at its default ({defaults.settings()})")
+    return found
+
+
 def readme_gains() -> str:
     """The README's first screen: per default, what its mechanism ran at full width and what it kept
     on the proxies trained here (two runs joined, so labelled so)."""
     from ca_tome.comfyui.families import (COARSE_VIDEO_DEFAULTS, FAMILIES, FLUX_DEFAULTS, IMAGE_DIT_DEFAULTS,
-                                          VIDEO_DIT_DEFAULTS, WAN_DEFAULTS, Defaults)
+                                          VIDEO_DIT_DEFAULTS, WAN_DEFAULTS)
 
-    rows, models = dit_fidelity_rows(), dit_fidelity_models()
+    models = dit_fidelity_models()
 
     def kept(model, defaults):  # at every step count asked
-        option = full_step_option(defaults.full_every) if defaults.dit_merge == Defaults.dit_merge else defaults.dit_merge
-        found = [row for row in rows if row["model"] == model and row["threshold"] == defaults.threshold
-                 and row["option"].split(" (")[0] == option]
-        require(bool(found), "readme-gains", f"the fidelity runs asked {model} at its default ({defaults.settings()})")
+        found = default_rows(model, defaults, "readme-gains")
         video = "frame_psnr" in found[0]
         tokens = models[model]["tokens"] // (models[model]["frames"] if video else 1)
         quality = (" and ".join(f"{row['frame_psnr']:.1f}" for row in found) + " dB per frame" if video
@@ -1238,12 +1338,15 @@ GENERATORS = {
     "readme-requirements": readme_requirements,
     "dit-similarity": dit_similarity_table,
     "dit-similarity-source": lambda: source(load("dit_similarity.json"), "dit_similarity.json"),
-    "dit-wan": wan_table,
-    "dit-wan-options": lambda: wan_table(WAN_OPTIONS_FILE),
+    "dit-wan": two_steps_table,
+    "dit-wan-options": lambda: two_steps_table(WAN_OPTIONS_FILE),
     "dit-wan-options-source": lambda: run_source(WAN_OPTIONS_FILE),
-    "dit-wan-options-denser": lambda: wan_table(WAN_OPTIONS_DENSER_FILE),
+    "dit-wan-options-denser": lambda: two_steps_table(WAN_OPTIONS_DENSER_FILE),
     "dit-wan-options-denser-source": lambda: run_source(WAN_OPTIONS_DENSER_FILE),
     "dit-wan-speed-beside-fidelity": wan_speed_beside_fidelity,
+    "dit-wan-easycache": wan_easycache_table,
+    "dit-goals": dit_goals,
+    "dit-wan-easycache-source": lambda: source(load(EASYCACHE_FILE), EASYCACHE_FILE),
     "dit-wan-matching": wan_matching,
     "dit-wan-source": lambda: run_source("dit_wan.json"),
     "dit-wan-run-source": lambda: run_source("dit_wan_5frames_20steps.json"),
