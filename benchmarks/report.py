@@ -757,26 +757,39 @@ def wan_speed_beside_fidelity() -> str:
                    frames_kept(point["kept"])] for point in wan_option_points()])
 
 
-EASYCACHE_FILE = "dit_fidelity_easycache.json"
+EASYCACHE_FILES = ("dit_fidelity_easycache.json",)  # benchmarks.dit_fidelity --easycache runs
+WAN_OPTION_FILES = (WAN_OPTIONS_FILE, WAN_OPTIONS_DENSER_FILE)
+
+
+def timed_step(option: str, share: float) -> tuple[float, str] | None:
+    """An option's matching step at Wan width (step 0 of benchmarks.wan --options matches, as every
+    step of schedule all does), from the run calibrated to the share nearest ``share``: (speed-up,
+    file); 1.0 unmerged; None where the option was not timed."""
+    if option == "unmerged":
+        return 1.0, None
+    file = min(WAN_OPTION_FILES, key=lambda f: abs(load(f)["calibrated_share"] - share))
+    rows = wan_rows(file)
+    row = rows.get(f"CA-ToMe, {option}")
+    return (rows["unpatched"]["step_0_median"] / row["step_0_median"], file) if row else None
 
 
 def easycache_points() -> list[dict]:
     """The Wan proxies' runs stacked with ComfyUI's EasyCache (``easycache_reuse``), each after the same
     setting without it (from the fidelity tables), with ``estimate``: the steps over the model calls
     that ran, times the option's matching step timed at Wan width (None where none was timed)."""
-    speed = wan_rows(WAN_OPTIONS_FILE)
-    step = {"attention only": speed["unpatched"]["step_0_median"] / speed["CA-ToMe, attention only"]["step_0_median"],
-            "unmerged": 1.0}  # step 0 of benchmarks.wan --options matches, as every step of schedule all does
     alone = {(row["model"], row["steps"], row["option"], row["threshold"]): row for row in dit_fidelity_rows()}
-    stacked = load(EASYCACHE_FILE)["rows"]
-    rows = [alone[key] for key in dict.fromkeys((r["model"], r["steps"], r["option"], r["threshold"]) for r in stacked)
-            if key in alone] + stacked
-    rows.sort(key=lambda row: (row["model"], -row.get("easycache_reuse", 9), row["option"] != "unmerged"))
+    stacked = {(r["model"], r["steps"], r["option"], r["threshold"], r["easycache_reuse"]): {**r, "file": file}
+               for file in EASYCACHE_FILES for r in load(file)["rows"]}  # a later file's row supersedes
+    rows = [alone[key[:4]] for key in stacked if key[:4] in alone] + list(stacked.values())
+    rows = list({id(row): row for row in rows}.values())
+    rows.sort(key=lambda row: (row["model"], -row.get("easycache_reuse", 9), row["option"] != "unmerged",
+                               -(row["threshold"] or 1)))
     points = []
     for row in rows:
         option, calls = row["option"].split(" (")[0], row.get("model_calls", row["steps"])
-        points.append({**row, "option": option, "model_calls": calls,
-                       "estimate": step[option] * row["steps"] / calls if option in step else None})
+        step = timed_step(option, row["merged_fraction"])
+        points.append({**row, "option": option, "model_calls": calls, "timed": step and step[1],
+                       "estimate": step[0] * row["steps"] / calls if step else None})
     return points
 
 
@@ -794,11 +807,12 @@ def wan_easycache_table() -> str:
               times(p["estimate"]) if p["estimate"] else "–"] for p in easycache_points()]
     return (table(["proxy", "EasyCache reuse threshold", "CA-ToMe", "model calls", "merged", "frame / motion PSNR (dB)",
                    f"bound at {width}", "estimated speed-up at Wan width"], lines) + "\n\n"
-            + paragraph(f"Bound: multiply-adds, counting each skipped model call whole. Estimated: the steps over the "
-                        f"model calls that ran, times the option's step timed at Wan width (`{WAN_OPTIONS_FILE}`: its "
-                        f"matching step, at the {percent(load(WAN_OPTIONS_FILE)['calibrated_share'], 0)} merged it was "
-                        "calibrated to; EasyCache's own cost not counted): two runs joined, an estimate, not a "
-                        "measured run. Off: the same setting without EasyCache (the fidelity tables above)."))
+            + paragraph("Bound: multiply-adds, counting each skipped model call whole. Estimated: the steps over the "
+                        "model calls that ran, times the option's matching step timed at Wan width in the run "
+                        "calibrated to the share nearest the row's ("
+                        + ", ".join(f"`{f}`: {percent(load(f)['calibrated_share'], 0)} merged" for f in WAN_OPTION_FILES)
+                        + "; EasyCache's own cost not counted): two runs joined, an estimate, not a measured run. Off: "
+                        "the same setting without EasyCache (the fidelity tables above)."))
 
 
 # The DiT fidelity issue's speed goals (goals, not gates): setting -> speed-up
@@ -1346,7 +1360,7 @@ GENERATORS = {
     "dit-wan-speed-beside-fidelity": wan_speed_beside_fidelity,
     "dit-wan-easycache": wan_easycache_table,
     "dit-goals": dit_goals,
-    "dit-wan-easycache-source": lambda: source(load(EASYCACHE_FILE), EASYCACHE_FILE),
+    "dit-wan-easycache-source": lambda: "; ".join(source(load(file), file) for file in EASYCACHE_FILES),
     "dit-wan-matching": wan_matching,
     "dit-wan-source": lambda: run_source("dit_wan.json"),
     "dit-wan-run-source": lambda: run_source("dit_wan_5frames_20steps.json"),
