@@ -17,9 +17,11 @@ after a warm-up, every step timed by the sampler's callback:
   spatial cells with the global dst search, each calibrated for itself;
 - the free-merge ceiling: the unpatched model on a latent half as wide (half the tokens, no
   matching, no merge);
-- with ``--options`` (two steps, the default cells only, no fixed ratio): the DiT options at the
-  same threshold — a full step then a merged one with the stored updates (``full_every`` 2, the
-  merged step matches), keys and values only, and attention only (the ``dit_merge`` input).
+- with ``--options`` (the default cells only, no fixed ratio): the DiT options at the same
+  threshold — a full step then a merged one with the stored updates (``full_every`` 2, the merged
+  step matches), keys and values only, and attention only (the ``dit_merge`` input); over two
+  steps (the last two reuse step 0's pairs), or with ``--steps`` > 2 whole runs in which every
+  merged step matches (schedule ``all``, as the DiT defaults run).
 
 Fidelity: each merged variant's latent against the unpatched one of the same seed (latent PSNR:
 no VAE). ``python -m benchmarks.wan`` writes results/dit_wan.json (about half an hour on 2 CPU
@@ -102,12 +104,10 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=TARGET_MERGED,
                         help="the merged share the thresholds are calibrated to (the ceiling stays at half the tokens)")
     parser.add_argument("--options", action="store_true",
-                        help="two steps: the DiT options (full steps, keys and values only, attention only) at the "
-                             "default cells' threshold, instead of the other cells and searches")
+                        help="the DiT options (full steps, keys and values only, attention only) at the default "
+                             "cells' threshold, instead of the other cells and searches")
     record.add_argument(parser)
     args = parser.parse_args()
-    if args.options and args.steps != 2:
-        parser.error("--options measures a full step and a merged one: --steps 2")
     if args.share != TARGET_MERGED and not args.options:
         parser.error("--share is for --options (the other runs' files are named for half the tokens)")
     tree = record.check_tree(args.allow_dirty, args.quick)
@@ -119,7 +119,7 @@ def main() -> None:
         args.frames, args.height, args.width, args.repeats = min(args.frames, 3), 16, 16, 1
         config = {**config, **QUICK_WIDTH[args.family]}
     steps, video = args.steps, args.family == "wan21"
-    schedule = "once" if steps == 2 else "CONFIG_3"
+    schedule = "once" if steps == 2 else "all" if args.options else "CONFIG_3"
     shape = (1, 16, args.frames, args.height, args.width)
     half = (1, 16, args.frames, args.height, args.width // 2)
     torch.manual_seed(0)
@@ -146,9 +146,10 @@ def main() -> None:
             model, TARGET_MERGED, "all", "", "auto", 2, "qkv").result[0], shape)}),
         **{ca_tome_name(kind, steps): (pack.nodes.CATome.execute(
             model, thresholds[kind], schedule, "", "auto", 2, "qkv", "min", video_cells=kind[0],
-            video_search=kind[1]).result[0], shape) for kind in kinds},
-        **{name: (option_variant(pack, model, thresholds[kinds[0]], *option), shape)
-           for name, option in (OPTIONS.items() if args.options else ())},
+            video_search=kind[1]).result[0], shape) for kind in kinds if not (args.options and steps > 2)},
+        **{name: (option_variant(pack, model, thresholds[kinds[0]], option_schedule if steps == 2 else "all",
+                                 inputs), shape)
+           for name, (option_schedule, inputs) in (OPTIONS.items() if args.options else ())},
         CEILING: (model, half),
     }
     timed(model, args.family, (1, 16, 1, 8, 8), 1)  # warm-up: first-call costs stay out of every variant
@@ -210,7 +211,7 @@ def result_name(args) -> str:
         return "dit_qwen_image"
     if args.options:
         share = "" if args.share == TARGET_MERGED else f"_share{round(100 * args.share)}"
-        return f"dit_wan_options_{args.frames}frames{share}"
+        return f"dit_wan_options_{args.frames}frames{'' if args.steps == 2 else f'_{args.steps}steps'}{share}"
     return "dit_wan" if (args.frames, args.steps) == (21, 2) else f"dit_wan_{args.frames}frames_{args.steps}steps"
 
 
