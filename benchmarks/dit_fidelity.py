@@ -29,7 +29,8 @@ Settings: thresholds ``THRESHOLDS`` (schedule ``all``: every merged step matches
 
 With ``--easycache R…`` every setting is stacked with ComfyUI's core EasyCache at each reuse
 threshold R (its other inputs at the node's defaults; it skips whole steps, reusing the model's last
-output change), beside EasyCache alone; the references stay the unmerged runs without it. Every row says how many model calls ran the blocks.
+output change), beside EasyCache alone; the references stay the unmerged runs without it. Every
+row says how many model calls ran the blocks.
 
 The merged share counts full steps as merging nothing (and, with whole edge blocks, is the share
 of the blocks that merge). Beside each row, ``speed_bound``: what that
@@ -183,18 +184,18 @@ def merged(pack, model, threshold: float, option: str):
     return patched
 
 
-def measure(pack, name: str, model, steps: int, chosen: list[tuple[float, str]], reuse: float | None = None
-            ) -> list[dict]:
-    """A row per setting; with ``reuse``, each stacked with EasyCache at that reuse threshold, and
-    EasyCache alone first."""
+def measure(pack, name: str, model, steps: int, chosen: list[tuple[float, str]], reuses=(None,)) -> list[dict]:
+    """A row per setting and EasyCache reuse threshold (None: without EasyCache; with one, EasyCache
+    alone first), each against the unmerged runs without EasyCache."""
     video = name in VIDEO_MODELS
     runs = [(EMPTY_PROMPT, seed) for _, seed in RUNS] if video else RUNS  # the video proxies: the empty prompt
     references = [sampled(model, name, steps, prompt, seed)[0] for prompt, seed in runs]
     fidelity = video_fidelity if video else image_fidelity
-    stack = (lambda patched: patched) if reuse is None else (lambda patched: with_easycache(patched, reuse_threshold=reuse))
     rows = []
-    for threshold, option in [(None, UNMERGED)] * (reuse is not None) + chosen:
-        patched = stack(model if option == UNMERGED else merged(pack, model, threshold, option))
+    for reuse, threshold, option in [(reuse, *setting) for reuse in reuses
+                                     for setting in [(None, UNMERGED)] * (reuse is not None) + chosen]:
+        patched = model if option == UNMERGED else merged(pack, model, threshold, option)
+        patched = patched if reuse is None else with_easycache(patched, reuse_threshold=reuse)
         scores, shares, calls = [], [], []
         for (prompt, seed), reference in zip(runs, references):
             picture, ran = sampled(patched, name, steps, prompt, seed)
@@ -226,7 +227,8 @@ def main(argv=None) -> None:
     parser.add_argument("--options", nargs="+", choices=list(OPTIONS), metavar="OPTION",
                         help="of: " + "; ".join(OPTIONS))
     parser.add_argument("--easycache", nargs="+", type=float, metavar="REUSE_THRESHOLD",
-                        help="stack every setting with ComfyUI's core EasyCache at each reuse threshold, and add it alone")
+                        help="stack every setting with ComfyUI's core EasyCache at each reuse threshold, and add "
+                             "EasyCache alone")
     parser.add_argument("--out", default="dit_fidelity.json", help="the result file's name in benchmarks/results")
     record.add_argument(parser)
     args = parser.parse_args(argv)
@@ -239,8 +241,7 @@ def main(argv=None) -> None:
         for steps in args.steps:
             chosen = settings(name, steps, args.thresholds, args.options)
             if chosen:
-                for reuse in args.easycache or [None]:
-                    rows.extend(measure(pack, name, model, steps, chosen, reuse))
+                rows.extend(measure(pack, name, model, steps, chosen, args.easycache or (None,)))
     result = {
         "what": __doc__.split("\n\n")[0].replace("\n", " "),
         "command": "python -m benchmarks.dit_fidelity" + "".join(
