@@ -757,7 +757,7 @@ def wan_speed_beside_fidelity() -> str:
                    frames_kept(point["kept"])] for point in wan_option_points()])
 
 
-EASYCACHE_FILES = ("dit_fidelity_easycache.json",)  # benchmarks.dit_fidelity --easycache runs
+EASYCACHE_FILES = ("dit_fidelity_easycache.json", "dit_fidelity_easycache_t025.json")  # dit_fidelity --easycache
 WAN_OPTION_FILES = (WAN_OPTIONS_FILE, WAN_OPTIONS_DENSER_FILE)
 
 
