@@ -910,6 +910,19 @@ def draw_dit_figure(path: Path = DIT_FIGURE) -> None:
     figure.savefig(path, dpi=110, metadata={"Software": None})
 
 
+SDXL_FILE = "sdxl_1024.json"
+
+
+def sdxl_measured() -> dict:
+    """benchmarks.sdxl: a matching step and a cached step at the threshold calibrated to half the tokens."""
+    result, rows = load(SDXL_FILE), wan_rows(SDXL_FILE)
+    row = next(row for name, row in rows.items() if "half the tokens" in name)
+    return measured(SDXL_FILE, rows["unpatched"]["run_median"] / row["run_median"],
+                    statistics.median(row["merged_fraction"]), latent_psnr(row),
+                    f"SDXL base UNet, {result['model']['pixels']}², a matching step and a cached step, "
+                    f"t = {result['calibrated_threshold']:.2f}")
+
+
 def unet_measured() -> dict:
     """The README's UNet run: the 1024² one, where merged attention is most of a step."""
     return unet_run(1024, "t50 auto")
@@ -940,7 +953,7 @@ def readme_models_table() -> str:
     require(set(DIT_MEASURED) <= {family.name for family in FAMILIES}, "readme-models",
             "every measured DiT family is named so in the family table")
     unet = f"{UNET_DEFAULTS.settings()}; faster: `schedule` `auto`"
-    rows = [("SD1.x, SD2.x (UNet)", unet, unet_measured), ("SDXL (UNet)", unet, None)]
+    rows = [("SD1.x, SD2.x (UNet)", unet, unet_measured), ("SDXL (UNet)", unet, sdxl_measured)]
     rows += [(family.name, family.defaults.settings() + ("; borrowed" if family.defaults.source.startswith("borrowed") else ""),
               DIT_MEASURED.get(family.name)) for family in FAMILIES]
     lines, files = [], {}
@@ -998,7 +1011,8 @@ def readme_gains() -> str:
         bullet((FLUX_DEFAULTS, IMAGE_DIT_DEFAULTS), f"a full step every {FLUX_DEFAULTS.full_every}", dit_default_run, "flux1k"),
         bullet((WAN_DEFAULTS, VIDEO_DIT_DEFAULTS), WAN_DEFAULTS.dit_merge, wan_default_steps, DENSE_VIDEO),
         bullet((COARSE_VIDEO_DEFAULTS,), f"a full step every {COARSE_VIDEO_DEFAULTS.full_every}", None, "wan21"),
-        f"- **SD1.x UNets**: {measured_text(unet)}" + caveat_short(load(unet["file"]), f"`{unet['file']}`: ") + "."])
+        *(f"- **{name}**: {measured_text(run)}" + caveat_short(load(run["file"]), f"`{run['file']}`: ") + "."
+          for name, run in (("SD1.x UNets", unet), ("SDXL", sdxl_measured())))])
 
 
 def readme_dit_threshold() -> str:
@@ -1358,6 +1372,8 @@ GENERATORS = {
     "dit-wan-options-denser": lambda: two_steps_table(WAN_OPTIONS_DENSER_FILE),
     "dit-wan-options-denser-source": lambda: run_source(WAN_OPTIONS_DENSER_FILE),
     "dit-wan-speed-beside-fidelity": wan_speed_beside_fidelity,
+    "sdxl": lambda: two_steps_table(SDXL_FILE),
+    "sdxl-source": lambda: source(load(SDXL_FILE), SDXL_FILE),
     "dit-wan-easycache": wan_easycache_table,
     "dit-goals": dit_goals,
     "dit-wan-easycache-source": lambda: "; ".join(source(load(file), file) for file in EASYCACHE_FILES),
