@@ -1391,6 +1391,8 @@ GENERATORS = {
     "sdxl-source": lambda: source(load(SDXL_FILE), SDXL_FILE),
     "dit-wan-options-8steps": lambda: run_table("dit_wan_options_5frames_8steps.json"),
     "dit-wan-options-8steps-source": lambda: run_source("dit_wan_options_5frames_8steps.json"),
+    "dit-wan-options-20steps": lambda: run_table("dit_wan_options_5frames_20steps.json"),
+    "dit-wan-options-20steps-source": lambda: run_source("dit_wan_options_5frames_20steps.json"),
     "dit-wan-easycache": wan_easycache_table,
     "dit-goals": dit_goals,
     "dit-wan-easycache-source": lambda: "; ".join(source(load(file), file) for file in EASYCACHE_FILES),
