@@ -558,8 +558,9 @@ def wan_rows(file: str = "dit_wan.json") -> dict[str, dict]:
 
 
 def two_steps_table(file: str = "dit_wan.json") -> str:
-    """benchmarks.wan's and benchmarks.sdxl's runs, per variant: the first and the second step (medians over the repeats, with their range), each
-    one's speed-up over the unpatched model's, both steps', merged share, latent PSNR."""
+    """benchmarks.wan's and benchmarks.sdxl's two-step runs, per variant: the first and the second
+    step (medians over the repeats, with their range), each one's speed-up over the unpatched
+    model's, both steps', merged share, latent PSNR."""
     rows = wan_rows(file)
     base = rows["unpatched"]
     header = ["variant", "step 0 (s)", "step 1 (s)", "step 0 speed-up", "step 1 speed-up", "both steps", "merged",
@@ -712,11 +713,12 @@ def wan_default_variant() -> str:
     return FULL_STEP_VARIANT if WAN_DEFAULTS.dit_merge == Defaults.dit_merge else f"CA-ToMe, {WAN_DEFAULTS.dit_merge}"
 
 
-WAN_RUN_FILE = "dit_wan_options_5frames_8steps.json"  # benchmarks.wan --options: whole 8-step runs
+WAN_RUN_FILES = {steps: f"dit_wan_options_5frames_{steps}steps.json" for steps in (8, 20)}  # wan --options --steps
 
 
-def wan_default_run(file: str = WAN_RUN_FILE) -> dict:
-    """benchmarks.wan --options --steps N: a whole run of Wan's default's mechanism at a smaller frame count."""
+def wan_default_run(steps: int) -> dict:
+    """benchmarks.wan --options --steps N: a whole run of Wan's default's mechanism, 5 latent frames."""
+    file = WAN_RUN_FILES[steps]
     result, rows = load(file), wan_rows(file)
     variant = wan_default_variant()
     row = rows[variant]
@@ -774,16 +776,15 @@ EASYCACHE_FILES = ("dit_fidelity_easycache.json", "dit_fidelity_easycache_t025.j
 WAN_OPTION_FILES = (WAN_OPTIONS_FILE, WAN_OPTIONS_DENSER_FILE)
 
 
-def timed_step(option: str, share: float) -> tuple[float, str] | None:
-    """An option's matching step at Wan width (step 0 of benchmarks.wan --options matches, as every
-    step of schedule all does), from the run calibrated to the share nearest ``share``: (speed-up,
-    file); 1.0 unmerged; None where the option was not timed."""
+def timed_step(option: str, share: float) -> float | None:
+    """An option's matching step's speed-up at Wan width (step 0 of benchmarks.wan --options matches,
+    as every step of schedule all does), from the run calibrated to the share nearest ``share``; 1
+    unmerged; None where the option was not timed."""
     if option == "unmerged":
-        return 1.0, None
-    file = min(WAN_OPTION_FILES, key=lambda f: abs(load(f)["calibrated_share"] - share))
-    rows = wan_rows(file)
+        return 1.0
+    rows = wan_rows(min(WAN_OPTION_FILES, key=lambda f: abs(load(f)["calibrated_share"] - share)))
     row = rows.get(f"CA-ToMe, {option}")
-    return (rows["unpatched"]["step_0_median"] / row["step_0_median"], file) if row else None
+    return rows["unpatched"]["step_0_median"] / row["step_0_median"] if row else None
 
 
 def easycache_points() -> list[dict]:
@@ -801,8 +802,8 @@ def easycache_points() -> list[dict]:
     for row in rows:
         option, calls = row["option"].split(" (")[0], row.get("model_calls", row["steps"])
         step = timed_step(option, row["merged_fraction"])
-        points.append({**row, "option": option, "model_calls": calls, "timed": step and step[1],
-                       "estimate": step[0] * row["steps"] / calls if step else None})
+        points.append({**row, "option": option, "model_calls": calls,
+                       "estimate": step * row["steps"] / calls if step else None})
     return points
 
 
@@ -853,7 +854,7 @@ def dit_goals() -> str:
     easycache = max(faithful or stacked, key=lambda p: p["estimate"])
     setting = (f"EasyCache {easycache['easycache_reuse']:g}"
                + ("" if easycache["threshold"] is None else f" + t = {easycache['threshold']}, {easycache['option']}"))
-    wan_run = wan_default_run()
+    wan_run = wan_default_run(8)
     measured_runs = [
         ("Flux-width image, per step", flux["speed_up"], measured_text(flux, fidelity=False), kept(image, image_width)),
         ("Wan-width video at 32,760 tokens, per step", wan["speed_up"], measured_text(wan, fidelity=False),
@@ -873,9 +874,9 @@ def dit_goals() -> str:
     return (table(["goal", "target", "measured", "kept on the dense proxy (bound of that setting)", "verdict"], lines)
             + "\n\n" + paragraph(f"Fidelity goal: SSIM ≥ {goals['image_ssim']}, per-frame PSNR ≥ "
                                    f"{goals['video_frame_psnr']:g} dB. Bounds as in the fidelity tables: at "
-                                   f"{image_width} (images) and {video_width} (video). The EasyCache row takes the stacked setting with "
-                                   "the highest estimate that met the fidelity goal on the dense proxy, or, where none "
-                                   "did, the highest estimate."))
+                                   f"{image_width} (images) and {video_width} (video). The EasyCache row takes "
+                                   "the stacked setting with the highest estimate that met the fidelity goal on the "
+                                   "dense proxy, or, where none did, the highest estimate."))
 
 
 DIT_FIGURE = ROOT / "docs" / "dit_speed_vs_fidelity.png"
@@ -1389,10 +1390,9 @@ GENERATORS = {
     "dit-wan-speed-beside-fidelity": wan_speed_beside_fidelity,
     "sdxl": lambda: two_steps_table(SDXL_FILE),
     "sdxl-source": lambda: source(load(SDXL_FILE), SDXL_FILE),
-    "dit-wan-options-8steps": lambda: run_table("dit_wan_options_5frames_8steps.json"),
-    "dit-wan-options-8steps-source": lambda: run_source("dit_wan_options_5frames_8steps.json"),
-    "dit-wan-options-20steps": lambda: run_table("dit_wan_options_5frames_20steps.json"),
-    "dit-wan-options-20steps-source": lambda: run_source("dit_wan_options_5frames_20steps.json"),
+    **{f"dit-wan-options-{steps}steps": lambda file=file: run_table(file) for steps, file in WAN_RUN_FILES.items()},
+    **{f"dit-wan-options-{steps}steps-source": lambda file=file: run_source(file)
+       for steps, file in WAN_RUN_FILES.items()},
     "dit-wan-easycache": wan_easycache_table,
     "dit-goals": dit_goals,
     "dit-wan-easycache-source": lambda: "; ".join(source(load(file), file) for file in EASYCACHE_FILES),
