@@ -6,13 +6,13 @@ weights (``devkit.checkpoints.random_weights``), on a 128² latent (4,096 tokens
 attention level). Sampled through ``comfy.sample.sample`` (euler, cfg 7.5 with a negative: batch 2)
 for two steps: step 0 matches (a checkpoint step), step 1 reuses its pairs (a cached step:
 schedule ``once``), every step timed by the sampler's callback. Variants, interleaved over
-``--repeats`` after a warm-up: unpatched; CA-ToMe at the UNet default's threshold (0.7) and levels
+``--repeats`` after a warm-up: unpatched; CA-ToMe at the UNet default's threshold and levels
 (``auto``: SDXL's first attention level); CA-ToMe at the threshold that merges about half the
 tokens there (calibrated on another seed and conditioning). Random weights: their merged share at
-t = 0.7 says nothing about a trained SDXL's; the latent PSNR to the unpatched run says only that
-the runs differ.
+the default's threshold says nothing about a trained SDXL's; the latent PSNR to the unpatched run
+says only that the runs differ.
 
-``python -m benchmarks.sdxl`` → results/sdxl_1024.json (about half an hour on 2 CPU cores);
+``python -m benchmarks.sdxl`` → results/sdxl_1024.json (about 20 minutes on 2 CPU cores);
 ``--quick`` runs SDXL's layout narrow at 256² in seconds.
 """
 
