@@ -794,8 +794,7 @@ def easycache_points() -> list[dict]:
     alone = {(row["model"], row["steps"], row["option"], row["threshold"]): row for row in dit_fidelity_rows()}
     stacked = {(r["model"], r["steps"], r["option"], r["threshold"], r["easycache_reuse"]): {**r, "file": file}
                for file in EASYCACHE_FILES for r in load(file)["rows"]}  # a later file's row supersedes
-    rows = [alone[key[:4]] for key in stacked if key[:4] in alone] + list(stacked.values())
-    rows = list({id(row): row for row in rows}.values())
+    rows = [alone[key] for key in dict.fromkeys(key[:4] for key in stacked) if key in alone] + list(stacked.values())
     rows.sort(key=lambda row: (row["model"], -row.get("easycache_reuse", 9), row["option"] != "unmerged",
                                -(row["threshold"] or 1)))
     points = []

@@ -19,9 +19,9 @@ after a warm-up, every step timed by the sampler's callback:
   matching, no merge);
 - with ``--options`` (the default cells only, no fixed ratio): the DiT options at the same
   threshold — a full step then a merged one with the stored updates (``full_every`` 2, the merged
-  step matches), keys and values only, and attention only (the ``dit_merge`` input); over two
-  steps (the last two reuse step 0's pairs), or with ``--steps`` > 2 whole runs in which every
-  merged step matches (schedule ``all``, as the DiT defaults run).
+  step matches), keys and values only, and attention only (the ``dit_merge`` input, their step 1
+  reusing step 0's pairs); or, with ``--steps`` > 2, whole runs of them in which every merged step
+  matches (schedule ``all``, as the DiT defaults run).
 
 Fidelity: each merged variant's latent against the unpatched one of the same seed (latent PSNR:
 no VAE). ``python -m benchmarks.wan`` writes results/dit_wan.json (about half an hour on 2 CPU
@@ -147,7 +147,7 @@ def main() -> None:
         **{ca_tome_name(kind, steps): (pack.nodes.CATome.execute(
             model, thresholds[kind], schedule, "", "auto", 2, "qkv", "min", video_cells=kind[0],
             video_search=kind[1]).result[0], shape) for kind in kinds if not (args.options and steps > 2)},
-        **{name: (option_variant(pack, model, thresholds[kinds[0]], option_schedule if steps == 2 else "all",
+        **{name: (option_variant(pack, model, thresholds[kinds[0]], option_schedule if steps == 2 else schedule,
                                  inputs), shape)
            for name, (option_schedule, inputs) in (OPTIONS.items() if args.options else ())},
         CEILING: (model, half),

@@ -11,7 +11,10 @@ import pytest
 import torch
 from comfy_extras.nodes_easycache import EasyCacheNode
 
+from devkit.dit_models import sample_dit, tiny_dit
 from devkit.sampling import Sampling, conditioning, sample
+
+from .test_other_families import FRAMES
 
 RUN = Sampling(steps=20, size=(16, 16), cfg=5.0)
 TOP_BLOCKS = 5  # the tiny SD1.5 layout has five transformer blocks at full resolution
@@ -114,18 +117,12 @@ DIT_DEFAULTS = {"attention only (Wan's default)": {"dit_merge": "attention only"
 
 @pytest.fixture(scope="module")
 def wan_model():
-    from devkit.dit_models import tiny_dit
-
     return tiny_dit("wan21")
 
 
 def sample_wan_counting_calls(model):
     """A 12-step cfg-1 run of the tiny Wan, and the steps (by the sampler's callback) at which its
     first block ran: EasyCache's skipped steps do not reach the blocks."""
-    from devkit.dit_models import sample_dit
-
-    from .test_other_families import FRAMES
-
     blocks = model.get_model_object("diffusion_model").blocks
     finished, ran = [-1], []
     hook = blocks[0].register_forward_pre_hook(lambda *_: ran.append(finished[0] + 1))
